@@ -1,0 +1,27 @@
+"""The linear model of the classic PyTorch regression example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    in_features: int = 1
+    out_features: int = 1
+    bias: bool = True
+
+
+class LinearModel(nn.Module):
+    """``y = x @ W.T + b``; the parameter is named ``linear`` as in the seed program."""
+
+    def __init__(self, config: LinearConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.linear = nn.Linear(config.in_features, config.out_features, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)  # (N, in_features) -> (N, out_features)

@@ -1,0 +1,97 @@
+"""/v1/datasets: upload (JSON or CSV), list, read, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from service.api.http import JSONBytes, errors, is_json, json_body_doc, read_json
+from service.api.views import dataset_public
+from service.datasets import from_csv, from_json, store_dataset
+from service.deps import ArtifactsDep, MetaDep, TenantDep
+from service.errors import UnsupportedMediaType
+from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
+Cursor = Annotated[str | None, Query(description="`next` of the previous page.")]
+
+_CSV_DOC = {
+    "text/csv": {
+        "schema": {"type": "string"},
+        "example": "x,y\n3.3,1.7\n4.4,2.76\n",
+    }
+}
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    responses={200: {"model": DatasetPublic, "description": "Same content already stored"},
+               **errors(400, 415, 422)},
+    openapi_extra=json_body_doc(DatasetCreate, extra_content=_CSV_DOC),
+)
+async def create_dataset(
+    request: Request,
+    meta: MetaDep,
+    artifacts: ArtifactsDep,
+    tenant: TenantDep,
+    target: Annotated[list[str] | None, Query(description="CSV: target column(s).")] = None,
+    features: Annotated[list[str] | None, Query(description="CSV: feature columns.")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="CSV: a name.")] = None,
+) -> Response:
+    """Upload a dataset as JSON rows or as CSV; the same content is stored once."""
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype in ("text/csv", "application/csv"):
+        body = await request.body()
+        x, y, info = await run_in_threadpool(from_csv, body, _split(target), _split(features)
+                                             or None, name)
+    elif is_json(ctype):
+        payload = await read_json(request)
+        x, y, info = await run_in_threadpool(from_json, payload)
+    else:
+        raise UnsupportedMediaType(
+            f"send application/json or text/csv (got {ctype or 'no content type'!r})"
+        )
+    row, created = await run_in_threadpool(store_dataset, meta, artifacts, x, y, info, tenant)
+    return JSONBytes(
+        dataset_public(row).model_dump(mode="json"),
+        status_code=201 if created else 200,
+        headers={"Location": f"/v1/datasets/{row.id}"},
+    )
+
+
+@router.get("", response_model=DatasetsPublic)
+def list_datasets(
+    meta: MetaDep, tenant: TenantDep, limit: Limit = 50, cursor: Cursor = None
+) -> DatasetsPublic:
+    """List datasets, newest first."""
+    page = meta.list_datasets(tenant, limit, cursor)
+    return DatasetsPublic(data=[dataset_public(r) for r in page.rows], count=page.count,
+                          next=page.next)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(404))
+def get_dataset(dataset_id: str, meta: MetaDep, tenant: TenantDep) -> DatasetPublic:
+    """A dataset's shape, column names, checksum and per-column statistics."""
+    return dataset_public(meta.get_dataset(dataset_id, tenant))
+
+
+@router.delete("/{dataset_id}", status_code=204, responses=errors(404, 409))
+def delete_dataset(
+    dataset_id: str, meta: MetaDep, artifacts: ArtifactsDep, tenant: TenantDep
+) -> Response:
+    """Delete a dataset (409 while a queued or running job uses it)."""
+    row = meta.delete_dataset(dataset_id, tenant)
+    if not meta.sha_in_use(row.sha256):
+        artifacts.delete_dataset(row.sha256)
+    return Response(status_code=204)

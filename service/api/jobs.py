@@ -1,0 +1,110 @@
+"""/v1/jobs: submit training, follow it, cancel it, read its loss history."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from service.api.http import JSONBytes, errors, require_json
+from service.api.views import job_history, job_public
+from service.arrays import as_matrix, check_xy
+from service.datasets import store_dataset
+from service.deps import ArtifactsDep, MetaDep, ServicesDep, SettingsDep, TenantDep
+from service.devices import resolve_device
+from service.errors import DeviceUnavailable, InvalidInput
+from service.schemas import JobCreate, JobHistory, JobPublic, JobsPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobPublic,
+    responses=errors(400, 404, 415, 422),
+    dependencies=[Depends(require_json)],
+)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    services: ServicesDep,
+    meta: MetaDep,
+    artifacts: ArtifactsDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+) -> JobPublic:
+    """Submit a training job; it is stored as queued before this answers 202."""
+    spec = body.training_spec()
+    if spec.seed is None:  # every run is reproducible: the seed drawn is recorded
+        spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
+    if spec.epochs > settings.max_epochs:
+        raise InvalidInput(f"epochs must be at most {settings.max_epochs}", field="epochs")
+    try:
+        device = resolve_device(body.device, settings.device)
+    except (LookupError, ValueError) as e:
+        raise DeviceUnavailable(str(e), field="device") from None
+
+    if body.dataset_id is not None:
+        dataset = meta.get_dataset(body.dataset_id, tenant)
+    else:
+        x = as_matrix(body.x, "x")
+        y = as_matrix(body.y, "y")
+        check_xy(x, y)
+        dataset, _ = store_dataset(
+            meta, artifacts, x, y,
+            {"name": None, "feature_names": [f"x{i}" for i in range(x.shape[1])],
+             "target_names": [f"y{i}" for i in range(y.shape[1])]},
+            tenant,
+        )
+    if spec.validation_fraction > 0 and dataset.rows < 2:
+        raise InvalidInput(
+            f"validation_fraction needs at least 2 rows; the dataset has {dataset.rows}",
+            field="validation_fraction",
+        )
+    job = meta.create_job(
+        tenant=tenant,
+        dataset_id=dataset.id,
+        spec=spec.model_dump(mode="json"),
+        device=device,
+        model_name=body.model_name,
+        epochs=spec.epochs,
+    )
+    services.job_submitted(job.id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_public(job)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    meta: MetaDep,
+    tenant: TenantDep,
+    status: Annotated[StatusFilter | None, Query(description="Only jobs in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
+) -> JobsPublic:
+    """List jobs, newest first."""
+    page = meta.list_jobs(tenant, status, limit, cursor)
+    return JobsPublic(data=[job_public(r) for r in page.rows], count=page.count, next=page.next)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
+def get_job(job_id: str, meta: MetaDep, tenant: TenantDep) -> JobPublic:
+    """A job's status, progress, device, timings, error and model."""
+    return job_public(meta.get_job(job_id, tenant))
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic,
+             responses=errors(404, 409))
+def cancel_job(job_id: str, meta: MetaDep, tenant: TenantDep) -> JobPublic:
+    """Cancel a queued job at once, or a running one within about a second."""
+    return job_public(meta.request_cancel(job_id, tenant))
+
+
+@router.get("/{job_id}/history", response_model=JobHistory, responses=errors(404))
+def get_history(job_id: str, meta: MetaDep, tenant: TenantDep) -> Response:
+    """The loss at every logged epoch (1-based), and the validation loss if there was one."""
+    return JSONBytes(job_history(meta.get_job(job_id, tenant)))

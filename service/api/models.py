@@ -1,0 +1,72 @@
+"""/v1/models: fitted models, their checkpoints, predictions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from service.api.http import errors, json_body_doc
+from service.api.predict import predict_response
+from service.api.views import model_public
+from service.deps import ArtifactsDep, MetaDep, PredictorDep, TenantDep
+from service.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("", response_model=ModelsPublic)
+def list_models(
+    meta: MetaDep,
+    tenant: TenantDep,
+    name: Annotated[str | None, Query(description="Only versions of this name.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
+) -> ModelsPublic:
+    """List fitted models, newest first."""
+    page = meta.list_models(tenant, name, limit, cursor)
+    return ModelsPublic(data=[model_public(r) for r in page.rows], count=page.count,
+                        next=page.next)
+
+
+@router.get("/{model_id}", response_model=ModelPublic, responses=errors(404))
+def get_model(model_id: str, meta: MetaDep, tenant: TenantDep) -> ModelPublic:
+    """Weight, bias, metrics, hyperparameters and lineage of a model."""
+    return model_public(meta.get_model(model_id, tenant))
+
+
+@router.get(
+    "/{model_id}/checkpoint",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}},
+                     "description": "The safetensors file"}, **errors(404)},
+)
+async def get_checkpoint(
+    model_id: str, meta: MetaDep, artifacts: ArtifactsDep, tenant: TenantDep
+) -> Response:
+    """The checkpoint as a safetensors file (tensors + metadata; never a pickle)."""
+    row = await run_in_threadpool(meta.get_model, model_id, tenant)
+    blob = await run_in_threadpool(artifacts.read_checkpoint, row.id)
+    return Response(
+        blob,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{row.id}.safetensors"',
+            "X-Checkpoint-SHA256": row.sha256,
+        },
+    )
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictResponse,
+    responses=errors(400, 404, 415, 422),
+    openapi_extra=json_body_doc(PredictRequest),
+)
+async def predict_with(
+    model_id: str, request: Request, predictor: PredictorDep, tenant: TenantDep
+) -> Response:
+    """Predict with this model: `{"x": [[...]]}` -> `{"y": [[...]]}`."""
+    return await predict_response(request, predictor, tenant, model_id, by_path=True)

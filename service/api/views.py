@@ -1,0 +1,100 @@
+"""Rows of the metadata store -> public schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service.schemas import (
+    ColumnStats,
+    DatasetPublic,
+    JobError,
+
+    JobProgress,
+    JobPublic,
+    ModelMetrics,
+    ModelPublic,
+    TrainingSpec,
+)
+from service.store.tables import DatasetRow, JobRow, ModelRow
+
+
+def dataset_public(row: DatasetRow) -> DatasetPublic:
+    return DatasetPublic(
+        id=row.id,
+        name=row.name,
+        rows=row.rows,
+        features=row.features,
+        targets=row.targets,
+        feature_names=row.feature_names,
+        target_names=row.target_names,
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        columns=[ColumnStats(**c) for c in row.columns],
+        created_at=row.created_at,
+    )
+
+
+def job_public(row: JobRow) -> JobPublic:
+    return JobPublic(
+        id=row.id,
+        status=row.status,  # type: ignore[arg-type]
+        dataset_id=row.dataset_id,
+        model_id=row.model_id,
+        model_name=row.model_name,
+        hyperparameters=TrainingSpec.model_validate(row.spec),
+        device=row.device,
+        device_used=row.device_used,
+        engine_used=row.engine_used,
+        progress=JobProgress(
+            epoch=row.progress_epoch,
+            epochs=row.epochs,
+            loss=row.progress_loss,
+            val_loss=row.progress_val_loss,
+        ),
+        attempts=row.attempts,
+        cancel_requested=row.cancel_requested,
+        error=JobError(**row.error) if row.error else None,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def job_history(row: JobRow) -> dict[str, Any]:
+    """Arrays straight from the stored bytes; orjson writes them without a Python list."""
+    def arr(blob: bytes | None, dtype: str) -> np.ndarray | None:
+        return None if blob is None else np.frombuffer(blob, dtype=dtype)
+
+    epoch = arr(row.history_epoch, "<i4")
+    loss = arr(row.history_loss, "<f4")
+    return {
+        "epoch": epoch if epoch is not None else [],
+        "loss": loss if loss is not None else [],
+        "val_loss": arr(row.history_val_loss, "<f4"),
+    }
+
+
+
+
+def model_public(row: ModelRow) -> ModelPublic:
+    return ModelPublic(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        kind=row.kind,
+        in_features=row.in_features,
+        out_features=row.out_features,
+        weight=row.weight,
+        bias=row.bias,
+        feature_names=row.feature_names,
+        target_names=row.target_names,
+        metrics=ModelMetrics(**row.metrics),
+        hyperparameters=TrainingSpec.model_validate(row.spec),
+        dataset_id=row.dataset_id,
+        job_id=row.job_id,
+        device_trained_on=row.device,
+        checkpoint_sha256=row.sha256,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,46 @@
+"""``fitserve serve | ...``: the command line."""
+
+from __future__ import annotations
+
+import typer
+
+cli = typer.Typer(help="fitserve: train PyTorch models over REST and serve them.",
+                  no_args_is_help=True)
+
+
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default FITSERVE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default FITSERVE_PORT)."),
+    workers: int | None = typer.Option(None, help="Training worker processes."),
+) -> None:
+    """Start the API and its training workers (embedded mode)."""
+    import uvicorn
+
+    from service.config import Settings
+    from service.logs import configure_logging
+    from service.main import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
+                 if v is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                access_log=False, log_level=settings.log_level)
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    from service import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Dataset uploads: JSON rows or CSV -> validated float32 arrays -> stored once by content."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import numpy as np
+
+from service.arrays import as_matrix, check_xy
+from service.errors import InvalidInput
+from service.store.artifacts import ArtifactStore, sha256_hex
+from service.store.metadata import MetadataStore
+from service.store.tables import DatasetRow
+
+
+def _names(given: Any, count: int, prefix: str, field: str) -> list[str]:
+    if given is None:
+        return [f"{prefix}{i}" for i in range(count)]
+    if not isinstance(given, list) or not all(isinstance(n, str) and n for n in given):
+        raise InvalidInput(f"{field} must be a list of non-empty strings", field=field)
+    if len(given) != count:
+        raise InvalidInput(f"{field} has {len(given)} names for {count} columns", field=field)
+    if len(set(given)) != len(given):
+        raise InvalidInput(f"{field} has duplicate names", field=field)
+    return list(given)
+
+
+def from_json(body: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``{"name"?, "x", "y", "feature_names"?, "target_names"?}`` -> (x, y, descriptors)."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object with x and y")
+    unknown = set(body) - {"name", "x", "y", "feature_names", "target_names"}
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}",
+                           field=sorted(unknown)[0])
+    for key in ("x", "y"):
+        if key not in body:
+            raise InvalidInput(f"{key} is required", field=key)
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise InvalidInput("name must be a string of at most 200 characters", field="name")
+    x = as_matrix(body["x"], "x")
+    y = as_matrix(body["y"], "y")
+    check_xy(x, y)
+    return x, y, {
+        "name": name,
+        "feature_names": _names(body.get("feature_names"), x.shape[1], "x", "feature_names"),
+        "target_names": _names(body.get("target_names"), y.shape[1], "y", "target_names"),
+    }
+
+
+def from_csv(
+    body: bytes, targets: list[str], features: list[str] | None, name: str | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A CSV with a header row; ``targets`` name the target columns, the rest are features."""
+    if not targets:
+        raise InvalidInput("name the target column(s): ?target=y (repeat or comma-separate)",
+                           field="target")
+    text_start = body[:65536].decode("utf-8", errors="replace")
+    header_line = text_start.splitlines()[0] if text_start.strip() else ""
+    header = next(csv.reader([header_line]), [])
+    header = [h.strip() for h in header]
+    if not header or not any(header):
+        raise InvalidInput("the CSV is empty: send a header row and at least one data row")
+    if len(set(header)) != len(header):
+        raise InvalidInput("the CSV header has duplicate column names")
+    missing = [t for t in targets if t not in header]
+    if missing:
+        raise InvalidInput(
+            f"target column(s) {', '.join(map(repr, missing))} not in the CSV header "
+            f"({', '.join(header)})",
+            field="target",
+        )
+    if features:
+        absent = [f for f in features if f not in header]
+        if absent:
+            raise InvalidInput(f"feature column(s) {', '.join(map(repr, absent))} not in the "
+                               "CSV header", field="features")
+    else:
+        features = [h for h in header if h not in targets]
+    if not features:
+        raise InvalidInput("the CSV has no feature columns besides the target(s)",
+                           field="features")
+    if set(features) & set(targets):
+        raise InvalidInput("a column cannot be both a feature and a target", field="features")
+    table = _parse_numbers(body, len(header))
+    col = {h: i for i, h in enumerate(header)}
+    x = np.ascontiguousarray(table[:, [col[f] for f in features]])
+    y = np.ascontiguousarray(table[:, [col[t] for t in targets]])
+    return x, y, {"name": name, "feature_names": features, "target_names": targets}
+
+
+def _parse_numbers(body: bytes, width: int) -> np.ndarray:
+    try:
+        table = np.loadtxt(io.BytesIO(body), delimiter=",", skiprows=1, dtype=np.float64,
+                           ndmin=2, encoding="utf-8")
+    except ValueError:
+        raise _find_bad_cell(body, width) from None
+    if table.shape[0] == 0:
+        raise InvalidInput("the CSV has a header but no data rows")
+    if table.shape[1] != width:
+        raise _find_bad_cell(body, width)
+    if not np.isfinite(table).all():
+        row, c = np.argwhere(~np.isfinite(table))[0]
+        raise InvalidInput(f"CSV line {row + 2} column {c + 1} is not a finite number")
+    with np.errstate(over="ignore"):
+        out = table.astype(np.float32)
+    if not np.isfinite(out).all():
+        row, c = np.argwhere(~np.isfinite(out))[0]
+        raise InvalidInput(f"CSV line {row + 2} column {c + 1} overflows float32")
+    return out
+
+
+def _find_bad_cell(body: bytes, width: int) -> InvalidInput:
+    reader = csv.reader(io.StringIO(body.decode("utf-8", errors="replace")))
+    next(reader, None)
+    for line, cells in enumerate(reader, start=2):
+        if not cells:
+            continue
+        if len(cells) != width:
+            return InvalidInput(f"CSV line {line} has {len(cells)} cells; the header has {width}")
+        for c, cell in enumerate(cells, start=1):
+            try:
+                float(cell)
+            except ValueError:
+                shown = cell if len(cell) <= 40 else cell[:37] + "..."
+                return InvalidInput(f"CSV line {line} column {c} is not a number: {shown!r}")
+    return InvalidInput("the CSV could not be read as numbers")
+
+
+def column_stats(x: np.ndarray, y: np.ndarray, features: list[str], targets: list[str]) -> list:
+    out = []
+    for role, arr, names in (("feature", x, features), ("target", y, targets)):
+        a = arr.astype(np.float64)
+        mean, std, lo, hi = a.mean(0), a.std(0), a.min(0), a.max(0)
+        for i, n in enumerate(names):
+            out.append({"name": n, "role": role, "mean": float(mean[i]), "std": float(std[i]),
+                        "min": float(lo[i]), "max": float(hi[i])})
+    return out
+
+
+def store_dataset(
+    meta: MetadataStore,
+    artifacts: ArtifactStore,
+    x: np.ndarray,
+    y: np.ndarray,
+    info: dict[str, Any],
+    tenant: str = "default",
+) -> tuple[DatasetRow, bool]:
+    """Write the arrays (once per content) and then the record; returns (row, created)."""
+    check_xy(x, y)
+    blob = artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"])
+    sha = sha256_hex(blob)
+    artifacts.put_dataset(sha, blob)  # the file lands before any record can point at it
+    return meta.add_dataset(
+        tenant=tenant,
+        name=info.get("name"),
+        sha256=sha,
+        rows=int(x.shape[0]),
+        features=int(x.shape[1]),
+        targets=int(y.shape[1]),
+        feature_names=info["feature_names"],
+        target_names=info["target_names"],
+        columns=column_stats(x, y, info["feature_names"], info["target_names"]),
+        size_bytes=len(blob),
+    )

@@ -1,0 +1,78 @@
+"""Builds the app. ``create_app(settings)`` for tests and tools; ``app`` for uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import api_router
+from service.api.http import install_error_handlers
+from service.config import Settings
+from service.services import Services, build_services
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Train PyTorch models on data you send, and serve them.
+
+Upload a dataset (`POST /v1/datasets`), submit a job (`POST /v1/jobs`), poll it
+(`GET /v1/jobs/{id}`), then predict (`POST /v1/models/{id}/predict` or `POST /predict`).
+Every error answers `{"error": {"type": ..., "message": ...}}`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    start_workers: bool = True,
+) -> FastAPI:
+    """An app bound to ``services`` (built from ``settings`` when not given)."""
+    settings = settings or (services.settings if services else Settings())
+    if services is None:
+        services = build_services(settings, with_workers=start_workers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services.queue is not None:
+            # embedded mode: this server is the only one running jobs on this store, so a
+            # job still "running" was cut off by the last shutdown or crash
+            services.meta.requeue_running(None, settings.max_job_attempts)
+            services.queue.start()
+        log.info("fitserve %s ready on %s:%s", __version__, settings.host, settings.port)
+        try:
+            yield
+        finally:
+            if services.queue is not None:
+                services.queue.stop()
+            services.meta.dispose()
+
+    app = FastAPI(
+        title="fitserve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app
+
+
+def _app_from_env() -> FastAPI:
+    from service.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``service.main:app`` builds the app on first access, not at import (for uvicorn)."""
+    if name == "app":
+        return _app_from_env()
+    raise AttributeError(name)

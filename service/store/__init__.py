@@ -1,0 +1,1 @@
+"""Metadata (SQLAlchemy) and artifacts (files) stores. Nothing here imports FastAPI."""

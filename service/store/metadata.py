@@ -1,0 +1,339 @@
+"""The metadata store: datasets, jobs and models in SQL (SQLite by default)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import Conflict, NotFound, not_found
+from service.store.tables import Base, DatasetRow, JobRow, ModelRow, new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for the worker's writes
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Page:
+    def __init__(self, rows: Sequence[Any], count: int, next_cursor: str | None) -> None:
+        self.rows = rows
+        self.count = count
+        self.next = next_cursor
+
+
+class MetadataStore:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # ------------------------------------------------------------ generic
+
+    def _page(
+        self, model: Any, filters: list[Any], limit: int, cursor: str | None
+    ) -> Page:
+        with self.session() as s:
+            count = s.scalar(select(func.count()).select_from(model).where(*filters)) or 0
+            q = select(model).where(*filters)
+            if cursor:
+                q = q.where(model.id < cursor)
+            rows = list(s.scalars(q.order_by(model.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, count, rows[-1].id if more and rows else None)
+
+    # ------------------------------------------------------------ datasets
+
+    def add_dataset(self, **values: Any) -> tuple[DatasetRow, bool]:
+        """Store a dataset record; the same content twice gives the first record back."""
+        tenant = values.get("tenant", "default")
+        with self.session() as s:
+            found = s.scalar(
+                select(DatasetRow).where(
+                    DatasetRow.tenant == tenant, DatasetRow.sha256 == values["sha256"]
+                )
+            )
+            if found is not None:
+                return found, False
+        row = DatasetRow(id=new_id("ds"), created_at=utcnow(), **values)
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError:  # the same content arrived concurrently
+            with self.session() as s:
+                found = s.scalar(
+                    select(DatasetRow).where(
+                        DatasetRow.tenant == tenant, DatasetRow.sha256 == values["sha256"]
+                    )
+                )
+            if found is None:
+                raise
+            return found, False
+        return row, True
+
+    def get_dataset(self, dataset_id: str, tenant: str = "default") -> DatasetRow:
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset_id)
+        if row is None or row.tenant != tenant:
+            raise not_found("dataset", dataset_id)
+        return row
+
+    def list_datasets(self, tenant: str, limit: int, cursor: str | None) -> Page:
+        return self._page(DatasetRow, [DatasetRow.tenant == tenant], limit, cursor)
+
+    def delete_dataset(self, dataset_id: str, tenant: str = "default") -> DatasetRow:
+        """Delete the record; returns it. 409 while a queued or running job uses it."""
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset_id)
+            if row is None or row.tenant != tenant:
+                raise not_found("dataset", dataset_id)
+            busy = s.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.dataset_id == dataset_id, JobRow.status.in_(ACTIVE))
+            )
+            if busy:
+                raise Conflict(
+                    f"dataset {dataset_id!r} is used by {busy} queued or running job(s); "
+                    "cancel them or wait for them to finish"
+                )
+            s.delete(row)
+        return row
+
+    def sha_in_use(self, sha256: str) -> bool:
+        with self.session() as s:
+            return bool(
+                s.scalar(select(func.count()).select_from(DatasetRow).where(
+                    DatasetRow.sha256 == sha256))
+            )
+
+    # ------------------------------------------------------------ jobs
+
+    def create_job(self, **values: Any) -> JobRow:
+        row = JobRow(id=new_id("job"), status="queued", created_at=utcnow(), **values)
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def get_job(self, job_id: str, tenant: str | None = "default") -> JobRow:
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            raise not_found("job", job_id)
+        return row
+
+    def list_jobs(
+        self, tenant: str, status: str | None, limit: int, cursor: str | None
+    ) -> Page:
+        filters = [JobRow.tenant == tenant]
+        if status:
+            filters.append(JobRow.status == status)
+        return self._page(JobRow, filters, limit, cursor)
+
+    def request_cancel(self, job_id: str, tenant: str = "default") -> JobRow:
+        """A queued job is cancelled at once; a running one is flagged for its worker."""
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or row.tenant != tenant:
+                raise not_found("job", job_id)
+            if row.status in FINISHED:
+                raise Conflict(f"job {job_id!r} has already {row.status}; nothing to cancel")
+            row.cancel_requested = True
+            if row.status == "queued":
+                row.status = "cancelled"
+                row.finished_at = utcnow()
+                row.error = {"type": "cancelled", "message": "cancelled before it started"}
+        return row
+
+    def claim_next(self, worker: str) -> JobRow | None:
+        """Atomically move the oldest queued job to running for this worker."""
+        while True:
+            with self.session() as s:
+                job_id = s.scalar(
+                    select(JobRow.id)
+                    .where(JobRow.status == "queued")
+                    .order_by(JobRow.created_at, JobRow.id)
+                    .limit(1)
+                )
+                if job_id is None:
+                    return None
+                claimed = s.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == "queued")
+                    .values(
+                        status="running",
+                        worker=worker,
+                        started_at=utcnow(),
+                        attempts=JobRow.attempts + 1,
+                    )
+                ).rowcount
+            if claimed == 1:
+                return self.get_job(job_id, tenant=None)
+            # another worker won this one; try the next
+
+    def update_progress(
+        self, job_id: str, epoch: int, loss: float | None, val_loss: float | None
+    ) -> bool:
+        """Write progress; returns whether cancellation was requested."""
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id)
+                .values(progress_epoch=epoch, progress_loss=loss, progress_val_loss=val_loss)
+            )
+            return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.session() as s:
+            return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+    def finish_job(self, job_id: str, worker: str, **values: Any) -> bool:
+        """Record the end of a job, only if this worker still holds it."""
+        with self.session() as s:
+            done = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "running", JobRow.worker == worker)
+                .values(finished_at=utcnow(), **values)
+            ).rowcount
+        return done == 1
+
+    def finish_with_model(
+        self, job_id: str, worker: str, model: dict[str, Any], job_values: dict[str, Any]
+    ) -> ModelRow | None:
+        """Create the model and mark the job succeeded in one transaction."""
+        for _ in range(5):
+            try:
+                with self.session() as s:
+                    job = s.get(JobRow, job_id)
+                    if job is None or job.status != "running" or job.worker != worker:
+                        return None
+                    version = None
+                    if model.get("name"):
+                        latest = s.scalar(
+                            select(func.max(ModelRow.version)).where(
+                                ModelRow.tenant == model["tenant"], ModelRow.name == model["name"]
+                            )
+                        )
+                        version = (latest or 0) + 1
+                    row = ModelRow(version=version, created_at=utcnow(), **model)
+                    s.add(row)
+                    s.flush()
+                    for k, v in job_values.items():
+                        setattr(job, k, v)
+                    job.status = "succeeded"
+                    job.model_id = row.id
+                    job.finished_at = utcnow()
+                return row
+            except IntegrityError:  # two versions of one name at once: take the next number
+                continue
+        raise RuntimeError(f"could not allocate a model version for job {job_id}")
+
+    def requeue_running(
+        self, workers: Sequence[str] | None, max_attempts: int, *, refund: bool = False
+    ) -> list[str]:
+        """Jobs left running by dead workers (all running ones when ``workers`` is None) go
+        back to the queue, or fail once they used up their attempts. ``refund``: the worker was
+        stopped on purpose (a shutdown), so the attempt does not count."""
+        touched = []
+        with self.session() as s:
+            q = select(JobRow).where(JobRow.status == "running")
+            if workers is not None:
+                q = q.where(JobRow.worker.in_(list(workers)))
+            for job in s.scalars(q):
+                touched.append(job.id)
+                if refund:
+                    job.attempts = max(0, job.attempts - 1)
+                if job.cancel_requested:
+                    job.status = "cancelled"
+                    job.error = {"type": "cancelled", "message": "cancelled"}
+                    job.finished_at = utcnow()
+                elif job.attempts >= max_attempts:
+                    job.status = "failed"
+                    job.error = {
+                        "type": "worker_lost",
+                        "message": f"the worker running this job died {job.attempts} time(s); "
+                        "giving up",
+                    }
+                    job.finished_at = utcnow()
+                else:
+                    job.status = "queued"
+                    job.worker = None
+                    job.progress_epoch = 0
+                    job.progress_loss = None
+                    job.progress_val_loss = None
+        if touched:
+            log.warning("recovered jobs from dead workers: %s", touched)
+        return touched
+
+    def count_jobs(self, status: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.status == status)) or 0
+
+    # ------------------------------------------------------------ models
+
+    def get_model(self, model_id: str, tenant: str = "default") -> ModelRow:
+        with self.session() as s:
+            row = s.get(ModelRow, model_id)
+        if row is None or row.tenant != tenant:
+            raise not_found("model", model_id)
+        return row
+
+    def list_models(
+        self, tenant: str, name: str | None, limit: int, cursor: str | None
+    ) -> Page:
+        filters = [ModelRow.tenant == tenant]
+        if name:
+            filters.append(ModelRow.name == name)
+        return self._page(ModelRow, filters, limit, cursor)
+
+    def find_model(self, ref: str | None, tenant: str = "default") -> ModelRow:
+        """A model by id, by name (its latest version), or the latest of all when None."""
+        with self.session() as s:
+            if ref is not None and ref.startswith("mdl_"):
+                row = s.get(ModelRow, ref)
+                if row is not None and row.tenant == tenant:
+                    return row
+            q = select(ModelRow).where(ModelRow.tenant == tenant)
+            if ref is not None:
+                q = q.where(ModelRow.name == ref).order_by(ModelRow.version.desc())
+            else:
+                q = q.order_by(ModelRow.id.desc())
+            row = s.scalars(q.limit(1)).first()
+        if row is None:
+            if ref is None:
+                raise NotFound("no model has been trained yet")
+            raise not_found("model", ref)
+        return row

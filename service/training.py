@@ -1,0 +1,334 @@
+"""Training: ``fit(spec, x, y, device, on_progress, should_stop) -> FitResult``.
+
+No FastAPI here, no database: the worker feeds it arrays and callbacks. The plain path is
+the seed program's loop (forward, loss, zero_grad, backward, step) run in chunks of epochs;
+the losses stay on the device and leave it once a chunk, so the loop never syncs per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import build_model
+from service.errors import Cancelled, Diverged, TrainingError
+from service.schemas import AdamSpec, RMSpropSpec, SGDSpec, TrainingSpec
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, float, float | None], None]
+StopFn = Callable[[], bool]
+
+DIVERGED_HINT = "lower the learning rate or standardize the inputs (scale x to unit variance)"
+_CHUNK_SECONDS = 0.1  # a chunk's length in time: bounds cancel latency and progress rate
+
+
+@dataclass
+class FitResult:
+    weight: np.ndarray  # (out_features, in_features)
+    bias: np.ndarray | None  # (out_features,)
+    epochs: np.ndarray  # int32, the logged epoch numbers (1-based)
+    loss: np.ndarray  # float32, training loss at each logged epoch, before that epoch's step
+    val_loss: np.ndarray | None
+    train_loss: float  # loss of the final weights on the training rows
+    final_val_loss: float | None
+    r2: float | None
+    lstsq_loss: float | None
+    engine: str
+    device: str
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def make_loss(spec: TrainingSpec) -> nn.Module:
+    if spec.loss == "mse":
+        return nn.MSELoss()
+    if spec.loss == "l1":
+        return nn.L1Loss()
+    return nn.HuberLoss(delta=spec.huber_delta)
+
+
+def make_optimizer(spec: TrainingSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = spec.optimizer
+    if isinstance(o, SGDSpec):
+        return torch.optim.SGD(
+            params,
+            lr=o.lr,
+            momentum=o.momentum,
+            dampening=o.dampening,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+        )
+    if isinstance(o, AdamSpec):
+        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+        wd = o.weight_decay if o.weight_decay is not None else (0.01 if o.name == "adamw" else 0.0)
+        return cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=wd, amsgrad=o.amsgrad)
+    if isinstance(o, RMSpropSpec):
+        return torch.optim.RMSprop(
+            params,
+            lr=o.lr,
+            alpha=o.alpha,
+            eps=o.eps,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            centered=o.centered,
+        )
+    raise TrainingError(f"unknown optimizer {o!r}")
+
+
+def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train and validation row indices; the split is drawn from the seed, on the CPU."""
+    if fraction <= 0:
+        return np.arange(n), None
+    n_val = max(1, int(round(n * fraction)))
+    if n - n_val < 1:
+        raise TrainingError(
+            f"validation_fraction {fraction} leaves no training rows out of {n}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g).numpy()
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def init_model(spec: TrainingSpec, in_features: int, out_features: int, seed: int) -> nn.Module:
+    """The initial weights are ``torch.manual_seed(seed); nn.Linear(in, out)``'s, on the CPU."""
+    torch.manual_seed(seed)
+    return build_model(
+        spec.model.kind,
+        in_features=in_features,
+        out_features=out_features,
+        bias=spec.model.bias,
+    )
+
+
+def r2_score(pred: np.ndarray, y: np.ndarray) -> float | None:
+    """Mean over targets of 1 - SS_res / SS_tot (None when a target is constant)."""
+    pred = pred.astype(np.float64)
+    y = y.astype(np.float64)
+    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    if (ss_tot == 0).any():
+        return None
+    ss_res = ((y - pred) ** 2).sum(axis=0)
+    return float(np.mean(1 - ss_res / ss_tot))
+
+
+def lstsq_mse(x: np.ndarray, y: np.ndarray, bias: bool) -> float:
+    """The least-squares optimum's MSE on these rows, in float64."""
+    a = x.astype(np.float64)
+    if bias:
+        a = np.hstack([a, np.ones((a.shape[0], 1))])
+    coef, *_ = np.linalg.lstsq(a, y.astype(np.float64), rcond=None)
+    return float(np.mean((a @ coef - y) ** 2))
+
+
+def fit(
+    spec: TrainingSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    device: str = "cpu",
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> FitResult:
+    """Train ``spec.model`` on rows ``x`` -> ``y``. Raises Diverged, Cancelled, TrainingError."""
+    seed = spec.seed if spec.seed is not None else 0
+    train_idx, val_idx = split_rows(x.shape[0], spec.validation_fraction, seed)
+    x_train, y_train = x[train_idx], y[train_idx]
+    x_val = x[val_idx] if val_idx is not None else None
+    y_val = y[val_idx] if val_idx is not None else None
+
+    model = init_model(spec, x.shape[1], y.shape[1], seed)
+    engine = "autograd"
+    epochs_logged, losses, val_losses = _autograd_loop(
+        spec, model, x_train, y_train, x_val, y_val, device, seed, on_progress, should_stop
+    )
+
+    weight = model.linear.weight.detach().cpu().numpy().copy()
+    bias = model.linear.bias.detach().cpu().numpy().copy() if spec.model.bias else None
+    return finish(spec, weight, bias, x_train, y_train, x_val, y_val,
+                  epochs_logged, losses, val_losses, engine, device)
+
+
+def finish(
+    spec: TrainingSpec,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    epochs_logged: np.ndarray,
+    losses: np.ndarray,
+    val_losses: np.ndarray | None,
+    engine: str,
+    device: str,
+) -> FitResult:
+    """Final metrics of a trained linear model, computed on the CPU in float64."""
+    if not (np.isfinite(weight).all() and (bias is None or np.isfinite(bias).all())):
+        raise Diverged("the weights are not finite after training", hint=DIVERGED_HINT)
+    crit = make_loss(spec)
+
+    def loss_on(xs: np.ndarray, ys: np.ndarray) -> tuple[float, np.ndarray]:
+        pred = xs.astype(np.float32) @ weight.T + (bias if bias is not None else 0)
+        with torch.no_grad():
+            value = crit(torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(ys)).item()
+        return float(value), pred
+
+    train_loss, pred = loss_on(x_train, y_train)
+    val_loss = loss_on(x_val, y_val)[0] if x_val is not None and y_val is not None else None
+    lstsq = (
+        lstsq_mse(x_train, y_train, spec.model.bias)
+        if spec.loss == "mse" and spec.model.kind == "linear"
+        else None
+    )
+    return FitResult(
+        weight=weight,
+        bias=bias,
+        epochs=epochs_logged,
+        loss=losses,
+        val_loss=val_losses,
+        train_loss=train_loss,
+        final_val_loss=val_loss,
+        r2=r2_score(pred, y_train),
+        lstsq_loss=lstsq,
+        engine=engine,
+        device=device,
+    )
+
+
+class _Logger:
+    """Collects the chunks of losses that leave the device and checks them."""
+
+    def __init__(self, spec: TrainingSpec) -> None:
+        self.every = spec.log_every
+        self.total = spec.epochs
+        self.epochs: list[np.ndarray] = []
+        self.loss: list[np.ndarray] = []
+        self.val: list[np.ndarray] = []
+
+    def add(self, start: int, loss: np.ndarray, val: np.ndarray | None) -> None:
+        """``loss[i]`` is epoch ``start + i + 1``'s (1-based)."""
+        bad = ~np.isfinite(loss)
+        if bad.any():
+            first = int(np.argmax(bad))
+            self._keep(start, loss[:first], None if val is None else val[:first])
+            epoch = start + first + 1
+            raise Diverged(
+                f"the training loss became {loss[first]} at epoch {epoch}",
+                epoch=epoch,
+                hint=DIVERGED_HINT,
+            )
+        self._keep(start, loss, val)
+
+    def _keep(self, start: int, loss: np.ndarray, val: np.ndarray | None) -> None:
+        numbers = np.arange(start + 1, start + 1 + len(loss), dtype=np.int32)
+        keep = (numbers % self.every == 0) | (numbers == self.total)
+        self.epochs.append(numbers[keep])
+        self.loss.append(loss[keep].astype(np.float32))
+        if val is not None:
+            self.val.append(val[keep].astype(np.float32))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        cat = np.concatenate
+        epochs = cat(self.epochs) if self.epochs else np.zeros(0, np.int32)
+        loss = cat(self.loss) if self.loss else np.zeros(0, np.float32)
+        val = cat(self.val) if self.val else None
+        return epochs, loss, val
+
+
+def _autograd_loop(
+    spec: TrainingSpec,
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    device: str,
+    seed: int,
+    on_progress: ProgressFn | None,
+    should_stop: StopFn | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    dev = torch.device(device)
+    model.to(dev)
+    xt = torch.as_tensor(x_train, device=dev)
+    yt = torch.as_tensor(y_train, device=dev)
+    xv = torch.as_tensor(x_val, device=dev) if x_val is not None else None
+    yv = torch.as_tensor(y_val, device=dev) if y_val is not None else None
+    crit = make_loss(spec)
+    opt = make_optimizer(spec, list(model.parameters()))
+    n = xt.shape[0]
+    batch = spec.batch_size if spec.batch_size and spec.batch_size < n else None
+    gen = torch.Generator(device=dev).manual_seed(seed) if batch else None
+    logger = _Logger(spec)
+
+    try:
+        _run_chunks(spec, model, crit, opt, xt, yt, xv, yv, batch, gen, logger,
+                    on_progress, should_stop)
+    except TrainingError as e:  # keep what was learnt before the end, for the job's history
+        e.extra["history"] = logger.arrays()
+        raise
+    return logger.arrays()
+
+
+def _run_chunks(
+    spec: TrainingSpec,
+    model: nn.Module,
+    crit: nn.Module,
+    opt: torch.optim.Optimizer,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    xv: torch.Tensor | None,
+    yv: torch.Tensor | None,
+    batch: int | None,
+    gen: torch.Generator | None,
+    logger: _Logger,
+    on_progress: ProgressFn | None,
+    should_stop: StopFn | None,
+) -> None:
+    dev = xt.device
+    n = xt.shape[0]
+    done = 0
+    chunk = 16
+    while done < spec.epochs:
+        size = min(chunk, spec.epochs - done)
+        loss_buf = torch.empty(size, device=dev)
+        val_buf = torch.empty(size, device=dev) if xv is not None else None
+        t0 = time.perf_counter()
+        for i in range(size):
+            if val_buf is not None:
+                with torch.no_grad():
+                    val_buf[i] = crit(model(xv), yv)  # same weights as this epoch's loss
+            if batch is None:
+                loss = crit(model(xt), yt)  # (N, in) -> (N, out) -> scalar
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss_buf[i] = loss.detach()
+            else:
+                perm = torch.randperm(n, generator=gen, device=dev)
+                total = torch.zeros((), device=dev)
+                for s in range(0, n, batch):
+                    idx = perm[s : s + batch]
+                    loss = crit(model(xt[idx]), yt[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.detach() * idx.shape[0]
+                loss_buf[i] = total / n
+        host_loss = loss_buf.cpu().numpy()  # the one sync of this chunk
+        host_val = val_buf.cpu().numpy() if val_buf is not None else None
+        logger.add(done, host_loss, host_val)
+        done += size
+        if on_progress is not None:
+            on_progress(
+                done, float(host_loss[-1]), None if host_val is None else float(host_val[-1])
+            )
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"cancelled at epoch {done}", epoch=done)
+        elapsed = time.perf_counter() - t0
+        chunk = max(1, min(8192, int(size * _CHUNK_SECONDS / max(elapsed, 1e-6))))
+

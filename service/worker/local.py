@@ -1,0 +1,172 @@
+"""The embedded queue: worker processes beside the API, fed from the metadata store.
+
+The API commits a job as queued, then releases a semaphore token; an idle worker takes the
+token and claims the oldest queued job with an atomic UPDATE. Without a token a worker still
+looks every second, so jobs requeued after a crash or a restart are never stranded.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+EventFn = Callable[[dict[str, Any]], None]
+
+
+def worker_name(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def _warm_up() -> None:
+    """The first training step of a process pays torch's lazy set-up; pay it before a job."""
+    import numpy as np
+
+    from service.schemas import TrainingSpec
+    from service.training import fit
+
+    x = np.arange(4, dtype=np.float32).reshape(-1, 1)
+    fit(TrainingSpec(epochs=20, seed=0), x, 2 * x + 1)
+
+
+def worker_main(
+    settings: Settings,
+    wake: Any,
+    stop: Any,
+    events: Any,
+    catalog: Any,
+) -> None:
+    """Entry point of one worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the API; it stops us
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+    from service.store.artifacts import ArtifactStore
+    from service.store.metadata import MetadataStore
+    from service.worker.runner import run_job
+
+    _warm_up()
+    meta = MetadataStore(settings.resolved_database_url)
+    artifacts = ArtifactStore(settings.data_dir)
+    name = worker_name()
+    log.info("worker %s ready", name)
+
+    def notify(event: dict[str, Any]) -> None:
+        if event["event"] in ("model_committing", "model_created"):
+            with catalog.get_lock():  # bumped before and after the commit: see predictor.py
+                catalog.value += 1
+        if event["event"] != "model_committing":
+            events.put(event)
+
+    while not stop.is_set():
+        job = meta.claim_next(name)
+        if job is None:
+            wake.acquire(timeout=1.0)
+            continue
+        log.info("worker %s took job %s", name, job.id)
+        run_job(job, name, meta, artifacts, settings.progress_interval_s, notify)
+
+
+class LocalWorkerPool:
+    """Starts, watches and stops the worker processes of the embedded mode."""
+
+    def __init__(self, settings: Settings, meta: Any, on_event: EventFn | None = None) -> None:
+        self.settings = settings
+        self.meta = meta
+        self.on_event = on_event
+        self._ctx = mp.get_context("spawn")
+        self._wake = self._ctx.Semaphore(0)
+        self._stop = self._ctx.Event()
+        self._events: Any = self._ctx.Queue()
+        self._catalog: Any = self._ctx.Value("q", 0)
+        self._procs: list[BaseProcess] = []
+        self._threads: list[threading.Thread] = []
+        self._closing = threading.Event()
+
+    @property
+    def alive(self) -> int:
+        return sum(p.is_alive() for p in self._procs)
+
+    def start(self) -> None:
+        for _ in range(self.settings.workers):
+            self._procs.append(self._spawn())
+        for target in (self._watch, self._pump_events):
+            t = threading.Thread(target=target, daemon=True, name=f"fitserve-{target.__name__}")
+            t.start()
+            self._threads.append(t)
+
+    def _spawn(self) -> BaseProcess:
+        p = self._ctx.Process(
+            target=worker_main,
+            args=(self.settings, self._wake, self._stop, self._events, self._catalog),
+            name="fitserve-worker",
+            daemon=True,
+        )
+        p.start()
+        return p
+
+    def catalog_version(self) -> int:
+        """Moves whenever a worker creates a model; read without a lock (one word)."""
+        return int(self._catalog.value)
+
+    def notify(self) -> None:
+        """A job was queued: wake one idle worker."""
+        self._wake.release()
+
+    def _watch(self) -> None:
+        """Replace dead workers and put their jobs back in the queue."""
+        while not self._closing.wait(0.5):
+            for i, p in enumerate(self._procs):
+                if p.is_alive() or self._closing.is_set():
+                    continue
+                log.error("worker pid %s died (exit code %s); restarting it", p.pid, p.exitcode)
+                self.meta.requeue_running([worker_name(p.pid)], self.settings.max_job_attempts)
+                self._procs[i] = self._spawn()
+                self._wake.release()
+
+    def _pump_events(self) -> None:
+        while not self._closing.is_set():
+            try:
+                event = self._events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            if self.on_event is not None:
+                try:
+                    self.on_event(event)
+                except Exception:
+                    log.exception("event handler failed for %s", event)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers; jobs they were running go back to the queue for the next start."""
+        self._closing.set()
+        self._stop.set()
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self._procs:
+            p.join(timeout)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout)
+        names = [worker_name(p.pid) for p in self._procs if p.pid is not None]
+        if names:
+            self.meta.requeue_running(names, self.settings.max_job_attempts, refund=True)
+        for t in self._threads:
+            t.join(1.0)
+        self._events.close()

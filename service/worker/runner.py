@@ -1,0 +1,182 @@
+"""``run_job``: one claimed job from data to checkpoint. The same in every queue backend."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from service.errors import Cancelled, TrainingError
+from service.schemas import TrainingSpec
+from service.store.artifacts import ArtifactStore
+from service.store.metadata import MetadataStore
+from service.store.tables import JobRow, new_id
+from service.training import FitResult, fit
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "fitserve/1"
+Notify = Callable[[dict[str, Any]], None]
+
+
+def _history_values(epochs: np.ndarray, loss: np.ndarray, val: np.ndarray | None) -> dict:
+    return {
+        "history_epoch": epochs.astype("<i4").tobytes(),
+        "history_loss": loss.astype("<f4").tobytes(),
+        "history_val_loss": None if val is None else val.astype("<f4").tobytes(),
+    }
+
+
+def checkpoint_payload(
+    job: JobRow, spec: TrainingSpec, result: FitResult, feature_names: list[str],
+    target_names: list[str], dataset_sha: str,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors named as the module's state_dict, and the config beside them as metadata."""
+    config = {
+        "in_features": int(result.weight.shape[1]),
+        "out_features": int(result.weight.shape[0]),
+        "bias": result.bias is not None,
+    }
+    tensors = {"linear.weight": np.ascontiguousarray(result.weight, dtype=np.float32)}
+    if result.bias is not None:
+        tensors["linear.bias"] = np.ascontiguousarray(result.bias, dtype=np.float32)
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": spec.model.kind,
+        "config": json.dumps(config),
+        "feature_names": json.dumps(feature_names),
+        "target_names": json.dumps(target_names),
+        "normalization": "null",
+        "job_id": job.id,
+        "dataset_sha256": dataset_sha,
+    }
+    return tensors, metadata
+
+
+class _Reporter:
+    """Rate-limited progress writes; the cancel flag rides back on each write."""
+
+    def __init__(self, meta: MetadataStore, job_id: str, interval: float) -> None:
+        self.meta = meta
+        self.job_id = job_id
+        self.interval = interval
+        self.last = 0.0
+        self.cancel = False
+
+    def progress(self, epoch: int, loss: float, val_loss: float | None) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.cancel = self.meta.update_progress(self.job_id, epoch, loss, val_loss)
+
+    def should_stop(self) -> bool:
+        return self.cancel
+
+
+def run_job(
+    job: JobRow,
+    worker: str,
+    meta: MetadataStore,
+    artifacts: ArtifactStore,
+    progress_interval: float = 0.2,
+    notify: Notify | None = None,
+) -> str:
+    """Train a job this worker has claimed (status running); returns its final status."""
+    spec = TrainingSpec.model_validate(job.spec)
+    reporter = _Reporter(meta, job.id, progress_interval)
+    try:
+        dataset = meta.get_dataset(job.dataset_id, tenant=job.tenant)
+        x, y = artifacts.get_dataset(dataset.sha256)
+        result = fit(spec, x, y, job.device, reporter.progress, reporter.should_stop)
+    except Cancelled as e:
+        return _end(meta, job, worker, "cancelled", e, notify)
+    except TrainingError as e:
+        return _end(meta, job, worker, "failed", e, notify)
+    except Exception as e:  # a bug or the machine: typed, without the traceback
+        log.exception("job %s failed", job.id)
+        err = TrainingError(f"{type(e).__module__}.{type(e).__name__}: {e}"[:500])
+        return _end(meta, job, worker, "failed", err, notify)
+
+    model_id = new_id("mdl")
+    tensors, metadata = checkpoint_payload(
+        job, spec, result, dataset.feature_names, dataset.target_names, dataset.sha256
+    )
+    try:
+        path, sha = artifacts.put_checkpoint(model_id, tensors, metadata)
+    except OSError as e:
+        err = TrainingError(f"could not write the checkpoint: {e.strerror or e}")
+        err.type = "storage_error"  # type: ignore[misc]
+        return _end(meta, job, worker, "failed", err, notify)
+
+    model = {
+        "id": model_id,
+        "tenant": job.tenant,
+        "name": job.model_name,
+        "job_id": job.id,
+        "dataset_id": job.dataset_id,
+        "kind": spec.model.kind,
+        "config": json.loads(metadata["config"]),
+        "in_features": int(result.weight.shape[1]),
+        "out_features": int(result.weight.shape[0]),
+        "weight": result.weight.astype(float).tolist(),
+        "bias": None if result.bias is None else result.bias.astype(float).tolist(),
+        "feature_names": dataset.feature_names,
+        "target_names": dataset.target_names,
+        "metrics": {
+            "train_loss": result.train_loss,
+            "val_loss": result.final_val_loss,
+            "r2": result.r2,
+            "lstsq_loss": result.lstsq_loss,
+        },
+        "spec": job.spec,
+        "device": result.device,
+        "checkpoint": path,
+        "sha256": sha,
+    }
+    job_values = {
+        **_history_values(result.epochs, result.loss, result.val_loss),
+        "device_used": result.device,
+        "engine_used": result.engine,
+        "progress_epoch": spec.epochs,
+        "progress_loss": float(result.loss[-1]) if len(result.loss) else None,
+        "progress_val_loss": (
+            float(result.val_loss[-1]) if result.val_loss is not None and len(result.val_loss)
+            else None
+        ),
+    }
+    if notify:
+        notify({"event": "model_committing", "job_id": job.id, "model_id": model_id})
+    row = meta.finish_with_model(job.id, worker, model, job_values)
+    if row is None:  # the job was taken from us (cancelled or recovered): leave no orphan file
+        artifacts.checkpoint_path(model_id).unlink(missing_ok=True)
+        log.warning("job %s was no longer held by %s; checkpoint discarded", job.id, worker)
+        return meta.get_job(job.id, tenant=None).status
+    if notify:
+        notify({"event": "model_created", "job_id": job.id, "model_id": row.id})
+    log.info("job %s succeeded: model %s (%s, %s)", job.id, row.id, result.engine, result.device)
+    return "succeeded"
+
+
+def _end(
+    meta: MetadataStore,
+    job: JobRow,
+    worker: str,
+    status: str,
+    err: TrainingError,
+    notify: Notify | None,
+) -> str:
+    error: dict[str, Any] = {"type": err.type, "message": err.message}
+    error.update({k: v for k, v in err.extra.items() if k in ("epoch", "hint")})
+    values: dict[str, Any] = {"status": status, "error": error, "device_used": job.device}
+    partial = err.extra.get("history")
+    if partial is not None:
+        values.update(_history_values(*partial))
+    meta.finish_job(job.id, worker, **values)
+    if notify:
+        notify({"event": "job_finished", "job_id": job.id, "status": status})
+    log.info("job %s %s: %s", job.id, status, err.message)
+    return status
