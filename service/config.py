@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     """Default training device: auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, else cpu)."""
 
-    workers: int = Field(default=2, ge=1, le=64)
-    """Number of training worker processes started beside the API."""
+    workers: int = Field(default=2, ge=0, le=64)
+    """Training worker processes started beside the API (0: none, jobs wait for workers
+    started elsewhere)."""
 
     host: str = "127.0.0.1"
     """Address the API binds to."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import io
 from typing import Any
 
@@ -10,7 +12,7 @@ import numpy as np
 
 from service.arrays import as_matrix, check_xy
 from service.errors import InvalidInput
-from service.store.artifacts import ArtifactStore, sha256_hex
+from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 from service.store.tables import DatasetRow
 
@@ -93,13 +95,14 @@ def from_csv(
 
 
 def _parse_numbers(body: bytes, width: int) -> np.ndarray:
+    rest = body.split(b"\n", 1)[1] if b"\n" in body else b""
+    if not rest.strip():
+        raise InvalidInput("the CSV has a header but no data rows")
     try:
         table = np.loadtxt(io.BytesIO(body), delimiter=",", skiprows=1, dtype=np.float64,
                            ndmin=2, encoding="utf-8")
     except ValueError:
         raise _find_bad_cell(body, width) from None
-    if table.shape[0] == 0:
-        raise InvalidInput("the CSV has a header but no data rows")
     if table.shape[1] != width:
         raise _find_bad_cell(body, width)
     if not np.isfinite(table).all():
@@ -141,6 +144,18 @@ def column_stats(x: np.ndarray, y: np.ndarray, features: list[str], targets: lis
     return out
 
 
+def content_sha256(
+    x: np.ndarray, y: np.ndarray, feature_names: list[str], target_names: list[str]
+) -> str:
+    """The dataset's identity: shapes, names and float32 values (the safetensors file's own
+    bytes are not canonical: its metadata order varies from one write to the next)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([x.shape, y.shape, feature_names, target_names]).encode())
+    h.update(np.ascontiguousarray(x, dtype="<f4").data)
+    h.update(np.ascontiguousarray(y, dtype="<f4").data)
+    return h.hexdigest()
+
+
 def store_dataset(
     meta: MetadataStore,
     artifacts: ArtifactStore,
@@ -152,7 +167,7 @@ def store_dataset(
     """Write the arrays (once per content) and then the record; returns (row, created)."""
     check_xy(x, y)
     blob = artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"])
-    sha = sha256_hex(blob)
+    sha = content_sha256(x, y, info["feature_names"], info["target_names"])
     artifacts.put_dataset(sha, blob)  # the file lands before any record can point at it
     return meta.add_dataset(
         tenant=tenant,

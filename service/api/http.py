@@ -98,7 +98,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str, str
     if first.get("type") == "json_invalid":
         why = (first.get("ctx") or {}).get("error") or first.get("msg")
         return 400, "malformed_body", f"the body is not valid JSON: {why}", None
-    raw = [str(p) for p in first.get("loc", ()) if p != "body"]
+    raw = [str(p) for p in first.get("loc", ())]
+    if raw and raw[0] in ("body", "query", "path", "header"):
+        raw = raw[1:]
     # a discriminated union puts its tag in the path (optimizer.sgd.lr): drop it
     loc = [p for i, p in enumerate(raw) if not (i > 0 and raw[i - 1] == "optimizer")]
     field = ".".join(loc) if loc else None

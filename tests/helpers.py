@@ -1,0 +1,69 @@
+"""Test data from small plain functions, and a poller with a deadline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+SEED_FILE = Path(__file__).parent / "data" / "seed_example.json"
+T = TypeVar("T")
+
+
+def seed_example() -> dict[str, Any]:
+    return json.loads(SEED_FILE.read_text())
+
+
+def seed_arrays() -> tuple[np.ndarray, np.ndarray]:
+    d = seed_example()
+    return np.array(d["x"], np.float32), np.array(d["y"], np.float32)
+
+
+def make_linear_data(
+    n: int, w: np.ndarray, b: np.ndarray, noise: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows x ~ N(0, 1) of len(w[0]) features and y = x @ w.T + b + noise."""
+    rng = np.random.default_rng(seed)
+    w = np.atleast_2d(np.asarray(w, np.float64))
+    x = rng.standard_normal((n, w.shape[1]))
+    y = x @ w.T + np.asarray(b, np.float64) + noise * rng.standard_normal((n, w.shape[0]))
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 30.0, every: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
+        time.sleep(every)
+
+
+def plain_torch_loop(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, lr: float = 0.01,
+                     bias: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The seed program's loop, verbatim in spirit: the reference for every path."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Linear(x.shape[1], y.shape[1], bias=bias)
+    crit = nn.MSELoss()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    losses = []
+    for _ in range(epochs):
+        loss = crit(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    w = model.weight.detach().numpy().copy()
+    b = model.bias.detach().numpy().copy() if bias else None
+    return np.array(losses), w, b

@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+import torch
+
+from service.errors import Cancelled, Diverged
+from service.schemas import TrainingSpec
+from service.training import fit
+from tests.helpers import make_linear_data, plain_torch_loop, seed_arrays, seed_example
+
+
+def test_seed_parity_with_reference_figures():
+    x, y = seed_arrays()
+    ref = seed_example()["reference"]
+    result = fit(TrainingSpec(seed=0, engine="autograd"), x, y)
+    assert result.weight[0, 0] == pytest.approx(0.25999, abs=1e-4)
+    assert result.bias[0] == pytest.approx(0.74765, abs=1e-3)
+    assert result.train_loss == pytest.approx(0.168915, abs=1e-5)
+    for epoch, loss in ref["sgd_seed0_loss_at_epoch"].items():
+        assert result.loss[int(epoch) - 1] == pytest.approx(loss, rel=1e-5)
+    assert result.lstsq_loss == pytest.approx(ref["ordinary_least_squares"]["mse"], rel=1e-5)
+    assert result.engine == "autograd"
+
+
+def test_seed_history_matches_plain_loop_at_every_epoch():
+    x, y = seed_arrays()
+    losses, w, b = plain_torch_loop(x, y, 10_000, seed=0)
+    result = fit(TrainingSpec(seed=0, engine="autograd"), x, y)
+    assert list(result.epochs[:3]) == [1, 2, 3] and len(result.epochs) == 10_000
+    np.testing.assert_allclose(result.loss, losses, rtol=1e-5)
+    np.testing.assert_allclose(result.weight, w, rtol=1e-5)
+    np.testing.assert_allclose(result.bias, b, rtol=1e-5)
+
+
+def test_five_features_two_targets_reach_least_squares():
+    w = np.array([[1.0, -2.0, 0.5, 3.0, 0.0], [0.0, 1.0, 1.0, -1.0, 2.0]])
+    x, y = make_linear_data(200, w, np.array([0.5, -1.0]), noise=0.1, seed=1)
+    result = fit(TrainingSpec(seed=3, epochs=3000, lr=0.1, engine="autograd"), x, y)
+    a = np.hstack([x, np.ones((len(x), 1))]).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, y.astype(np.float64), rcond=None)
+    np.testing.assert_allclose(result.weight, coef[:5].T, atol=1e-4)
+    np.testing.assert_allclose(result.bias, coef[5], atol=1e-4)
+    assert result.train_loss == pytest.approx(result.lstsq_loss, rel=1e-4)
+    assert result.r2 > 0.99
+
+
+def test_minibatch_runs_are_reproducible_and_differ_by_seed():
+    x, y = make_linear_data(100, np.array([[2.0]]), np.array([1.0]), noise=0.1, seed=0)
+    spec = TrainingSpec(seed=5, epochs=20, batch_size=16)
+    a, b = fit(spec, x, y), fit(spec, x, y)
+    np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_array_equal(a.weight, b.weight)
+    c = fit(spec.model_copy(update={"seed": 6}), x, y)
+    assert not np.array_equal(a.loss, c.loss)
+
+
+def test_minibatch_epoch_loss_is_the_row_weighted_mean_of_batches():
+    x, y = make_linear_data(10, np.array([[1.0]]), np.array([0.0]), noise=0.5, seed=2)
+    spec = TrainingSpec(seed=0, epochs=1, batch_size=4, lr=0.05)
+    result = fit(spec, x, y)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    xt, yt, total = torch.from_numpy(x), torch.from_numpy(y), 0.0
+    for s in range(0, 10, 4):
+        idx = perm[s : s + 4]
+        loss = torch.nn.functional.mse_loss(model(xt[idx]), yt[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    assert result.loss[0] == pytest.approx(total / 10, rel=1e-6)
+
+
+def test_divergence_names_the_epoch_and_keeps_earlier_history():
+    x, y = seed_arrays()
+    with pytest.raises(Diverged) as err:
+        fit(TrainingSpec(seed=0, lr=10.0, epochs=1000), x, y)
+    epoch = err.value.extra["epoch"]
+    assert 1 < epoch < 1000
+    assert "learning rate" in err.value.extra["hint"]
+    epochs, losses, _ = err.value.extra["history"]
+    assert len(losses) == epoch - 1 and np.isfinite(losses).all()
+
+
+def test_should_stop_cancels_between_chunks():
+    x, y = seed_arrays()
+    seen = []
+    with pytest.raises(Cancelled):
+        fit(TrainingSpec(seed=0, epochs=10_000_000, engine="autograd"), x, y,
+            on_progress=lambda e, loss, v: seen.append(e), should_stop=lambda: len(seen) >= 2)
+    assert 0 < seen[-1] < 10_000_000
+
+
+def test_validation_split_and_log_every():
+    x, y = make_linear_data(50, np.array([[1.5]]), np.array([0.2]), noise=0.3, seed=4)
+    result = fit(TrainingSpec(seed=1, epochs=95, log_every=10, validation_fraction=0.2), x, y)
+    assert list(result.epochs) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+    assert result.val_loss is not None and len(result.val_loss) == len(result.epochs)
+    assert result.final_val_loss is not None and result.final_val_loss > 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"loss": "l1", "epochs": 500},
+        {"loss": "huber", "epochs": 500},
+        {"optimizer": {"name": "adam", "lr": 0.05}, "epochs": 500},
+        {"optimizer": {"name": "adamw", "lr": 0.05}, "epochs": 500},
+        {"optimizer": {"name": "rmsprop", "lr": 0.01}, "epochs": 500},
+        {"optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True},
+         "epochs": 500},
+    ],
+)
+def test_other_losses_and_optimizers_match_torch(spec):
+    x, y = seed_arrays()
+    s = TrainingSpec.model_validate({**spec, "seed": 0})
+    result = fit(s, x, y)
+    # the reference: the same configuration written directly against torch
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    from service.training import make_loss, make_optimizer
+
+    crit, opt = make_loss(s), make_optimizer(s, list(model.parameters()))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    ref = []
+    for _ in range(s.epochs):
+        loss = crit(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ref.append(loss.item())
+    np.testing.assert_allclose(result.loss, ref, rtol=1e-5)
+    assert result.lstsq_loss is None or s.loss == "mse"
+
+
+def test_flat_seed_hyperparameters_are_accepted():
+    hp = seed_example()["hyperparameters"]
+    spec = TrainingSpec.model_validate(hp)
+    assert spec.optimizer.name == "sgd" and spec.optimizer.lr == 0.01
+    assert spec.model.kind == "linear" and spec.model.bias is True
+    assert spec.epochs == 10_000 and spec.batch_size is None
