@@ -7,12 +7,14 @@ looks every second, so jobs requeued after a crash or a restart are never strand
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
 import os
 import queue
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -40,6 +42,17 @@ def _warm_up() -> None:
     fit(TrainingSpec(epochs=20, seed=0), x, 2 * x + 1)
 
 
+def _die_with_parent() -> None:
+    """A worker must not outlive a server killed with -9: it would keep taking jobs that the
+    next server also recovers. Linux can deliver SIGKILL when the parent goes."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass  # the getppid() check in the loop still ends us
+
+
 def worker_main(
     settings: Settings,
     wake: Any,
@@ -49,6 +62,8 @@ def worker_main(
 ) -> None:
     """Entry point of one worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the API; it stops us
+    parent = os.getppid()
+    _die_with_parent()
     from service.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -72,7 +87,7 @@ def worker_main(
         if event["event"] != "model_committing":
             events.put(event)
 
-    while not stop.is_set():
+    while not stop.is_set() and os.getppid() == parent:
         job = meta.claim_next(name)
         if job is None:
             wake.acquire(timeout=1.0)

@@ -1,0 +1,116 @@
+"""End to end: the real server, over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.helpers import seed_example, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _finished(http: httpx.Client, job_id: str, timeout: float = 60) -> dict:
+    def check():
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(check, timeout=timeout)
+
+
+def test_seed_walkthrough_survives_a_restart(server_factory):
+    server = server_factory().start()
+    d = seed_example()
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        ds = http.post("/v1/datasets", json={"name": "seed", "x": d["x"], "y": d["y"]}).json()
+        r = http.post("/v1/jobs", json={"dataset_id": ds["id"], "seed": 0, "model_name": "seed"})
+        assert r.status_code == 202 and r.headers["location"].endswith(r.json()["id"])
+        job = _finished(http, r.json()["id"])
+        assert job["status"] == "succeeded", job
+        model = http.get(f"/v1/models/{job['model_id']}").json()
+        assert model["weight"][0][0] == pytest.approx(0.25999, abs=1e-4)
+        assert model["bias"][0] == pytest.approx(0.74765, abs=1e-3)
+        history = http.get(f"/v1/jobs/{job['id']}/history").json()
+        assert len(history["loss"]) == 10_000
+        assert history["loss"][19] == pytest.approx(0.1723215, rel=1e-5)
+        before = http.post("/predict", json={"model": "seed", "x": [[3.3], [7.0]]}).json()
+        assert before["model_id"] == model["id"] and before["version"] == 1
+
+    server.stop()
+    again = server_factory(data_dir=server.data_dir).start()
+    with httpx.Client(base_url=again.url, timeout=10) as http:
+        after = http.post(f"/v1/models/{model['id']}/predict", json={"x": [[3.3], [7.0]]})
+        assert after.status_code == 200 and after.json()["y"] == before["y"]
+        assert http.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+
+
+def test_api_answers_while_training_and_cancel_stops_it(server, http):
+    d = seed_example()
+    http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 50, "seed": 0})
+    wait_for(lambda: http.get("/v1/models").json()["count"] == 1)
+    long = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 1_000_000,
+                                       "engine": "autograd"}).json()
+    wait_for(lambda: http.get(f"/v1/jobs/{long['id']}").json()["progress"]["epoch"] > 0)
+    worst = 0.0
+    for _ in range(20):
+        t0 = time.perf_counter()
+        assert http.get("/healthz").status_code == 200
+        assert http.post("/predict", json={"x": [[1.0]]}).status_code == 200
+        worst = max(worst, time.perf_counter() - t0)
+    assert worst < 1.0, f"the API stalled {worst:.2f} s while a job trained"
+    running = http.get(f"/v1/jobs/{long['id']}").json()
+    assert running["status"] == "running"
+
+    t0 = time.perf_counter()
+    http.post(f"/v1/jobs/{long['id']}/cancel")
+    job = _finished(http, long["id"], timeout=10)
+    assert job["status"] == "cancelled" and job["model_id"] is None
+    assert time.perf_counter() - t0 < 3.0
+    assert job["progress"]["epoch"] < 1_000_000
+
+
+def test_a_killed_worker_gets_its_job_run_again(server, http):
+    d = seed_example()
+    job = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 40_000, "seed": 0,
+                                      "engine": "autograd"}).json()
+    wait_for(lambda: http.get(f"/v1/jobs/{job['id']}").json()["progress"]["epoch"] > 0)
+    holder = server.proc and _worker_pid(server.data_dir, job["id"])
+    os.kill(holder, signal.SIGKILL)
+    done = _finished(http, job["id"], timeout=90)
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    assert len(http.get(f"/v1/jobs/{job['id']}/history").json()["loss"]) == 40_000
+
+
+def test_queued_jobs_wait_for_a_restart_and_a_killed_server_loses_nothing(server_factory):
+    idle = server_factory(workers=0).start()  # accepts jobs, trains none
+    d = seed_example()
+    with httpx.Client(base_url=idle.url, timeout=10) as http:
+        queued = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 100}).json()
+    idle.kill()  # no shutdown at all: the job was committed before the 202
+
+    busy = server_factory(workers=1, data_dir=idle.data_dir).start()
+    with httpx.Client(base_url=busy.url, timeout=10) as http:
+        assert _finished(http, queued["id"])["status"] == "succeeded"
+        long = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 30_000,
+                                           "engine": "autograd", "seed": 1}).json()
+        wait_for(lambda: http.get(f"/v1/jobs/{long['id']}").json()["status"] == "running")
+    busy.kill()  # the API and, with it, its worker
+
+    last = server_factory(workers=1, data_dir=idle.data_dir).start()
+    with httpx.Client(base_url=last.url, timeout=10) as http:
+        job = _finished(http, long["id"], timeout=90)
+        assert job["status"] == "succeeded" and job["attempts"] == 2
+
+
+def _worker_pid(data_dir, job_id: str) -> int:
+    from service.store.metadata import MetadataStore
+
+    meta = MetadataStore(f"sqlite:///{data_dir / 'fitserve.db'}")
+    try:
+        return int(meta.get_job(job_id, tenant=None).worker.rsplit(":", 1)[1])
+    finally:
+        meta.dispose()
