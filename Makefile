@@ -20,8 +20,9 @@ $(DEVSTAMP): $(STAMP)
 serve: $(STAMP)
 	$(BIN)/fitserve serve
 
-## test: the whole suite
+## test: lint, then the whole suite
 test: $(DEVSTAMP)
+	$(BIN)/ruff check service models tests bench
 	$(BIN)/python -m pytest
 
 lint: $(DEVSTAMP)

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the metadata store; default: SQLite file ``<data_dir>/fitserve.db``."""
 
     device: str = "auto"
-    """Default training device: auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, else cpu)."""
+    """Default training device: auto | cpu | cuda | cuda:N | mps (auto: cuda, mps, then cpu)."""
 
     workers: int = Field(default=2, ge=0, le=64)
     """Training worker processes started beside the API (0: none, jobs wait for workers

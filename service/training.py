@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from models import build_model
+from service import closed_form
 from service.errors import Cancelled, Diverged, TrainingError
 from service.schemas import AdamSpec, RMSpropSpec, SGDSpec, TrainingSpec
 
@@ -81,10 +82,13 @@ def make_optimizer(spec: TrainingSpec, params: list[nn.Parameter]) -> torch.opti
     raise TrainingError(f"unknown optimizer {o!r}")
 
 
-def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Train and validation row indices; the split is drawn from the seed, on the CPU."""
+def split_rows(
+    n: int, fraction: float, seed: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Train and validation row indices (None, None: all rows train, nothing is copied);
+    the split is drawn from the seed, on the CPU."""
     if fraction <= 0:
-        return np.arange(n), None
+        return None, None
     n_val = max(1, int(round(n * fraction)))
     if n - n_val < 1:
         raise TrainingError(
@@ -117,15 +121,6 @@ def r2_score(pred: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.mean(1 - ss_res / ss_tot))
 
 
-def lstsq_mse(x: np.ndarray, y: np.ndarray, bias: bool) -> float:
-    """The least-squares optimum's MSE on these rows, in float64."""
-    a = x.astype(np.float64)
-    if bias:
-        a = np.hstack([a, np.ones((a.shape[0], 1))])
-    coef, *_ = np.linalg.lstsq(a, y.astype(np.float64), rcond=None)
-    return float(np.mean((a @ coef - y) ** 2))
-
-
 def fit(
     spec: TrainingSpec,
     x: np.ndarray,
@@ -137,12 +132,28 @@ def fit(
     """Train ``spec.model`` on rows ``x`` -> ``y``. Raises Diverged, Cancelled, TrainingError."""
     seed = spec.seed if spec.seed is not None else 0
     train_idx, val_idx = split_rows(x.shape[0], spec.validation_fraction, seed)
-    x_train, y_train = x[train_idx], y[train_idx]
+    x_train, y_train = (x, y) if train_idx is None else (x[train_idx], y[train_idx])
     x_val = x[val_idx] if val_idx is not None else None
     y_val = y[val_idx] if val_idx is not None else None
 
     model = init_model(spec, x.shape[1], y.shape[1], seed)
-    engine = "autograd"
+    stats = None
+    why_not = closed_form.supports(spec, x_train.shape[0])
+    if why_not is None:
+        stats_device = "cpu" if device == "mps" else device  # MPS has no float64
+        stats = closed_form.sufficient_stats(x_train, y_train, spec.model.bias, stats_device)
+        val_stats = (
+            closed_form.sufficient_stats(x_val, y_val, spec.model.bias, stats_device)
+            if x_val is not None and y_val is not None else None
+        )
+        try:
+            weight, bias, epochs_logged, losses, val_losses = _closed_form(
+                spec, model, stats, val_stats, on_progress, should_stop
+            )
+            return finish(spec, weight, bias, x_train, y_train, x_val, y_val, epochs_logged,
+                          losses, val_losses, "closed_form", stats_device, stats)
+        except closed_form.Unstable as e:
+            log.info("closed form declined (%s); running the autograd loop", e)
     epochs_logged, losses, val_losses = _autograd_loop(
         spec, model, x_train, y_train, x_val, y_val, device, seed, on_progress, should_stop
     )
@@ -150,7 +161,41 @@ def fit(
     weight = model.linear.weight.detach().cpu().numpy().copy()
     bias = model.linear.bias.detach().cpu().numpy().copy() if spec.model.bias else None
     return finish(spec, weight, bias, x_train, y_train, x_val, y_val,
-                  epochs_logged, losses, val_losses, engine, device)
+                  epochs_logged, losses, val_losses, "autograd", device, stats)
+
+
+def logged_epochs(spec: TrainingSpec) -> np.ndarray:
+    """1-based epochs whose loss is kept: every ``log_every``-th, and the last."""
+    numbers = np.arange(1, spec.epochs + 1, dtype=np.int64)
+    return numbers[(numbers % spec.log_every == 0) | (numbers == spec.epochs)]
+
+
+def _closed_form(
+    spec: TrainingSpec,
+    model: nn.Module,
+    stats: closed_form.Stats,
+    val_stats: closed_form.Stats | None,
+    on_progress: ProgressFn | None,
+    should_stop: StopFn | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray | None]:
+    w0 = model.linear.weight.detach().double().numpy()  # (k, d)
+    d = w0.shape[1]
+    theta0 = w0.T
+    if spec.model.bias:
+        theta0 = np.vstack([theta0, model.linear.bias.detach().double().numpy()[None, :]])
+    epochs = logged_epochs(spec)
+    theta, losses, val_losses = closed_form.trajectory(
+        spec, theta0, stats, val_stats, epochs, should_stop
+    )
+    if not np.isfinite(losses).all():
+        raise closed_form.Unstable("non-finite loss in the closed form")
+    weight = theta[:d].T.astype(np.float32)
+    bias = theta[d].astype(np.float32) if spec.model.bias else None
+    if on_progress is not None:
+        on_progress(spec.epochs, float(losses[-1]),
+                    None if val_losses is None else float(val_losses[-1]))
+    return (weight, bias, epochs.astype(np.int32), losses.astype(np.float32),
+            None if val_losses is None else val_losses.astype(np.float32))
 
 
 def finish(
@@ -166,6 +211,7 @@ def finish(
     val_losses: np.ndarray | None,
     engine: str,
     device: str,
+    stats: closed_form.Stats | None = None,
 ) -> FitResult:
     """Final metrics of a trained linear model, computed on the CPU in float64."""
     if not (np.isfinite(weight).all() and (bias is None or np.isfinite(bias).all())):
@@ -180,11 +226,11 @@ def finish(
 
     train_loss, pred = loss_on(x_train, y_train)
     val_loss = loss_on(x_val, y_val)[0] if x_val is not None and y_val is not None else None
-    lstsq = (
-        lstsq_mse(x_train, y_train, spec.model.bias)
-        if spec.loss == "mse" and spec.model.kind == "linear"
-        else None
-    )
+    lstsq = None
+    if spec.loss == "mse" and spec.model.kind == "linear":
+        if stats is None:
+            stats = closed_form.sufficient_stats(x_train, y_train, spec.model.bias)
+        lstsq = stats.loss_ls
     return FitResult(
         weight=weight,
         bias=bias,

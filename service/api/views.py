@@ -10,7 +10,6 @@ from service.schemas import (
     ColumnStats,
     DatasetPublic,
     JobError,
-
     JobProgress,
     JobPublic,
     ModelMetrics,

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load, save
+from safetensors import safe_open
+from safetensors.numpy import save
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^[a-z]{2,4}_[0-9a-f]{24}$")
@@ -65,7 +66,10 @@ class ArtifactStore:
     def dataset_bytes(
         x: np.ndarray, y: np.ndarray, feature_names: list[str], target_names: list[str]
     ) -> bytes:
-        meta = {"feature_names": json.dumps(feature_names), "target_names": json.dumps(target_names)}
+        meta = {
+            "feature_names": json.dumps(feature_names),
+            "target_names": json.dumps(target_names),
+        }
         return save({"x": np.ascontiguousarray(x), "y": np.ascontiguousarray(y)}, metadata=meta)
 
     def put_dataset(self, sha: str, blob: bytes) -> None:
@@ -74,8 +78,9 @@ class ArtifactStore:
             write_atomic(path, blob)
 
     def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
-        tensors = load(self._dataset_path(sha).read_bytes())
-        return tensors["x"], tensors["y"]
+        """The arrays, read through a memory map (one copy in memory, not two)."""
+        with safe_open(str(self._dataset_path(sha)), framework="numpy") as f:
+            return f.get_tensor("x"), f.get_tensor("y")
 
     def dataset_file(self, sha: str) -> Path:
         return self._dataset_path(sha)

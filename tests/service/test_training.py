@@ -7,34 +7,40 @@ from service.schemas import TrainingSpec
 from service.training import fit
 from tests.helpers import make_linear_data, plain_torch_loop, seed_arrays, seed_example
 
+ENGINES = {"autograd": "autograd", "auto": "closed_form"}
 
-def test_seed_parity_with_reference_figures():
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_seed_parity_with_reference_figures(engine):
     x, y = seed_arrays()
     ref = seed_example()["reference"]
-    result = fit(TrainingSpec(seed=0, engine="autograd"), x, y)
+    result = fit(TrainingSpec(seed=0, engine=engine), x, y)
     assert result.weight[0, 0] == pytest.approx(0.25999, abs=1e-4)
     assert result.bias[0] == pytest.approx(0.74765, abs=1e-3)
     assert result.train_loss == pytest.approx(0.168915, abs=1e-5)
     for epoch, loss in ref["sgd_seed0_loss_at_epoch"].items():
         assert result.loss[int(epoch) - 1] == pytest.approx(loss, rel=1e-5)
     assert result.lstsq_loss == pytest.approx(ref["ordinary_least_squares"]["mse"], rel=1e-5)
-    assert result.engine == "autograd"
+    assert result.engine == ENGINES[engine]
 
 
-def test_seed_history_matches_plain_loop_at_every_epoch():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_seed_history_matches_plain_loop_at_every_epoch(engine):
     x, y = seed_arrays()
     losses, w, b = plain_torch_loop(x, y, 10_000, seed=0)
-    result = fit(TrainingSpec(seed=0, engine="autograd"), x, y)
+    result = fit(TrainingSpec(seed=0, engine=engine), x, y)
     assert list(result.epochs[:3]) == [1, 2, 3] and len(result.epochs) == 10_000
     np.testing.assert_allclose(result.loss, losses, rtol=1e-5)
-    np.testing.assert_allclose(result.weight, w, rtol=1e-5)
-    np.testing.assert_allclose(result.bias, b, rtol=1e-5)
+    np.testing.assert_allclose(result.weight, w, atol=1e-4)
+    np.testing.assert_allclose(result.bias, b, atol=1e-4)
 
 
-def test_five_features_two_targets_reach_least_squares():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_five_features_two_targets_reach_least_squares(engine):
     w = np.array([[1.0, -2.0, 0.5, 3.0, 0.0], [0.0, 1.0, 1.0, -1.0, 2.0]])
     x, y = make_linear_data(200, w, np.array([0.5, -1.0]), noise=0.1, seed=1)
-    result = fit(TrainingSpec(seed=3, epochs=3000, lr=0.1, engine="autograd"), x, y)
+    result = fit(TrainingSpec(seed=3, epochs=3000, lr=0.1, engine=engine), x, y)
+    assert result.engine == ENGINES[engine]
     a = np.hstack([x, np.ones((len(x), 1))]).astype(np.float64)
     coef, *_ = np.linalg.lstsq(a, y.astype(np.float64), rcond=None)
     np.testing.assert_allclose(result.weight, coef[:5].T, atol=1e-4)
@@ -140,3 +146,61 @@ def test_flat_seed_hyperparameters_are_accepted():
     assert spec.optimizer.name == "sgd" and spec.optimizer.lr == 0.01
     assert spec.model.kind == "linear" and spec.model.bias is True
     assert spec.epochs == 10_000 and spec.batch_size is None
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"epochs": 2000, "lr": 0.1},
+        {"epochs": 1500, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
+        {"epochs": 1500, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.8,
+                                       "nesterov": True}},
+        {"epochs": 1500, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.5,
+                                       "dampening": 0.3, "weight_decay": 0.05}},
+        {"epochs": 1000, "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.1}},
+        {"epochs": 777, "lr": 0.1, "log_every": 10, "validation_fraction": 0.25},
+        {"epochs": 500, "lr": 0.1, "model": {"kind": "linear", "bias": False}},
+    ],
+)
+def test_closed_form_matches_the_autograd_loop(spec):
+    """Every fast path gives the plain path's numbers: the loss at every logged epoch within
+    1e-5 relative, the weights within 1e-4, on 5 features and 2 targets."""
+    w = np.array([[1.0, -2.0, 0.5, 3.0, 0.0], [0.0, 1.0, 1.0, -1.0, 2.0]])
+    x, y = make_linear_data(120, w, np.array([0.5, -1.0]), noise=0.3, seed=7)
+    s = TrainingSpec.model_validate({**spec, "seed": 11})
+    fast = fit(s, x, y)
+    plain = fit(s.model_copy(update={"engine": "autograd"}), x, y)
+    assert (fast.engine, plain.engine) == ("closed_form", "autograd")
+    np.testing.assert_array_equal(fast.epochs, plain.epochs)
+    np.testing.assert_allclose(fast.loss, plain.loss, rtol=1e-5)
+    np.testing.assert_allclose(fast.weight, plain.weight, atol=1e-4)
+    if s.model.bias:
+        np.testing.assert_allclose(fast.bias, plain.bias, atol=1e-4)
+    else:
+        assert fast.bias is None and plain.bias is None
+    if s.validation_fraction:
+        np.testing.assert_allclose(fast.val_loss, plain.val_loss, rtol=1e-5)
+    assert fast.train_loss == pytest.approx(plain.train_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ({"loss": "l1"}, "l1"),
+        ({"optimizer": {"name": "adam"}}, "adam"),
+        ({"batch_size": 4}, "mini-batch"),
+        ({"engine": "autograd"}, "asked"),
+    ],
+)
+def test_specs_without_a_closed_form_run_the_plain_loop(spec, why):
+    x, y = seed_arrays()
+    result = fit(TrainingSpec.model_validate({**spec, "seed": 0, "epochs": 30}), x, y)
+    assert result.engine == "autograd"
+
+
+def test_an_unstable_learning_rate_falls_back_to_the_loop_and_diverges_there():
+    x, y = seed_arrays()
+    with pytest.raises(Diverged) as err:
+        fit(TrainingSpec(seed=0, lr=10.0, epochs=1000), x, y)
+    ref, _, _ = plain_torch_loop(x, y, 20, seed=0, lr=10.0)
+    assert err.value.extra["epoch"] == int(np.argmax(~np.isfinite(ref))) + 1
