@@ -20,7 +20,7 @@ import numpy as np
 
 from service.schemas import SGDSpec, TrainingSpec
 
-_ROWS_PER_BLOCK = 1 << 16  # streaming passes read this many rows at a time
+_ROWS_PER_BLOCK = 1 << 14  # streaming passes read this many rows at a time
 _EPOCHS_PER_BLOCK = 1 << 14
 
 
@@ -37,35 +37,56 @@ class Stats:
 
 
 def sufficient_stats(x: np.ndarray, y: np.ndarray, bias: bool, device: str = "cpu") -> Stats:
-    """Two streaming passes over the rows, block by block on ``device`` in float64: G and C,
-    then the least-squares residual. Never more than one block is held in float64."""
+    """One streaming pass over the rows, block by block on ``device`` in float64: X^T X, X^T Y,
+    the column sums and Y^T Y; a second pass measures the least-squares residual only when
+    the one-pass formula would lose digits to cancellation. One block is held at a time."""
     import torch
 
     dev = torch.device(device)
+    f64 = torch.float64
     n, d = x.shape
     k = y.shape[1]
-    dim = d + int(bias)
-    gram = torch.zeros((dim, dim), dtype=torch.float64, device=dev)
-    cross = torch.zeros((dim, k), dtype=torch.float64, device=dev)
+    xx = torch.zeros((d, d), dtype=f64, device=dev)
+    xy = torch.zeros((d, k), dtype=f64, device=dev)
+    sx = torch.zeros(d, dtype=f64, device=dev)
+    sy = torch.zeros(k, dtype=f64, device=dev)
+    yy = torch.zeros((), dtype=f64, device=dev)
+    for s in range(0, n, _ROWS_PER_BLOCK):
+        xb = torch.as_tensor(x[s : s + _ROWS_PER_BLOCK]).to(dev, f64)
+        yb = torch.as_tensor(y[s : s + _ROWS_PER_BLOCK]).to(dev, f64)
+        xx += xb.T @ xb
+        xy += xb.T @ yb
+        sx += xb.sum(0)
+        sy += yb.sum(0)
+        yy += (yb * yb).sum()
+    xx_np, xy_np, sx_np, sy_np = (t.cpu().numpy() for t in (xx, xy, sx, sy))
+    if bias:  # A = [X, 1]
+        gram = np.block([[xx_np, sx_np[:, None]], [sx_np[None, :], np.array([[float(n)]])]])
+        cross = np.vstack([xy_np, sy_np[None, :]])
+    else:
+        gram, cross = xx_np, xy_np
+    theta_ls = np.linalg.lstsq(gram, cross, rcond=None)[0]  # (D, k)
+    yy_f = float(yy.item())
+    sse = yy_f - 2 * float(np.sum(theta_ls * cross)) + float(np.sum(theta_ls * (gram @ theta_ls)))
+    if sse <= 1e-8 * yy_f:  # a near-exact fit: measure the residual instead
+        sse = _residual_sse(x, y, theta_ls, bias, dev)
+    return Stats(gram, cross, n, k, theta_ls, max(sse, 0.0) / (n * k))
 
-    def blocks():
-        for s in range(0, n, _ROWS_PER_BLOCK):
-            xb = torch.as_tensor(x[s : s + _ROWS_PER_BLOCK], device=dev).double()
-            if bias:
-                xb = torch.cat([xb, torch.ones((xb.shape[0], 1), dtype=xb.dtype, device=dev)], 1)
-            yield xb, torch.as_tensor(y[s : s + _ROWS_PER_BLOCK], device=dev).double()
 
-    for a, yb in blocks():
-        gram += a.T @ a
-        cross += a.T @ yb
-    gram_np, cross_np = gram.cpu().numpy(), cross.cpu().numpy()
-    theta_ls = np.linalg.lstsq(gram_np, cross_np, rcond=None)[0]  # (D, k)
-    theta_dev = torch.as_tensor(theta_ls, device=dev)
+def _residual_sse(x: np.ndarray, y: np.ndarray, theta: np.ndarray, bias: bool, dev) -> float:
+    import torch
+
+    d = x.shape[1]
+    w = torch.as_tensor(theta[:d], device=dev)
+    b = torch.as_tensor(theta[d], device=dev) if bias else None
     sse = torch.zeros((), dtype=torch.float64, device=dev)
-    for a, yb in blocks():
-        r = a @ theta_dev - yb
+    for s in range(0, x.shape[0], _ROWS_PER_BLOCK):
+        r = torch.as_tensor(x[s : s + _ROWS_PER_BLOCK]).to(dev, torch.float64) @ w
+        if b is not None:
+            r += b
+        r -= torch.as_tensor(y[s : s + _ROWS_PER_BLOCK]).to(dev, torch.float64)
         sse += (r * r).sum()
-    return Stats(gram_np, cross_np, n, k, theta_ls, float(sse.item()) / (n * k))
+    return float(sse.item())
 
 
 def supports(spec: TrainingSpec, n_rows: int) -> str | None:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, float, float | None], None]
 StopFn = Callable[[], bool]
 
+_GATHER_ROWS = 1 << 16  # rows gathered at once for mini-batches
 DIVERGED_HINT = "lower the learning rate or standardize the inputs (scale x to unit variance)"
 _CHUNK_SECONDS = 0.1  # a chunk's length in time: bounds cancel latency and progress rate
 
@@ -154,14 +155,20 @@ def fit(
                           losses, val_losses, "closed_form", stats_device, stats)
         except closed_form.Unstable as e:
             log.info("closed form declined (%s); running the autograd loop", e)
-    epochs_logged, losses, val_losses = _autograd_loop(
-        spec, model, x_train, y_train, x_val, y_val, device, seed, on_progress, should_stop
+    # mini-batch SGD on squared loss: the same step with the gradient written out
+    fused = (
+        spec.engine == "auto" and spec.model.kind == "linear" and spec.loss == "mse"
+        and isinstance(spec.optimizer, SGDSpec)
+    )
+    epochs_logged, losses, val_losses = _loop(
+        spec, model, x_train, y_train, x_val, y_val, device, seed, on_progress, should_stop,
+        fused=fused,
     )
 
     weight = model.linear.weight.detach().cpu().numpy().copy()
     bias = model.linear.bias.detach().cpu().numpy().copy() if spec.model.bias else None
-    return finish(spec, weight, bias, x_train, y_train, x_val, y_val,
-                  epochs_logged, losses, val_losses, "autograd", device, stats)
+    return finish(spec, weight, bias, x_train, y_train, x_val, y_val, epochs_logged, losses,
+                  val_losses, "fused" if fused else "autograd", device, stats)
 
 
 def logged_epochs(spec: TrainingSpec) -> np.ndarray:
@@ -219,7 +226,7 @@ def finish(
     crit = make_loss(spec)
 
     def loss_on(xs: np.ndarray, ys: np.ndarray) -> tuple[float, np.ndarray]:
-        pred = xs.astype(np.float32) @ weight.T + (bias if bias is not None else 0)
+        pred = xs @ weight.T + (bias if bias is not None else 0)  # (N, in) -> (N, out)
         with torch.no_grad():
             value = crit(torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(ys)).item()
         return float(value), pred
@@ -286,7 +293,10 @@ class _Logger:
         return epochs, loss, val
 
 
-def _autograd_loop(
+EpochFn = Callable[[], torch.Tensor]
+
+
+def _loop(
     spec: TrainingSpec,
     model: nn.Module,
     x_train: np.ndarray,
@@ -297,7 +307,11 @@ def _autograd_loop(
     seed: int,
     on_progress: ProgressFn | None,
     should_stop: StopFn | None,
+    *,
+    fused: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The epoch loop on the device: the plain autograd step, or (``fused``) the same SGD
+    step on squared loss with the gradient written out, which skips autograd's bookkeeping."""
     dev = torch.device(device)
     model.to(dev)
     xt = torch.as_tensor(x_train, device=dev)
@@ -305,66 +319,121 @@ def _autograd_loop(
     xv = torch.as_tensor(x_val, device=dev) if x_val is not None else None
     yv = torch.as_tensor(y_val, device=dev) if y_val is not None else None
     crit = make_loss(spec)
-    opt = make_optimizer(spec, list(model.parameters()))
     n = xt.shape[0]
     batch = spec.batch_size if spec.batch_size and spec.batch_size < n else None
     gen = torch.Generator(device=dev).manual_seed(seed) if batch else None
-    logger = _Logger(spec)
+    step = _FusedSGD(spec, model) if fused else _AutogradStep(spec, model, crit)
 
+    def epoch() -> torch.Tensor:
+        if batch is None:
+            return step(xt, yt)  # (N, in) -> (N, out) -> scalar
+        perm = torch.randperm(n, generator=gen, device=dev)
+        total = torch.zeros((), device=dev)
+        if not fused:  # the plain path indexes as a hand-written loop does
+            for s in range(0, n, batch):
+                idx = perm[s : s + batch]
+                total += step(xt[idx], yt[idx]) * idx.shape[0]
+            return total / n
+        # the same batches, gathered many at a time with index_select (several times faster
+        # than advanced indexing on the CPU), then sliced as views; a few MB held at a time
+        span = batch * max(1, _GATHER_ROWS // batch)
+        for g in range(0, n, span):
+            idx = perm[g : g + span]
+            xs, ys = torch.index_select(xt, 0, idx), torch.index_select(yt, 0, idx)
+            for s in range(0, idx.shape[0], batch):
+                xb = xs[s : s + batch]
+                total += step(xb, ys[s : s + batch]) * xb.shape[0]
+        return total / n
+
+    def val() -> torch.Tensor | None:
+        if xv is None:
+            return None
+        with torch.no_grad():
+            return crit(model(xv), yv)  # the same weights as this epoch's training loss
+
+    logger = _Logger(spec)
     try:
-        _run_chunks(spec, model, crit, opt, xt, yt, xv, yv, batch, gen, logger,
-                    on_progress, should_stop)
+        _run_chunks(spec, epoch, val, dev, logger, on_progress, should_stop)
     except TrainingError as e:  # keep what was learnt before the end, for the job's history
         e.extra["history"] = logger.arrays()
         raise
     return logger.arrays()
 
 
+class _AutogradStep:
+    """The seed program's step: forward, loss, zero_grad, backward, step."""
+
+    def __init__(self, spec: TrainingSpec, model: nn.Module, crit: nn.Module) -> None:
+        self.model, self.crit = model, crit
+        self.opt = make_optimizer(spec, list(model.parameters()))
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        loss = self.crit(self.model(xb), yb)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+class _FusedSGD:
+    """torch.optim.SGD's update on mean squared loss, with the gradient in closed form: for
+    ``r = x W^T + b - y`` over m rows and k targets, dW = 2 r^T x / (m k), db = 2 sum(r) / (m k).
+    Weight decay, momentum (first step b = g), dampening and Nesterov follow PyTorch's order."""
+
+    def __init__(self, spec: TrainingSpec, model: nn.Module) -> None:
+        opt = spec.optimizer
+        assert isinstance(opt, SGDSpec)
+        self.opt = opt
+        self.params = [p for p in (model.linear.weight, model.linear.bias) if p is not None]
+        self.bufs: list[torch.Tensor | None] = [None] * len(self.params)
+
+    @torch.no_grad()
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        w = self.params[0]
+        b = self.params[1] if len(self.params) > 1 else None
+        r = torch.addmm(b, xb, w.T) if b is not None else xb @ w.T  # (m, k)
+        r -= yb
+        loss = (r * r).mean()
+        r *= 2.0 / r.numel()
+        grads = [r.T @ xb] + ([r.sum(0)] if b is not None else [])
+        o = self.opt
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            if o.weight_decay:
+                g = g.add(p, alpha=o.weight_decay)
+            if o.momentum:
+                buf = self.bufs[i]
+                if buf is None:
+                    buf = self.bufs[i] = g.clone()
+                else:
+                    buf.mul_(o.momentum).add_(g, alpha=1 - o.dampening)
+                g = g.add(buf, alpha=o.momentum) if o.nesterov else buf
+            p.add_(g, alpha=-o.lr)
+        return loss
+
+
 def _run_chunks(
     spec: TrainingSpec,
-    model: nn.Module,
-    crit: nn.Module,
-    opt: torch.optim.Optimizer,
-    xt: torch.Tensor,
-    yt: torch.Tensor,
-    xv: torch.Tensor | None,
-    yv: torch.Tensor | None,
-    batch: int | None,
-    gen: torch.Generator | None,
+    epoch: EpochFn,
+    val: Callable[[], torch.Tensor | None],
+    dev: torch.device,
     logger: _Logger,
     on_progress: ProgressFn | None,
     should_stop: StopFn | None,
 ) -> None:
-    dev = xt.device
-    n = xt.shape[0]
+    """Epochs in chunks of about ``_CHUNK_SECONDS``: the losses stay on the device and leave
+    it once per chunk, where progress is reported and cancellation checked."""
     done = 0
     chunk = 16
+    with_val = val() is not None
     while done < spec.epochs:
         size = min(chunk, spec.epochs - done)
         loss_buf = torch.empty(size, device=dev)
-        val_buf = torch.empty(size, device=dev) if xv is not None else None
+        val_buf = torch.empty(size, device=dev) if with_val else None
         t0 = time.perf_counter()
         for i in range(size):
             if val_buf is not None:
-                with torch.no_grad():
-                    val_buf[i] = crit(model(xv), yv)  # same weights as this epoch's loss
-            if batch is None:
-                loss = crit(model(xt), yt)  # (N, in) -> (N, out) -> scalar
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss_buf[i] = loss.detach()
-            else:
-                perm = torch.randperm(n, generator=gen, device=dev)
-                total = torch.zeros((), device=dev)
-                for s in range(0, n, batch):
-                    idx = perm[s : s + batch]
-                    loss = crit(model(xt[idx]), yt[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.detach() * idx.shape[0]
-                loss_buf[i] = total / n
+                val_buf[i] = val()
+            loss_buf[i] = epoch()
         host_loss = loss_buf.cpu().numpy()  # the one sync of this chunk
         host_val = val_buf.cpu().numpy() if val_buf is not None else None
         logger.add(done, host_loss, host_val)
@@ -377,4 +446,3 @@ def _run_chunks(
             raise Cancelled(f"cancelled at epoch {done}", epoch=done)
         elapsed = time.perf_counter() - t0
         chunk = max(1, min(8192, int(size * _CHUNK_SECONDS / max(elapsed, 1e-6))))
-

@@ -78,9 +78,10 @@ class ArtifactStore:
             write_atomic(path, blob)
 
     def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
-        """The arrays, read through a memory map (one copy in memory, not two)."""
-        with safe_open(str(self._dataset_path(sha)), framework="numpy") as f:
-            return f.get_tensor("x"), f.get_tensor("y")
+        """The arrays, memory-mapped: safetensors' torch reader maps the file without copying
+        (its numpy reader copies), so a worker holds the data once, as file-backed pages."""
+        with safe_open(str(self._dataset_path(sha)), framework="pt") as f:
+            return f.get_tensor("x").numpy(), f.get_tensor("y").numpy()
 
     def dataset_file(self, sha: str) -> Path:
         return self._dataset_path(sha)

@@ -188,7 +188,7 @@ def test_closed_form_matches_the_autograd_loop(spec):
     [
         ({"loss": "l1"}, "l1"),
         ({"optimizer": {"name": "adam"}}, "adam"),
-        ({"batch_size": 4}, "mini-batch"),
+        ({"batch_size": 4, "loss": "huber"}, "mini-batch"),
         ({"engine": "autograd"}, "asked"),
     ],
 )
@@ -204,3 +204,47 @@ def test_an_unstable_learning_rate_falls_back_to_the_loop_and_diverges_there():
         fit(TrainingSpec(seed=0, lr=10.0, epochs=1000), x, y)
     ref, _, _ = plain_torch_loop(x, y, 20, seed=0, lr=10.0)
     assert err.value.extra["epoch"] == int(np.argmax(~np.isfinite(ref))) + 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"epochs": 4, "batch_size": 16, "lr": 0.05},
+        {"epochs": 4, "batch_size": 7, "optimizer": {"name": "sgd", "lr": 0.02,
+                                                     "momentum": 0.9, "nesterov": True,
+                                                     "weight_decay": 0.01}},
+        {"epochs": 3, "batch_size": 10, "optimizer": {"name": "sgd", "lr": 0.02,
+                                                      "momentum": 0.5, "dampening": 0.2}},
+        {"epochs": 3, "batch_size": 32, "lr": 0.05, "validation_fraction": 0.2},
+        {"epochs": 3, "batch_size": 32, "lr": 0.05, "model": {"kind": "linear", "bias": False}},
+    ],
+)
+def test_fused_minibatch_sgd_matches_the_autograd_loop(spec, monkeypatch):
+    w = np.array([[1.0, -2.0, 0.5, 3.0, 0.0], [0.0, 1.0, 1.0, -1.0, 2.0]])
+    x, y = make_linear_data(300, w, np.array([0.5, -1.0]), noise=0.3, seed=9)
+    import service.training as training
+
+    monkeypatch.setattr(training, "_GATHER_ROWS", 64)  # several gathers per epoch, a tail
+    s = TrainingSpec.model_validate({**spec, "seed": 2})
+    fast = fit(s, x, y)
+    plain = fit(s.model_copy(update={"engine": "autograd"}), x, y)
+    assert (fast.engine, plain.engine) == ("fused", "autograd")
+    np.testing.assert_allclose(fast.loss, plain.loss, rtol=1e-5)
+    np.testing.assert_allclose(fast.weight, plain.weight, atol=1e-4)
+    if s.model.bias:
+        np.testing.assert_allclose(fast.bias, plain.bias, atol=1e-4)
+    if s.validation_fraction:
+        np.testing.assert_allclose(fast.val_loss, plain.val_loss, rtol=1e-5)
+
+
+def test_exact_fit_measures_the_least_squares_residual():
+    from service.closed_form import sufficient_stats
+
+    x, y = make_linear_data(500, np.array([[2.0, -1.0, 0.5]]), np.array([3.0]), noise=0.0,
+                            seed=5)
+    stats = sufficient_stats(x, y, bias=True)
+    a = np.hstack([x, np.ones((len(x), 1))]).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, y.astype(np.float64), rcond=None)
+    direct = float(np.mean((a @ coef - y) ** 2))
+    assert stats.loss_ls == pytest.approx(direct, rel=1e-3, abs=1e-15)
+    np.testing.assert_allclose(stats.theta_ls, coef, rtol=1e-6)
