@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_epochs: int = Field(default=1_000_000, ge=1)
     """Upper bound on ``epochs`` in a job."""
 
+    max_body_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 beyond)."""
+
     max_job_attempts: int = Field(default=3, ge=1)
     """A job whose worker died is run again at most this many times in all."""
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import api_router
 from service.api.http import install_error_handlers
+from service.api.predict_lane import PredictLane
 from service.config import Settings
 from service.services import Services, build_services
 
@@ -60,6 +61,7 @@ def create_app(
     app.state.services = services
     install_error_handlers(app)
     app.include_router(api_router)
+    app.add_middleware(PredictLane, services=services)
     return app
 
 

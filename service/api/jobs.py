@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from service.api.http import JSONBytes, errors, require_json
 from service.api.views import job_history, job_public
@@ -15,6 +18,7 @@ from service.deps import ArtifactsDep, MetaDep, ServicesDep, SettingsDep, Tenant
 from service.devices import resolve_device
 from service.errors import DeviceUnavailable, InvalidInput
 from service.schemas import JobCreate, JobHistory, JobPublic, JobsPublic
+from service.store.metadata import FINISHED
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -92,9 +96,22 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
-def get_job(job_id: str, meta: MetaDep, tenant: TenantDep) -> JobPublic:
+async def get_job(
+    job_id: str,
+    meta: MetaDep,
+    tenant: TenantDep,
+    wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for the job to "
+                                 "finish before answering (long poll).")] = 0,
+) -> JobPublic:
     """A job's status, progress, device, timings, error and model."""
-    return job_public(meta.get_job(job_id, tenant))
+    row = await run_in_threadpool(meta.get_job, job_id, tenant)
+    deadline = time.monotonic() + wait
+    delay = 0.002
+    while row.status not in FINISHED and time.monotonic() < deadline:
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.05)
+        row = await run_in_threadpool(meta.get_job, job_id, tenant)
+    return job_public(row)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic,

@@ -1,46 +1,69 @@
-"""POST /predict: the stable route for other services. Also the shared predict path."""
+"""POST /predict: the stable route for other services; and the predict logic both predict
+routes share, whether FastAPI or the ASGI fast lane (service/api/predict_lane.py) serves them."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from service.api.http import JSONBytes, errors, json_body_doc, read_json
+from service.api.http import JSONBytes, errors, is_json, json_body_doc
 from service.arrays import as_matrix
 from service.deps import PredictorDep, TenantDep
-from service.errors import InvalidInput
+from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 from service.predictor import Predictor
 from service.schemas import PredictResponse, ServicePredictRequest
 
 router = APIRouter(tags=["predict"])
 
 
-async def predict_response(
-    request: Request, predictor: Predictor, tenant: str, ref: str | None, *, by_path: bool
-) -> Response:
-    body = await read_json(request)
+def parse_predict_body(
+    raw: bytes, content_type: str | None, ref: str | None, *, by_path: bool
+) -> tuple[str | None, Any]:
+    """Validate a predict body; returns (model reference, x as a float32 array)."""
+    if not is_json(content_type):
+        raise UnsupportedMediaType(f"send the body as application/json (got {content_type!r})")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise MalformedBody(f"the body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise InvalidInput('the body must be a JSON object: {"x": [[...]]}')
-    allowed = {"x"} if by_path else {"x", "model"}
-    unknown = set(body) - allowed
-    if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}",
-                           field=sorted(unknown)[0])
-    if "x" not in body:
-        raise InvalidInput("x is required", field="x")
-    if not by_path:
-        ref = body.get("model")
-        if ref is not None and (not isinstance(ref, str) or not ref):
-            raise InvalidInput("model must be a model id or name", field="model")
-    x = as_matrix(body["x"], "x")
+    if len(body) > 1 or "x" not in body:
+        allowed = {"x"} if by_path else {"x", "model"}
+        unknown = set(body) - allowed
+        if unknown:
+            raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}",
+                               field=sorted(unknown)[0])
+        if "x" not in body:
+            raise InvalidInput("x is required", field="x")
+        if not by_path:
+            ref = body.get("model")
+            if ref is not None and (not isinstance(ref, str) or not ref):
+                raise InvalidInput("model must be a model id or name", field="model")
+    return ref, as_matrix(body["x"], "x")
+
+
+async def predict_result(
+    predictor: Predictor, tenant: str, ref: str | None, x: Any
+) -> dict[str, Any]:
     model = predictor.cached(ref, tenant)
     if model is None:  # first use: resolve and load off the event loop
         model = await run_in_threadpool(predictor.load, ref, tenant)
-    y = model.predict(x)
-    return JSONBytes(
-        {"model_id": model.id, "model_name": model.name, "version": model.version, "y": y}
+    return {"model_id": model.id, "model_name": model.name, "version": model.version,
+            "y": model.predict(x)}
+
+
+async def predict_response(
+    request: Request, predictor: Predictor, tenant: str, ref: str | None, *, by_path: bool
+) -> Response:
+    ref, x = parse_predict_body(
+        await request.body(), request.headers.get("content-type"), ref, by_path=by_path
     )
+    return JSONBytes(await predict_result(predictor, tenant, ref, x))
 
 
 @router.post(

@@ -118,3 +118,25 @@ def test_unknown_dataset_is_404(client):
     assert r.status_code == 404
     assert r.json() == {"error": {"type": "not_found",
                                   "message": "dataset 'ds_000000000000000000000000' not found"}}
+
+
+@pytest.mark.parametrize(
+    ("csv", "needle"),
+    [
+        (b"a,y\n1,2\n,3\n", "CSV line 3 column 1 is not a number: ''"),
+        (b"a,y\n1,2\n1,2,3\n", "CSV line 3 has 3 cells"),
+        (b"a,y\n1,2\n1e39,2\n", "CSV line 3 column 1 is not a finite number"),
+    ],
+)
+def test_csv_cells_that_the_fast_reader_refuses_are_named(client, csv, needle):
+    r = client.post("/v1/datasets?target=y", content=csv, headers={"content-type": "text/csv"})
+    assert r.status_code == 422 and needle in r.json()["error"]["message"], r.text
+
+
+def test_csv_and_json_uploads_of_the_same_numbers_agree(client):
+    csv = b"x0,y0\n" + b"".join(f"{v},{w}\n".encode() for v, w in zip(
+        [3.3, 4.4, 5.5], [1.7, 2.76, 2.09], strict=True))
+    a = client.post("/v1/datasets?target=y0", content=csv, headers={"content-type": "text/csv"})
+    b = client.post("/v1/datasets", json={"x": [[3.3], [4.4], [5.5]], "y": [[1.7], [2.76],
+                                                                           [2.09]]})
+    assert a.json()["sha256"] == b.json()["sha256"] and a.json()["id"] == b.json()["id"]

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.e2e
 
 
 def _finished(http: httpx.Client, job_id: str, timeout: float = 60) -> dict:
-    def check():
-        job = http.get(f"/v1/jobs/{job_id}").json()
+    def check():  # the server holds each poll up to 2 s until the job ends (?wait=)
+        job = http.get(f"/v1/jobs/{job_id}", params={"wait": 2}).json()
         return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
     return wait_for(check, timeout=timeout)
