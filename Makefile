@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(DEVSTAMP): $(STAMP)
 serve: $(STAMP)
 	$(BIN)/fitserve serve
 
+## chromium: Debian's headless browser, for the browser tests (installed when missing, as root)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null; } || echo "chromium is missing: the browser tests skip (fail with CI=true)"
+
 ## test: lint, then the whole suite
-test: $(DEVSTAMP)
+test: $(DEVSTAMP) chromium
 	$(BIN)/ruff check service models tests bench
 	$(BIN)/python -m pytest
 

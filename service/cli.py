@@ -13,10 +13,16 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address (default FITSERVE_HOST)."),
     port: int | None = typer.Option(None, help="Port (default FITSERVE_PORT)."),
     workers: int | None = typer.Option(None, help="Training worker processes."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Listen beyond loopback with authentication off (unsafe)."
+    ),
 ) -> None:
     """Start the API and its training workers (embedded mode)."""
+    import logging
+
     import uvicorn
 
+    from service.auth import check_bind
     from service.config import Settings
     from service.logs import configure_logging
     from service.main import create_app
@@ -25,9 +31,37 @@ def serve(
                  if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
+    refusal = check_bind(settings, insecure)
+    if refusal:
+        typer.echo(refusal, err=True)
+        raise typer.Exit(2)
+    if insecure and not settings.auth:
+        logging.getLogger("service").warning(
+            "INSECURE: listening on %s with authentication off; anyone who can reach this "
+            "port can train, read and delete everything", settings.host)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, log_level=settings.log_level)
+
+
+def _add_keys() -> None:
+    from service.keys_cli import keys
+
+    cli.add_typer(keys, name="keys")
+
+
+_add_keys()
+
+
+def _add_scale_out() -> None:
+    from service.scale_out_cli import db, worker, workers
+
+    cli.command()(worker)
+    cli.command()(workers)
+    cli.add_typer(db, name="db")
+
+
+_add_scale_out()
 
 
 @cli.command()

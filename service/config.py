@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,33 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 beyond)."""
 
+    max_rows: int = Field(default=20_000_000, ge=1)
+    """Most rows in one dataset (422 beyond)."""
+
+    max_features: int = Field(default=10_000, ge=1)
+    """Most feature (and, separately, target) columns in one dataset (422 beyond)."""
+
+    max_epoch_rows: int = Field(default=20_000_000_000, ge=1)
+    """Budget of one job: epochs x training rows (422 beyond)."""
+
+    max_active_jobs: int = Field(default=1000, ge=1)
+    """Queued + running jobs one tenant may have (429 with Retry-After beyond)."""
+
+    max_predict_rows: int = Field(default=1_000_000, ge=1)
+    """Most rows in one predict request (422 beyond)."""
+
+    auth: bool = False
+    """Check API keys (``Authorization: Bearer <key>``). Off is allowed on a loopback
+    address only; see SECURITY.md."""
+
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins (``https://app.example``) allowed to send state-changing requests
+    besides the server's own; any other Origin gets a 403 (DNS rebinding, CSRF)."""
+
+    trusted_hosts: list[str] | None = None
+    """Host headers accepted; default: the loopback names when bound to loopback, any
+    otherwise. A rebinding attack's requests carry the attacker's host name."""
+
     max_job_attempts: int = Field(default=3, ge=1)
     """A job whose worker died is run again at most this many times in all."""
 
@@ -46,12 +73,64 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the service."""
 
+    access_log: bool = True
+    """One JSON log line per request (method, path, status, duration, request id)."""
+
+    # ---- scale-out (README "Scale-out"): the backends; nothing else changes between modes
+
+    queue: Literal["local", "celery"] = "local"
+    """How jobs reach workers: ``local`` (worker processes beside the API) or ``celery``
+    (``fitserve worker`` processes anywhere, fed through the broker)."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    """Celery broker (Redis) of the ``celery`` queue; also keeps the worker registry and the
+    model catalog counter."""
+
+    broker_prefix: str = Field(default="fitserve", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """Prefix of every key this deployment writes on the broker, so that several deployments
+    (or test runs) can share one Redis."""
+
+    artifacts: str | None = None
+    """Where datasets and checkpoints live: a directory (default ``<data_dir>``) or an
+    object store URL, ``s3://bucket/prefix`` (credentials from the usual ``AWS_*``
+    variables)."""
+
+    artifacts_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible store other than AWS (MinIO: ``http://minio:9000``)."""
+
+    visibility_timeout_s: float = Field(default=43_200, gt=0)
+    """Celery on Redis redelivers a message not acknowledged within this time: keep it
+    longer than the longest job (a redelivered job that still runs is skipped, not rerun)."""
+
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    """How often a worker marks its running job (and itself) alive."""
+
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    """A running job whose worker has been silent this long is recovered by the reaper:
+    queued again (within ``max_job_attempts``) and sent to its device's queue."""
+
+    reaper_interval_s: float = Field(default=5.0, gt=0)
+    """How often API and worker processes look for silent workers and lost messages."""
+
     @field_validator("device")
     @classmethod
     def _device_syntax(cls, v: str) -> str:
         from service.devices import parse_device_name
 
         return parse_device_name(v, allow_auto=True)
+
+    @model_validator(mode="after")
+    def _heartbeat_margin(self) -> Settings:
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                "heartbeat_timeout_s must be at least twice heartbeat_interval_s, or live "
+                "workers would have their jobs taken from them"
+            )
+        return self
+
+    @property
+    def resolved_artifacts(self) -> str:
+        return self.artifacts or str(self.data_dir)
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.auth import Forbidden, Principal
 from service.config import Settings
 from service.predictor import Predictor
 from service.services import Services
@@ -17,11 +19,31 @@ def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-def get_tenant() -> str:
-    return "default"
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_principal(request: Request, services: ServicesDep) -> Principal:
+    """The caller; the scope each route needs is checked by ``require`` on its router."""
+    return services.auth.principal(request.headers, "predict")
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(scope: str) -> Callable[..., None]:
+    """A router dependency: the caller's key must allow ``scope`` (403 otherwise)."""
+
+    def check(principal: PrincipalDep) -> None:
+        if not principal.allows(scope):
+            raise Forbidden(f"this key's scope is {principal.scope!r}; this needs {scope!r}")
+
+    return check
+
+
+def get_tenant(principal: PrincipalDep) -> str:
+    return principal.tenant
+
+
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 

@@ -1,11 +1,24 @@
-"""Logging set-up: JSON lines on stderr."""
+"""Logging set-up: JSON lines on stderr, each carrying the id of the request it served."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 
 import orjson
+
+request_id: ContextVar[str | None] = ContextVar("fitserve_request_id", default=None)
+"""The id of the request being served (set by the HTTP middleware), for every log line."""
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            rid = request_id.get()
+            if rid is not None:
+                record.request_id = rid
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,5 +41,6 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

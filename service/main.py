@@ -10,10 +10,15 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import api_router
+from service.api.docs import install_docs
+from service.api.guard import RequestGuard
 from service.api.http import install_error_handlers
+from service.api.middleware import RequestTelemetry
 from service.api.predict_lane import PredictLane
 from service.config import Settings
+from service.inference import InferenceProtocol
 from service.services import Services, build_services
+from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +45,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services.queue is not None:
-            # embedded mode: this server is the only one running jobs on this store, so a
-            # job still "running" was cut off by the last shutdown or crash
-            services.meta.requeue_running(None, settings.max_job_attempts)
+            # the local pool first recovers jobs cut off by the last shutdown (it is the only
+            # runner on its store); the Celery queue starts its reaper instead
             services.queue.start()
         log.info("fitserve %s ready on %s:%s", __version__, settings.host, settings.port)
         try:
@@ -57,19 +61,33 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves them with local assets
+        redoc_url=None,
     )
     app.state.services = services
+    # per app, never prometheus_client's global registry: two apps in one process collide
+    app.state.telemetry = Telemetry(services.meta, services.predictor)
+    app.state.inference = InferenceProtocol(services.meta, services.predictor)
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(api_router)
     app.add_middleware(PredictLane, services=services)
+    app.add_middleware(RequestGuard, settings=settings)  # before any route, the lane's too
+    # added last, so outermost: it sees every request, the fast lane's too
+    app.add_middleware(RequestTelemetry, telemetry=app.state.telemetry,
+                       log_requests=settings.access_log)
     return app
 
 
 def _app_from_env() -> FastAPI:
+    from service.auth import check_bind
     from service.logs import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level)
+    refusal = check_bind(settings)
+    if refusal:
+        raise SystemExit(refusal)
     return create_app(settings)
 
 

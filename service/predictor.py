@@ -60,6 +60,8 @@ class Predictor:
         self._aliases: dict[tuple[str, str | None], str] = {}
         self._alias_version = -1
         self._lock = threading.Lock()
+        self.rows_predicted = 0
+        """Rows answered by every predict path (read by /metrics; bumped on the event loop)."""
 
     def catalog_changed(self) -> None:
         """Called in-process when a model was created here (no shared counter)."""

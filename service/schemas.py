@@ -226,6 +226,11 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    waiting_reason: str | None = Field(
+        default=None,
+        description="Why a queued job is not running, when nothing will run it as things "
+        "stand (e.g. no worker serves its device's queue); null otherwise.",
+    )
 
 
 class JobsPublic(BaseModel):

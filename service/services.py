@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.auth import Authenticator
 from service.config import Settings
+from service.devices import resolve_device
 from service.predictor import Predictor
-from service.store.artifacts import ArtifactStore
+from service.store.artifacts import ArtifactStore, open_artifacts
 from service.store.metadata import MetadataStore
+from service.store.tables import JobRow
 
 log = logging.getLogger(__name__)
 
 
 class JobQueue(Protocol):
-    def notify(self) -> None: ...
+    """A queue backend: ``LocalWorkerPool`` (embedded) or ``CeleryQueue`` (scale-out)."""
+
+    def notify(self, job_id: str | None = None, device: str | None = None) -> None: ...
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def waiting_reason(self, job: JobRow) -> str | None: ...
+
+    def resolve_device(self, requested: str | None, default: str) -> str: ...
 
 
 @dataclass
@@ -31,9 +41,35 @@ class Services:
     queue: JobQueue | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def job_submitted(self, job_id: str) -> None:
+    @property
+    def auth(self) -> Authenticator:
+        if "auth" not in self.extra:
+            self.extra["auth"] = Authenticator(self.settings, self.meta)
+        return self.extra["auth"]  # type: ignore[no-any-return]
+
+    def authenticate(self, headers: Mapping[str, str], needed: str) -> str:
+        """The caller's tenant, if its key allows ``needed`` (401/403 otherwise)."""
+        return self.auth.principal(headers, needed).tenant
+
+    def job_submitted(self, job_id: str, device: str | None = None) -> None:
+        """A job was committed as queued; ``device`` routes it (looked up when not given)."""
         if self.queue is not None:
-            self.queue.notify()
+            self.queue.notify(job_id, device)
+
+    def waiting_reason(self, job: JobRow) -> str | None:
+        """Why a queued job is not running yet, when nothing will run it as things stand."""
+        if job.status != "queued":
+            return None
+        if self.queue is None:
+            return "no training worker runs with this server; the job waits until one does"
+        return self.queue.waiting_reason(job)
+
+    def resolve_device(self, requested: str | None) -> str:
+        """The device a new job asks for (raises LookupError or ValueError, said to the
+        client as a 422): one this machine has, or in scale-out one a worker may have."""
+        if self.queue is None:
+            return resolve_device(requested, self.settings.device)
+        return self.queue.resolve_device(requested, self.settings.device)
 
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "model_created":
@@ -44,10 +80,17 @@ def build_services(settings: Settings, *, with_workers: bool = True) -> Services
     settings.ensure_dirs()
     meta = MetadataStore(settings.resolved_database_url)
     meta.create_schema()
-    artifacts = ArtifactStore(settings.data_dir)
-    queue = None
+    artifacts = open_artifacts(settings.resolved_artifacts, settings.artifacts_endpoint_url)
+    queue: JobQueue | None = None
     catalog_version = None
-    if with_workers and settings.workers > 0:
+    pool = None
+    if settings.queue == "celery":  # workers run elsewhere: this process only publishes
+        from service.worker.celery_queue import CeleryQueue
+
+        celery_queue = CeleryQueue(settings, meta)
+        queue = celery_queue
+        catalog_version = celery_queue.catalog_version
+    elif with_workers and settings.workers > 0:
         from service.worker.local import LocalWorkerPool
 
         pool = LocalWorkerPool(settings, meta)
@@ -55,6 +98,6 @@ def build_services(settings: Settings, *, with_workers: bool = True) -> Services
         catalog_version = pool.catalog_version
     predictor = Predictor(meta, artifacts, catalog_version)
     services = Services(settings, meta, artifacts, predictor, queue)
-    if queue is not None:
+    if pool is not None:
         pool.on_event = services.on_event
     return services

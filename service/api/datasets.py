@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+import orjson
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from service.api.http import JSONBytes, errors, is_json, json_body_doc, read_json
+from service.api.http import JSONBytes, errors, is_json, json_body_doc
 from service.api.views import dataset_public
 from service.datasets import from_csv, from_json, store_dataset
-from service.deps import ArtifactsDep, MetaDep, TenantDep
-from service.errors import UnsupportedMediaType
+from service.deps import ArtifactsDep, MetaDep, SettingsDep, TenantDep
+from service.errors import MalformedBody, UnsupportedMediaType
+from service.idempotency import Replay, idempotent
+from service.limits import check_table
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -37,37 +40,58 @@ def _split(values: list[str] | None) -> list[str]:
     status_code=201,
     response_model=DatasetPublic,
     responses={200: {"model": DatasetPublic, "description": "Same content already stored"},
-               **errors(400, 415, 422)},
+               **errors(400, 409, 413, 415, 422)},
     openapi_extra=json_body_doc(DatasetCreate, extra_content=_CSV_DOC),
 )
 async def create_dataset(
     request: Request,
     meta: MetaDep,
     artifacts: ArtifactsDep,
+    settings: SettingsDep,
     tenant: TenantDep,
     target: Annotated[list[str] | None, Query(description="CSV: target column(s).")] = None,
     features: Annotated[list[str] | None, Query(description="CSV: feature columns.")] = None,
     name: Annotated[str | None, Query(max_length=200, description="CSV: a name.")] = None,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", description="A retry with the same key and body returns "
+        "the dataset the first request stored; another body with the key is a 409.")] = None,
 ) -> Response:
     """Upload a dataset as JSON rows or as CSV; the same content is stored once."""
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if ctype in ("text/csv", "application/csv"):
-        body = await request.body()
-        x, y, info = await run_in_threadpool(from_csv, body, _split(target), _split(features)
-                                             or None, name)
-    elif is_json(ctype):
-        payload = await read_json(request)
-        x, y, info = await run_in_threadpool(from_json, payload)
-    else:
+    if ctype not in ("text/csv", "application/csv") and not is_json(ctype):
         raise UnsupportedMediaType(
             f"send application/json or text/csv (got {ctype or 'no content type'!r})"
         )
-    row, created = await run_in_threadpool(store_dataset, meta, artifacts, x, y, info, tenant)
+    body = await request.body()
+    key_body = body + repr((target, features, name)).encode()  # the query is the request too
+    with idempotent(meta, tenant, "datasets", idempotency_key, key_body) as attempt:
+        if isinstance(attempt, Replay):
+            row, status = meta.get_dataset(attempt.resource_id, tenant), attempt.status_code
+        else:
+            if is_json(ctype):
+                x, y, info = await run_in_threadpool(from_json, _json(body))
+            else:
+                x, y, info = await run_in_threadpool(
+                    from_csv, body, _split(target), _split(features) or None, name)
+            check_table(settings, x.shape[0], x.shape[1], y.shape[1])
+            row, created = await run_in_threadpool(store_dataset, meta, artifacts, x, y, info,
+                                                   tenant)
+            status = 201 if created else 200
+            attempt.created(row.id, status)
     return JSONBytes(
         dataset_public(row).model_dump(mode="json"),
-        status_code=201 if created else 200,
+        status_code=status,
         headers={"Location": f"/v1/datasets/{row.id}"},
     )
+
+
+def _json(body: bytes) -> object:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        hint = " (NaN and Infinity are not JSON; send finite numbers)" if (
+            b"NaN" in body or b"Infinity" in body) else ""
+        raise MalformedBody(f"the body is not valid JSON: {e}{hint}") from None
 
 
 @router.get("", response_model=DatasetsPublic)

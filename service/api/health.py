@@ -32,7 +32,11 @@ def readyz(services: ServicesDep) -> Response:
     data_dir = services.settings.data_dir
     checks["data_dir"] = "ok" if data_dir.is_dir() else "missing"
     queue = services.queue
-    if queue is not None:
+    readiness = getattr(queue, "readiness", None)
+    if readiness is not None:  # scale-out: the broker and the object store; workers scale
+        checks.update(readiness())  # on their own and are not this API's readiness
+        checks["artifacts"] = services.artifacts.check()
+    elif queue is not None:
         alive = getattr(queue, "alive", None)
         checks["workers"] = f"{alive} alive" if alive else "none alive"
     ok = all(v == "ok" or v.endswith(" alive") and not v.startswith("none") for v in

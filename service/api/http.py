@@ -71,6 +71,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Malformed body",
         404: "Not found",
         409: "Conflict with the resource's state",
+        413: "Body too large",
+        401: "No or unknown API key",
+        403: "The key's scope does not allow this, or a refused Origin/Host",
+        429: "Too many active jobs (see Retry-After)",
         415: "Unsupported media type",
         422: "Invalid input (the message names the field or row)",
     }.items()

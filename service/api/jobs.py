@@ -7,29 +7,43 @@ import secrets
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.http import JSONBytes, errors, require_json
 from service.api.views import job_history, job_public
 from service.arrays import as_matrix, check_xy
+from service.config import Settings
 from service.datasets import store_dataset
 from service.deps import ArtifactsDep, MetaDep, ServicesDep, SettingsDep, TenantDep
-from service.devices import resolve_device
 from service.errors import DeviceUnavailable, InvalidInput
+from service.idempotency import Replay, idempotent
+from service.limits import check_active, check_budget, check_table
 from service.schemas import JobCreate, JobHistory, JobPublic, JobsPublic
-from service.store.metadata import FINISHED
+from service.services import Services
+from service.store.artifacts import ArtifactStore
+from service.store.metadata import FINISHED, MetadataStore
+from service.store.tables import JobRow
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+async def raw_body(request: Request) -> bytes:
+    return await request.body()  # FastAPI keeps it; read again here for Idempotency-Key
+
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="A retry with the same key and body returns the "
+    "job the first request created; another body with the key is a 409.")]
+
+
 @router.post(
     "",
     status_code=202,
     response_model=JobPublic,
-    responses=errors(400, 404, 415, 422),
+    responses=errors(400, 404, 409, 413, 415, 422, 429),
     dependencies=[Depends(require_json)],
 )
 def create_job(
@@ -40,17 +54,32 @@ def create_job(
     artifacts: ArtifactsDep,
     settings: SettingsDep,
     tenant: TenantDep,
+    raw: Annotated[bytes, Depends(raw_body)],
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Submit a training job; it is stored as queued before this answers 202."""
+    with idempotent(meta, tenant, "jobs", idempotency_key, raw) as attempt:
+        if isinstance(attempt, Replay):
+            job = meta.get_job(attempt.resource_id, tenant)
+        else:
+            job = _submit(body, services, meta, artifacts, settings, tenant)
+            attempt.created(job.id, 202)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_public(job, services.waiting_reason(job))
+
+
+def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts: ArtifactStore,
+            settings: Settings, tenant: str) -> JobRow:
     spec = body.training_spec()
     if spec.seed is None:  # every run is reproducible: the seed drawn is recorded
         spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
     if spec.epochs > settings.max_epochs:
         raise InvalidInput(f"epochs must be at most {settings.max_epochs}", field="epochs")
     try:
-        device = resolve_device(body.device, settings.device)
+        device = services.resolve_device(body.device)
     except (LookupError, ValueError) as e:
         raise DeviceUnavailable(str(e), field="device") from None
+    check_active(settings, meta.count_active_jobs(tenant))
 
     if body.dataset_id is not None:
         dataset = meta.get_dataset(body.dataset_id, tenant)
@@ -58,6 +87,7 @@ def create_job(
         x = as_matrix(body.x, "x")
         y = as_matrix(body.y, "y")
         check_xy(x, y)
+        check_table(settings, x.shape[0], x.shape[1], y.shape[1])
         dataset, _ = store_dataset(
             meta, artifacts, x, y,
             {"name": None, "feature_names": [f"x{i}" for i in range(x.shape[1])],
@@ -69,6 +99,7 @@ def create_job(
             f"validation_fraction needs at least 2 rows; the dataset has {dataset.rows}",
             field="validation_fraction",
         )
+    check_budget(settings, spec.epochs, dataset.rows)
     job = meta.create_job(
         tenant=tenant,
         dataset_id=dataset.id,
@@ -77,14 +108,14 @@ def create_job(
         model_name=body.model_name,
         epochs=spec.epochs,
     )
-    services.job_submitted(job.id)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_public(job)
+    services.job_submitted(job.id, job.device)
+    return job
 
 
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     meta: MetaDep,
+    services: ServicesDep,
     tenant: TenantDep,
     status: Annotated[StatusFilter | None, Query(description="Only jobs in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -92,13 +123,15 @@ def list_jobs(
 ) -> JobsPublic:
     """List jobs, newest first."""
     page = meta.list_jobs(tenant, status, limit, cursor)
-    return JobsPublic(data=[job_public(r) for r in page.rows], count=page.count, next=page.next)
+    return JobsPublic(data=[job_public(r, services.waiting_reason(r)) for r in page.rows],
+                      count=page.count, next=page.next)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
 async def get_job(
     job_id: str,
     meta: MetaDep,
+    services: ServicesDep,
     tenant: TenantDep,
     wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for the job to "
                                  "finish before answering (long poll).")] = 0,
@@ -111,7 +144,10 @@ async def get_job(
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.05)
         row = await run_in_threadpool(meta.get_job, job_id, tenant)
-    return job_public(row)
+    waiting = None
+    if row.status == "queued":  # may ask the broker which queues have workers
+        waiting = await run_in_threadpool(services.waiting_reason, row)
+    return job_public(row, waiting)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic,

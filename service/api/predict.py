@@ -14,6 +14,7 @@ from service.api.http import JSONBytes, errors, is_json, json_body_doc
 from service.arrays import as_matrix
 from service.deps import PredictorDep, TenantDep
 from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
+from service.limits import LimitExceeded
 from service.predictor import Predictor
 from service.schemas import PredictResponse, ServicePredictRequest
 
@@ -21,7 +22,8 @@ router = APIRouter(tags=["predict"])
 
 
 def parse_predict_body(
-    raw: bytes, content_type: str | None, ref: str | None, *, by_path: bool
+    raw: bytes, content_type: str | None, ref: str | None, *, by_path: bool,
+    max_rows: int | None = None,
 ) -> tuple[str | None, Any]:
     """Validate a predict body; returns (model reference, x as a float32 array)."""
     if not is_json(content_type):
@@ -44,7 +46,11 @@ def parse_predict_body(
             ref = body.get("model")
             if ref is not None and (not isinstance(ref, str) or not ref):
                 raise InvalidInput("model must be a model id or name", field="model")
-    return ref, as_matrix(body["x"], "x")
+    x = body["x"]
+    if max_rows is not None and isinstance(x, list) and len(x) > max_rows:
+        raise LimitExceeded(f"{len(x)} rows exceed the predict limit of {max_rows} per "
+                            "request (FITSERVE_MAX_PREDICT_ROWS)", field="x")
+    return ref, as_matrix(x, "x")
 
 
 async def predict_result(
@@ -53,15 +59,17 @@ async def predict_result(
     model = predictor.cached(ref, tenant)
     if model is None:  # first use: resolve and load off the event loop
         model = await run_in_threadpool(predictor.load, ref, tenant)
-    return {"model_id": model.id, "model_name": model.name, "version": model.version,
-            "y": model.predict(x)}
+    y = model.predict(x)
+    predictor.rows_predicted += len(y)  # the /metrics counter; one int add per request
+    return {"model_id": model.id, "model_name": model.name, "version": model.version, "y": y}
 
 
 async def predict_response(
     request: Request, predictor: Predictor, tenant: str, ref: str | None, *, by_path: bool
 ) -> Response:
     ref, x = parse_predict_body(
-        await request.body(), request.headers.get("content-type"), ref, by_path=by_path
+        await request.body(), request.headers.get("content-type"), ref, by_path=by_path,
+        max_rows=request.app.state.services.settings.max_predict_rows,
     )
     return JSONBytes(await predict_result(predictor, tenant, ref, x))
 

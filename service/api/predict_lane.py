@@ -46,7 +46,8 @@ class PredictLane:
             auth = getattr(self.services, "authenticate", None)
             tenant = auth(headers, "predict") if auth else "default"
             raw = await _body(receive, self.services.settings.max_body_bytes)
-            ref, x = parse_predict_body(raw, headers.get("content-type"), ref, by_path=by_path)
+            ref, x = parse_predict_body(raw, headers.get("content-type"), ref, by_path=by_path,
+                                        max_rows=self.services.settings.max_predict_rows)
             result = await predict_result(self.services.predictor, tenant, ref, x)
             await _send(send, 200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
         except ServiceError as e:

@@ -35,7 +35,7 @@ def dataset_public(row: DatasetRow) -> DatasetPublic:
     )
 
 
-def job_public(row: JobRow) -> JobPublic:
+def job_public(row: JobRow, waiting_reason: str | None = None) -> JobPublic:
     return JobPublic(
         id=row.id,
         status=row.status,  # type: ignore[arg-type]
@@ -58,6 +58,7 @@ def job_public(row: JobRow) -> JobPublic:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        waiting_reason=waiting_reason,
     )
 
 

@@ -1,7 +1,9 @@
-"""Artifacts on the local filesystem: datasets (content-addressed) and checkpoints.
+"""Artifacts: datasets (content-addressed) and checkpoints, in a directory or an object store.
 
-Both are safetensors files: tensors plus string metadata, never a pickle. Every write goes
-to a temporary file, is fsynced and renamed into place, so a reader sees all or nothing.
+Both are safetensors files: tensors plus string metadata, never a pickle. A reader sees all
+of a file or nothing: on a filesystem every write goes to a temporary file, is fsynced and
+renamed into place; in an object store (S3 through fsspec/s3fs) every object is one PUT,
+which the store makes visible whole or not at all.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save
+from safetensors.numpy import load, save
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^[a-z]{2,4}_[0-9a-f]{24}$")
@@ -44,21 +47,40 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _dataset_key(sha: str) -> str:
+    if not _SHA_RE.match(sha):  # names never become paths unchecked
+        raise ValueError(f"not a sha256: {sha!r}")
+    return f"datasets/{sha}.safetensors"
+
+
+def _checkpoint_key(model_id: str) -> str:
+    if not _ID_RE.match(model_id):
+        raise ValueError(f"not a model id: {model_id!r}")
+    return f"checkpoints/{model_id}.safetensors"
+
+
 class ArtifactStore:
     """Files under ``root``: ``datasets/<sha256>.safetensors``, ``checkpoints/<id>.safetensors``."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def check(self) -> str:
+        """"ok", or what is wrong with the store (readiness)."""
+        return "ok" if self.root.is_dir() else "missing"
+
+    def delete_checkpoint(self, model_id: str) -> None:
+        self.checkpoint_path(model_id).unlink(missing_ok=True)
+
     def _dataset_path(self, sha: str) -> Path:
-        if not _SHA_RE.match(sha):  # names never become paths unchecked
-            raise ValueError(f"not a sha256: {sha!r}")
-        return self.root / "datasets" / f"{sha}.safetensors"
+        return self.root / _dataset_key(sha)
 
     def checkpoint_path(self, model_id: str) -> Path:
-        if not _ID_RE.match(model_id):
-            raise ValueError(f"not a model id: {model_id!r}")
-        return self.root / "checkpoints" / f"{model_id}.safetensors"
+        return self.root / _checkpoint_key(model_id)
 
     # datasets -------------------------------------------------------
 
@@ -102,3 +124,95 @@ class ArtifactStore:
 
     def read_checkpoint(self, model_id: str) -> bytes:
         return self.checkpoint_path(model_id).read_bytes()
+
+
+class ObjectArtifactStore(ArtifactStore):
+    """The same layout as objects under ``root`` ("bucket/prefix") of an fsspec filesystem;
+    for ``s3://`` (AWS S3, MinIO) that is s3fs."""
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root_key = root.strip("/")
+        self.root = Path(self.root_key)  # for messages only: nothing here is a local path
+
+    @property
+    def location(self) -> str:
+        protocol = self.fs.protocol
+        return f"{protocol[0] if isinstance(protocol, tuple) else protocol}://{self.root_key}"
+
+    def _key(self, rel: str) -> str:
+        return f"{self.root_key}/{rel}"
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it is missing (a fresh MinIO or moto server)."""
+        bucket = self.root_key.split("/", 1)[0]
+        if not self.fs.exists(bucket):
+            self.fs.mkdir(bucket)
+
+    def check(self) -> str:
+        try:
+            self.fs.ls(self.root_key.split("/", 1)[0], refresh=True)
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            return f"error: {type(e).__name__}"
+        return "ok"
+
+    def _put(self, rel: str, blob: bytes) -> None:
+        # one PUT (or one completed multipart upload): readers never see part of an object
+        self.fs.pipe_file(self._key(rel), blob)
+
+    def put_dataset(self, sha: str, blob: bytes) -> None:
+        key = _dataset_key(sha)
+        if not self.fs.exists(self._key(key)):
+            self._put(key, blob)
+
+    def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
+        tensors = load(self.fs.cat_file(self._key(_dataset_key(sha))))
+        return tensors["x"], tensors["y"]
+
+    def dataset_file(self, sha: str) -> Path:
+        raise NotImplementedError("datasets in an object store have no local file")
+
+    def delete_dataset(self, sha: str) -> None:
+        self._delete(_dataset_key(sha))
+
+    def checkpoint_path(self, model_id: str) -> Path:
+        return Path(self._key(_checkpoint_key(model_id)))
+
+    def put_checkpoint(
+        self, model_id: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]
+    ) -> tuple[str, str]:
+        blob = save(tensors, metadata=metadata)
+        key = _checkpoint_key(model_id)
+        self._put(key, blob)
+        return key, sha256_hex(blob)
+
+    def read_checkpoint(self, model_id: str) -> bytes:
+        return bytes(self.fs.cat_file(self._key(_checkpoint_key(model_id))))
+
+    def delete_checkpoint(self, model_id: str) -> None:
+        self._delete(_checkpoint_key(model_id))
+
+    def _delete(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self._key(rel))
+        except FileNotFoundError:
+            pass
+
+
+def open_artifacts(location: str | Path, endpoint_url: str | None = None) -> ArtifactStore:
+    """A directory, or an fsspec URL (``s3://bucket/prefix``) for an object store."""
+    text = str(location)
+    if "://" not in text or text.startswith("file://"):
+        root = Path(text.removeprefix("file://"))
+        for sub in ("datasets", "checkpoints"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return ArtifactStore(root)
+    import fsspec
+
+    options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
+    if endpoint_url and text.startswith("s3://"):
+        options["endpoint_url"] = endpoint_url
+    fs, root = fsspec.core.url_to_fs(text, **options)
+    store = ObjectArtifactStore(fs, root)
+    store.ensure_bucket()
+    return store

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, update
@@ -12,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import Conflict, NotFound, not_found
-from service.store.tables import Base, DatasetRow, JobRow, ModelRow, new_id, utcnow
+from service.store.tables import DatasetRow, JobRow, ModelRow, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,37 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _claim_values(worker: str) -> dict[str, Any]:
+    now = utcnow()
+    return {"status": "running", "worker": worker, "started_at": now, "heartbeat_at": now,
+            "attempts": JobRow.attempts + 1}
+
+
+def _recover(job: JobRow, max_attempts: int) -> bool:
+    """A job whose worker is gone: cancelled if that was asked, failed once it used up its
+    attempts, else queued again (returns True then)."""
+    if job.cancel_requested:
+        job.status = "cancelled"
+        job.error = {"type": "cancelled", "message": "cancelled"}
+        job.finished_at = utcnow()
+        return False
+    if job.attempts >= max_attempts:
+        job.status = "failed"
+        job.error = {
+            "type": "worker_lost",
+            "message": f"the worker running this job died {job.attempts} time(s); giving up",
+        }
+        job.finished_at = utcnow()
+        return False
+    job.status = "queued"
+    job.worker = None
+    job.heartbeat_at = None
+    job.progress_epoch = 0
+    job.progress_loss = None
+    job.progress_val_loss = None
+    return True
+
+
 class Page:
     def __init__(self, rows: Sequence[Any], count: int, next_cursor: str | None) -> None:
         self.rows = rows
@@ -49,7 +81,10 @@ class MetadataStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Migrate the schema to the newest revision (Alembic; see store/migrations/)."""
+        from service.store.migrate import upgrade
+
+        upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -192,16 +227,68 @@ class MetadataStore:
                 claimed = s.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id, JobRow.status == "queued")
-                    .values(
-                        status="running",
-                        worker=worker,
-                        started_at=utcnow(),
-                        attempts=JobRow.attempts + 1,
-                    )
+                    .values(**_claim_values(worker))
                 ).rowcount
             if claimed == 1:
                 return self.get_job(job_id, tenant=None)
             # another worker won this one; try the next
+
+    def claim(self, job_id: str, worker: str) -> JobRow | None:
+        """Atomically move this job from queued to running for this worker; None when it is
+        not queued (running elsewhere, finished, cancelled): a duplicate delivery."""
+        with self.session() as s:
+            claimed = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "queued")
+                .values(**_claim_values(worker))
+            ).rowcount
+        return self.get_job(job_id, tenant=None) if claimed == 1 else None
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        """The holder is alive; returns whether it still holds the job."""
+        with self.session() as s:
+            return s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "running", JobRow.worker == worker)
+                .values(heartbeat_at=utcnow())
+            ).rowcount == 1
+
+    def requeue_stale(self, cutoff: datetime, max_attempts: int) -> list[JobRow]:
+        """Running jobs whose holder last showed life before ``cutoff`` are recovered as
+        ``requeue_running`` does; returns those put back in the queue. Safe to run in many
+        processes at once: each row is re-checked under a row lock before it changes."""
+        last_seen = func.coalesce(JobRow.heartbeat_at, JobRow.started_at)
+        with self.session() as s:
+            candidates = s.execute(
+                select(JobRow.id, JobRow.worker).where(
+                    JobRow.status == "running", last_seen < cutoff)
+            ).all()
+        requeued = []
+        for job_id, holder in candidates:
+            with self.session() as s:
+                job = s.scalar(
+                    select(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == "running",
+                           JobRow.worker == holder, last_seen < cutoff)
+                    .with_for_update()
+                )
+                if job is None:  # it showed life, finished, or another reaper took it
+                    continue
+                log.warning("job %s: worker %s silent since %s; recovering it", job.id,
+                            holder, job.heartbeat_at)
+                if _recover(job, max_attempts):
+                    requeued.append(job)
+        return requeued
+
+    def queued_jobs(self, created_before: datetime, limit: int = 1000) -> list[JobRow]:
+        """Queued jobs older than ``created_before``, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(
+                select(JobRow)
+                .where(JobRow.status == "queued", JobRow.created_at < created_before)
+                .order_by(JobRow.created_at, JobRow.id)
+                .limit(limit)
+            ))
 
     def update_progress(
         self, job_id: str, epoch: int, loss: float | None, val_loss: float | None
@@ -211,7 +298,8 @@ class MetadataStore:
             s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id)
-                .values(progress_epoch=epoch, progress_loss=loss, progress_val_loss=val_loss)
+                .values(progress_epoch=epoch, progress_loss=loss, progress_val_loss=val_loss,
+                        heartbeat_at=utcnow())
             )
             return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
@@ -275,32 +363,30 @@ class MetadataStore:
                 touched.append(job.id)
                 if refund:
                     job.attempts = max(0, job.attempts - 1)
-                if job.cancel_requested:
-                    job.status = "cancelled"
-                    job.error = {"type": "cancelled", "message": "cancelled"}
-                    job.finished_at = utcnow()
-                elif job.attempts >= max_attempts:
-                    job.status = "failed"
-                    job.error = {
-                        "type": "worker_lost",
-                        "message": f"the worker running this job died {job.attempts} time(s); "
-                        "giving up",
-                    }
-                    job.finished_at = utcnow()
-                else:
-                    job.status = "queued"
-                    job.worker = None
-                    job.progress_epoch = 0
-                    job.progress_loss = None
-                    job.progress_val_loss = None
+                _recover(job, max_attempts)
         if touched:
             log.warning("recovered jobs from dead workers: %s", touched)
         return touched
+
+    def count_active_jobs(self, tenant: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.tenant == tenant, JobRow.status.in_(ACTIVE))) or 0
 
     def count_jobs(self, status: str) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(JobRow).where(
                 JobRow.status == status)) or 0
+
+    def job_stats(self) -> tuple[dict[str, int], int]:
+        """Jobs per status, and the epochs they have run in all (one query, for /metrics)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(
+                    JobRow.status, func.count(), func.coalesce(func.sum(JobRow.progress_epoch), 0)
+                ).group_by(JobRow.status)
+            ).all()
+        return {status: int(n) for status, n, _ in rows}, sum(int(e) for _, _, e in rows)
 
     # ------------------------------------------------------------ models
 
@@ -336,4 +422,21 @@ class MetadataStore:
             if ref is None:
                 raise NotFound("no model has been trained yet")
             raise not_found("model", ref)
+        return row
+
+    def model_versions(self, name: str, tenant: str = "default") -> list[int]:
+        """The version numbers of a model name, oldest first (empty for an unknown name)."""
+        with self.session() as s:
+            return [v for v in s.scalars(
+                select(ModelRow.version)
+                .where(ModelRow.tenant == tenant, ModelRow.name == name)
+                .order_by(ModelRow.version)
+            ) if v is not None]
+
+    def find_model_version(self, name: str, version: int, tenant: str = "default") -> ModelRow:
+        with self.session() as s:
+            row = s.scalar(select(ModelRow).where(
+                ModelRow.tenant == tenant, ModelRow.name == name, ModelRow.version == version))
+        if row is None:
+            raise NotFound(f"model {name!r} has no version {version}")
         return row

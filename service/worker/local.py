@@ -70,13 +70,13 @@ def worker_main(
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
-    from service.store.artifacts import ArtifactStore
+    from service.store.artifacts import open_artifacts
     from service.store.metadata import MetadataStore
     from service.worker.runner import run_job
 
     _warm_up()
     meta = MetadataStore(settings.resolved_database_url)
-    artifacts = ArtifactStore(settings.data_dir)
+    artifacts = open_artifacts(settings.resolved_artifacts, settings.artifacts_endpoint_url)
     name = worker_name()
     log.info("worker %s ready", name)
 
@@ -117,6 +117,9 @@ class LocalWorkerPool:
         return sum(p.is_alive() for p in self._procs)
 
     def start(self) -> None:
+        # this server is the only one running jobs on this store, so a job still "running"
+        # was cut off by the last shutdown or crash
+        self.meta.requeue_running(None, self.settings.max_job_attempts)
         for _ in range(self.settings.workers):
             self._procs.append(self._spawn())
         for target in (self._watch, self._pump_events):
@@ -138,9 +141,19 @@ class LocalWorkerPool:
         """Moves whenever a worker creates a model; read without a lock (one word)."""
         return int(self._catalog.value)
 
-    def notify(self) -> None:
-        """A job was queued: wake one idle worker."""
+    def notify(self, job_id: str | None = None, device: str | None = None) -> None:
+        """A job was queued: wake one idle worker (any of them takes any job)."""
         self._wake.release()
+
+    def waiting_reason(self, job: Any) -> str | None:
+        if self.alive == 0:
+            return "none of this server's training workers is running (they are restarting)"
+        return None
+
+    def resolve_device(self, requested: str | None, default: str) -> str:
+        from service.devices import resolve_device
+
+        return resolve_device(requested, default)
 
     def _watch(self) -> None:
         """Replace dead workers and put their jobs back in the queue."""

@@ -152,7 +152,7 @@ def run_job(
         notify({"event": "model_committing", "job_id": job.id, "model_id": model_id})
     row = meta.finish_with_model(job.id, worker, model, job_values)
     if row is None:  # the job was taken from us (cancelled or recovered): leave no orphan file
-        artifacts.checkpoint_path(model_id).unlink(missing_ok=True)
+        artifacts.delete_checkpoint(model_id)
         log.warning("job %s was no longer held by %s; checkpoint discarded", job.id, worker)
         return meta.get_job(job.id, tenant=None).status
     if notify:

@@ -38,14 +38,14 @@ REQUESTS = [
 @pytest.mark.parametrize(("path", "body"), REQUESTS)
 def test_lane_and_fastapi_routes_agree(client, services, trained, path, body):
     path = f"/v1/models/{trained}/predict" if path == "MODEL" else path
-    with TestClient(_without_lane(services)) as plain:
+    with TestClient(_without_lane(services), base_url="http://127.0.0.1") as plain:
         a = client.post(path, json=body)
         b = plain.post(path, json=body)
     assert (a.status_code, a.json()) == (b.status_code, b.json())
 
 
 def test_lane_rejects_other_media_and_malformed_json_like_the_routes(client, services, trained):
-    with TestClient(_without_lane(services)) as plain:
+    with TestClient(_without_lane(services), base_url="http://127.0.0.1") as plain:
         for headers, content in (({"content-type": "text/plain"}, b"x"),
                                  ({"content-type": "application/json"}, b'{"x": [[1,')):
             a = client.post("/predict", content=content, headers=headers)
@@ -65,7 +65,7 @@ def test_lane_bounds_the_body(tmp_path):
 
     app = create_app(Settings(data_dir=tmp_path, workers=0, max_body_bytes=1024),
                      start_workers=False)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         r = c.post("/predict", json={"x": [[1.0]] * 1000})
     assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
 

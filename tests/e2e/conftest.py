@@ -23,6 +23,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    command: tuple[str, ...] = ("serve",)
+    """The ``fitserve`` command line it runs (subclasses run other commands)."""
+    new_session = False
+    """Start it as its own process group (to kill it with all its children at once)."""
+
     def __init__(self, data_dir: Path, workers: int = 1, **env: str) -> None:
         self.data_dir = data_dir
         self.workers = workers
@@ -41,22 +46,25 @@ class ServerProcess:
                "FITSERVE_PORT": str(self.port), **self.env}
         with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve"],
+                [sys.executable, "-m", "service.cli", *self.command],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parents[2],
+                cwd=Path(__file__).resolve().parents[2], start_new_session=self.new_session,
             )
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                r = httpx.get(f"{self.url}/readyz", timeout=1)
-                return r.status_code == 200
-            except httpx.HTTPError:
-                return False
+            return self.is_ready()
 
         wait_for(ready, timeout=60)
         return self
+
+    def is_ready(self) -> bool:
+        try:
+            r = httpx.get(f"{self.url}/readyz", timeout=1)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

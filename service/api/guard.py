@@ -1,0 +1,97 @@
+"""A pure ASGI guard in front of every route: the Host a request names, the Origin of
+state-changing browser requests (DNS rebinding, CSRF), and the body size."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import is_loopback
+from service.config import Settings
+
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.limit = settings.max_body_bytes
+        self.origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
+        if settings.trusted_hosts is not None:
+            self.hosts: frozenset[str] | None = frozenset(h.lower() for h in
+                                                          settings.trusted_hosts)
+        elif is_loopback(settings.host):
+            self.hosts = _LOOPBACK_NAMES
+        else:
+            self.hosts = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        if self.hosts is not None and _hostname(host) not in self.hosts:
+            return await _refuse(send, 403, "forbidden",
+                                 f"the Host {host!r} is not served here (FITSERVE_TRUSTED_HOSTS)")
+        if scope["method"] in _UNSAFE:
+            origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
+            if origin and origin != "null" and not self._same_origin(origin, host) and \
+                    origin not in self.origins:
+                return await _refuse(send, 403, "forbidden",
+                                     f"cross-origin {scope['method']} from {origin!r} refused "
+                                     "(FITSERVE_ALLOWED_ORIGINS)")
+            if origin == "null":
+                return await _refuse(send, 403, "forbidden", "requests from an opaque origin "
+                                     "are refused")
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await _refuse(send, 413, "payload_too_large",
+                                 f"the body of {int(length)} bytes exceeds the limit of "
+                                 f"{self.limit} (FITSERVE_MAX_BODY_BYTES)")
+        if length is None and scope["method"] in _UNSAFE:
+            receive = self._counting(receive)
+        try:
+            await self.app(scope, receive, send)
+        except BodyTooLarge:  # a chunked body grew past the limit before any answer
+            await _refuse(send, 413, "payload_too_large",
+                          f"the body exceeds the limit of {self.limit} bytes "
+                          "(FITSERVE_MAX_BODY_BYTES)")
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge
+            return message
+
+        return wrapped
+
+    @staticmethod
+    def _same_origin(origin: str, host: str) -> bool:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc == host
+
+
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _refuse(send: Send, status: int, type_: str, message: str) -> None:
+    body = orjson.dumps({"error": {"type": type_, "message": message}})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

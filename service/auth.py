@@ -1,0 +1,122 @@
+"""Who is calling: API keys (bearer tokens, stored as sha256), tenants and scopes.
+
+No FastAPI here: the routes' dependencies and the predict lane both call
+``Authenticator.principal(headers, needed)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.errors import ServiceError
+from service.store.keys import KeyRepository
+from service.store.metadata import MetadataStore
+
+SCOPES = ("predict", "train", "admin")  # each includes the ones before it
+_CACHE_SECONDS = 2.0  # a revoked key stops working within this time
+DEFAULT_TENANT = "default"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    type = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    type = "forbidden"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    scope: str
+    key_id: str | None = None
+
+    def allows(self, needed: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(needed)
+
+
+OPEN = Principal(DEFAULT_TENANT, "admin")  # auth off: one tenant, every scope
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "fsk_" + secrets.token_urlsafe(32)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings, insecure: bool = False) -> str | None:
+    """Why this server must not start as configured (None: it may)."""
+    if settings.auth or is_loopback(settings.host) or insecure:
+        return None
+    return (
+        f"refusing to listen on {settings.host} with authentication off: anyone who can reach "
+        "it could train and read every model. Create a key with `fitserve keys create "
+        "--tenant NAME --scope admin`, then start with FITSERVE_AUTH=true (or bind "
+        "127.0.0.1, or pass --insecure to accept the risk)."
+    )
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, meta: MetadataStore) -> None:
+        self.enabled = settings.auth
+        self.keys = KeyRepository(meta)
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    def create(self, tenant: str, scope: str, name: str | None = None) -> tuple[str, str]:
+        """A new key for a tenant and scope; returns (key id, the key: shown once)."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        key = new_key()
+        row = self.keys.add(tenant, scope, hash_key(key), key[:8], name)
+        return row.id, key
+
+    def principal(self, headers: Mapping[str, str], needed: str) -> Principal:
+        """The caller, if allowed ``needed``; else 401 (no or bad key) or 403 (scope)."""
+        if not self.enabled:
+            return OPEN
+        value = headers.get("authorization") or ""
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send an API key: Authorization: Bearer <key>",
+                               headers={"WWW-Authenticate": "Bearer"})
+        who = self._lookup(token.strip())
+        if who is None:
+            raise Unauthorized("the API key is unknown or revoked",
+                               headers={"WWW-Authenticate": "Bearer"})
+        if not who.allows(needed):
+            raise Forbidden(f"this key's scope is {who.scope!r}; this needs {needed!r}")
+        return who
+
+    def _lookup(self, token: str) -> Principal | None:
+        digest = hash_key(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = self.keys.by_hash(digest)
+        who = None
+        if row is not None and row.revoked_at is None:
+            who = Principal(row.tenant, row.scope, row.id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now + _CACHE_SECONDS, who)
+        return who

@@ -1,0 +1,1 @@
+"""Alembic migrations of the metadata store (see README.md beside this file)."""

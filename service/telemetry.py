@@ -1,0 +1,106 @@
+"""Prometheus metrics of one app: its own registry, so two apps in one process never collide.
+
+Request metrics are recorded by the HTTP middleware and rows predicted by the predictor; job
+counts, queue depth and epochs run are read from the metadata store when Prometheus scrapes,
+so they hold across every API and worker process that shares the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from service.predictor import Predictor
+from service.store.metadata import MetadataStore
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# predict answers in well under a millisecond; the low buckets are where it lives
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0)
+
+
+class JobsCollector(Collector):
+    """Jobs by status, queue depth and epochs run, read at scrape time (one query)."""
+
+    def __init__(self, meta: MetadataStore) -> None:
+        self.meta = meta
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not query the store
+
+    def collect(self) -> Iterator[Metric]:
+        counts, epochs = self.meta.job_stats()
+        jobs = GaugeMetricFamily("fitserve_jobs", "Jobs by status.", labels=["status"])
+        for status in JOB_STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "fitserve_queue_depth", "Jobs queued and waiting for a worker.",
+            value=counts.get("queued", 0),
+        )
+        yield CounterMetricFamily(
+            "fitserve_epochs",
+            "Training epochs run by all jobs (rate() of it: epochs per second).",
+            value=epochs,
+        )
+
+
+class PredictCollector(Collector):
+    """Rows predicted: the predict paths count into a plain int, the cheapest thing a hot
+    path can do; it becomes a counter here, when Prometheus asks."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "fitserve_predict_rows",
+            "Rows predicted, v1 and v2 (rate() of it: rows per second).",
+            value=self.predictor.rows_predicted,
+        )
+
+
+class Telemetry:
+    def __init__(
+        self, meta: MetadataStore | None = None, predictor: Predictor | None = None
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "fitserve_http_requests", "HTTP requests by route template and status.",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fitserve_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            ["method", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        if meta is not None:
+            self.registry.register(JobsCollector(meta))
+        if predictor is not None:
+            self.registry.register(PredictCollector(predictor))
+        # labels() takes a lock and builds a tuple each call; a request should not
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:  # any token is a method in HTTP; labels must stay few
+            method = "OTHER"
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)),
+                        self.latency.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format Prometheus scrapes, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
