@@ -13,6 +13,7 @@ rows themselves, so no large terms cancel.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,13 +34,32 @@ class Stats:
     n: int
     k: int
     theta_ls: np.ndarray  # (D, k): a least-squares solution
-    loss_ls: float  # mean squared error at theta_ls, measured on the rows
+    sse_ls: np.ndarray  # (k,): squared error of theta_ls per target, measured on the rows
+    ss_tot: np.ndarray  # (k,): sum of (y - mean y)^2 per target
+
+    @property
+    def loss_ls(self) -> float:
+        return float(self.sse_ls.sum()) / (self.n * self.k)
+
+    def sse(self, theta: np.ndarray) -> np.ndarray:
+        """Squared error per target at ``theta`` (D, k), in the residual form."""
+        diff = theta - self.theta_ls
+        return self.sse_ls + np.einsum("ik,ij,jk->k", diff, self.gram, diff)
+
+    def mse(self, theta: np.ndarray) -> float:
+        return float(self.sse(theta).sum()) / (self.n * self.k)
+
+    def r2(self, theta: np.ndarray) -> float | None:
+        if (self.ss_tot <= 0).any():
+            return None
+        return float(np.mean(1.0 - self.sse(theta) / self.ss_tot))
 
 
 def sufficient_stats(x: np.ndarray, y: np.ndarray, bias: bool, device: str = "cpu") -> Stats:
     """One streaming pass over the rows, block by block on ``device`` in float64: X^T X, X^T Y,
     the column sums and Y^T Y; a second pass measures the least-squares residual only when
-    the one-pass formula would lose digits to cancellation. One block is held at a time."""
+    the one-pass formula would lose digits to cancellation. One block is held at a time, and
+    the pages of a memory-mapped dataset are let go behind the pass."""
     import torch
 
     dev = torch.device(device)
@@ -50,7 +70,7 @@ def sufficient_stats(x: np.ndarray, y: np.ndarray, bias: bool, device: str = "cp
     xy = torch.zeros((d, k), dtype=f64, device=dev)
     sx = torch.zeros(d, dtype=f64, device=dev)
     sy = torch.zeros(k, dtype=f64, device=dev)
-    yy = torch.zeros((), dtype=f64, device=dev)
+    yy = torch.zeros(k, dtype=f64, device=dev)
     for s in range(0, n, _ROWS_PER_BLOCK):
         xb = torch.as_tensor(x[s : s + _ROWS_PER_BLOCK]).to(dev, f64)
         yb = torch.as_tensor(y[s : s + _ROWS_PER_BLOCK]).to(dev, f64)
@@ -58,35 +78,54 @@ def sufficient_stats(x: np.ndarray, y: np.ndarray, bias: bool, device: str = "cp
         xy += xb.T @ yb
         sx += xb.sum(0)
         sy += yb.sum(0)
-        yy += (yb * yb).sum()
-    xx_np, xy_np, sx_np, sy_np = (t.cpu().numpy() for t in (xx, xy, sx, sy))
+        yy += (yb * yb).sum(0)
+        drop_pages(x, s, s + _ROWS_PER_BLOCK)
+        drop_pages(y, s, s + _ROWS_PER_BLOCK)
+    xx_np, xy_np, sx_np, sy_np, yy_np = (t.cpu().numpy() for t in (xx, xy, sx, sy, yy))
     if bias:  # A = [X, 1]
         gram = np.block([[xx_np, sx_np[:, None]], [sx_np[None, :], np.array([[float(n)]])]])
         cross = np.vstack([xy_np, sy_np[None, :]])
     else:
         gram, cross = xx_np, xy_np
     theta_ls = np.linalg.lstsq(gram, cross, rcond=None)[0]  # (D, k)
-    yy_f = float(yy.item())
-    sse = yy_f - 2 * float(np.sum(theta_ls * cross)) + float(np.sum(theta_ls * (gram @ theta_ls)))
-    if sse <= 1e-8 * yy_f:  # a near-exact fit: measure the residual instead
+    sse = yy_np - 2 * np.sum(theta_ls * cross, axis=0) + np.sum(theta_ls * (gram @ theta_ls),
+                                                                axis=0)
+    if (sse <= 1e-8 * yy_np).any():  # a near-exact fit: measure the residual instead
         sse = _residual_sse(x, y, theta_ls, bias, dev)
-    return Stats(gram, cross, n, k, theta_ls, max(sse, 0.0) / (n * k))
+    ss_tot = yy_np - sy_np**2 / n
+    return Stats(gram, cross, n, k, theta_ls, np.maximum(sse, 0.0), ss_tot)
 
 
-def _residual_sse(x: np.ndarray, y: np.ndarray, theta: np.ndarray, bias: bool, dev) -> float:
+def drop_pages(a: np.ndarray, start: int, stop: int) -> None:
+    """Let the kernel reclaim rows [start, stop) of a memory-mapped array (they are read
+    again from the page cache if touched later); a no-op for arrays in memory."""
+    mm = getattr(a, "_mmap", None) if isinstance(a, np.memmap) else None
+    if mm is None or not a.flags.c_contiguous or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    row = a.strides[0]
+    first = a.offset % mmap.ALLOCATIONGRANULARITY + start * row  # byte offset in the mapping
+    last = min(len(mm), first + (stop - start) * row)
+    first -= first % mmap.PAGESIZE
+    last -= last % mmap.PAGESIZE
+    if last > first:
+        mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+def _residual_sse(x: np.ndarray, y: np.ndarray, theta: np.ndarray, bias: bool, dev
+                  ) -> np.ndarray:
     import torch
 
     d = x.shape[1]
     w = torch.as_tensor(theta[:d], device=dev)
     b = torch.as_tensor(theta[d], device=dev) if bias else None
-    sse = torch.zeros((), dtype=torch.float64, device=dev)
+    sse = torch.zeros(y.shape[1], dtype=torch.float64, device=dev)
     for s in range(0, x.shape[0], _ROWS_PER_BLOCK):
         r = torch.as_tensor(x[s : s + _ROWS_PER_BLOCK]).to(dev, torch.float64) @ w
         if b is not None:
             r += b
         r -= torch.as_tensor(y[s : s + _ROWS_PER_BLOCK]).to(dev, torch.float64)
-        sse += (r * r).sum()
-    return float(sse.item())
+        sse += (r * r).sum(0)
+    return sse.cpu().numpy()
 
 
 def supports(spec: TrainingSpec, n_rows: int) -> str | None:
@@ -252,4 +291,4 @@ def _loss(thetas: np.ndarray, stats: Stats) -> np.ndarray:
     """Mean squared error for each theta in (T, D, k), from the residual form."""
     diff = thetas - stats.theta_ls[None]  # (T, D, k)
     quad = np.einsum("tik,ij,tjk->t", diff, stats.gram, diff)
-    return stats.loss_ls + quad / (stats.n * stats.k)
+    return (float(stats.sse_ls.sum()) + quad) / (stats.n * stats.k)

@@ -177,9 +177,10 @@ def store_dataset(
 ) -> tuple[DatasetRow, bool]:
     """Write the arrays (once per content) and then the record; returns (row, created)."""
     check_xy(x, y)
-    blob = artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"])
     sha = content_sha256(x, y, info["feature_names"], info["target_names"])
-    artifacts.put_dataset(sha, blob)  # the file lands before any record can point at it
+    if not artifacts.has_dataset(sha):  # the file lands before any record can point at it
+        artifacts.put_dataset(
+            sha, artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"]))
     return meta.add_dataset(
         tenant=tenant,
         name=info.get("name"),
@@ -190,5 +191,5 @@ def store_dataset(
         feature_names=info["feature_names"],
         target_names=info["target_names"],
         columns=column_stats(x, y, info["feature_names"], info["target_names"]),
-        size_bytes=len(blob),
+        size_bytes=int(x.nbytes + y.nbytes),  # the float32 values
     )

@@ -152,7 +152,7 @@ def fit(
                 spec, model, stats, val_stats, on_progress, should_stop
             )
             return finish(spec, weight, bias, x_train, y_train, x_val, y_val, epochs_logged,
-                          losses, val_losses, "closed_form", stats_device, stats)
+                          losses, val_losses, "closed_form", stats_device, stats, val_stats)
         except closed_form.Unstable as e:
             log.info("closed form declined (%s); running the autograd loop", e)
     # mini-batch SGD on squared loss: the same step with the gradient written out
@@ -198,9 +198,6 @@ def _closed_form(
         raise closed_form.Unstable("non-finite loss in the closed form")
     weight = theta[:d].T.astype(np.float32)
     bias = theta[d].astype(np.float32) if spec.model.bias else None
-    if on_progress is not None:
-        on_progress(spec.epochs, float(losses[-1]),
-                    None if val_losses is None else float(val_losses[-1]))
     return (weight, bias, epochs.astype(np.int32), losses.astype(np.float32),
             None if val_losses is None else val_losses.astype(np.float32))
 
@@ -219,6 +216,7 @@ def finish(
     engine: str,
     device: str,
     stats: closed_form.Stats | None = None,
+    val_stats: closed_form.Stats | None = None,
 ) -> FitResult:
     """Final metrics of a trained linear model, computed on the CPU in float64."""
     if not (np.isfinite(weight).all() and (bias is None or np.isfinite(bias).all())):
@@ -231,13 +229,22 @@ def finish(
             value = crit(torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(ys)).item()
         return float(value), pred
 
-    train_loss, pred = loss_on(x_train, y_train)
-    val_loss = loss_on(x_val, y_val)[0] if x_val is not None and y_val is not None else None
-    lstsq = None
+    lstsq = r2 = None
     if spec.loss == "mse" and spec.model.kind == "linear":
         if stats is None:
             stats = closed_form.sufficient_stats(x_train, y_train, spec.model.bias)
         lstsq = stats.loss_ls
+    if stats is not None and engine == "closed_form":
+        # the rows need not be read again: squared loss and R^2 follow from the statistics
+        theta = weight.T.astype(np.float64)
+        if bias is not None:
+            theta = np.vstack([theta, bias.astype(np.float64)[None, :]])
+        train_loss, r2 = stats.mse(theta), stats.r2(theta)
+        val_loss = val_stats.mse(theta) if val_stats is not None else None
+    else:
+        train_loss, pred = loss_on(x_train, y_train)
+        r2 = r2_score(pred, y_train)
+        val_loss = loss_on(x_val, y_val)[0] if x_val is not None and y_val is not None else None
     return FitResult(
         weight=weight,
         bias=bias,
@@ -246,7 +253,7 @@ def finish(
         val_loss=val_losses,
         train_loss=train_loss,
         final_val_loss=val_loss,
-        r2=r2_score(pred, y_train),
+        r2=r2,
         lstsq_loss=lstsq,
         engine=engine,
         device=device,

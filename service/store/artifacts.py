@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import load, save
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -59,6 +58,31 @@ def _checkpoint_key(model_id: str) -> str:
     return f"checkpoints/{model_id}.safetensors"
 
 
+_DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4", "I64": "<i8"}
+
+
+def memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Memory-map each tensor of a safetensors file as a numpy array. The format is an
+    8-byte little-endian header length, a JSON header giving each tensor's dtype, shape and
+    byte range, then the bytes; safetensors' own numpy reader copies, its torch reader gives
+    no handle on the mapping. Only the header is parsed here, never executed."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    out: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end == start:
+            out[name] = np.zeros(shape, dtype=_DTYPES[info["dtype"]])
+            continue
+        out[name] = np.memmap(path, dtype=_DTYPES[info["dtype"]], mode="c",
+                              offset=8 + size + start, shape=shape)
+    return out
+
+
 class ArtifactStore:
     """Files under ``root``: ``datasets/<sha256>.safetensors``, ``checkpoints/<id>.safetensors``."""
 
@@ -94,16 +118,19 @@ class ArtifactStore:
         }
         return save({"x": np.ascontiguousarray(x), "y": np.ascontiguousarray(y)}, metadata=meta)
 
+    def has_dataset(self, sha: str) -> bool:
+        return self._dataset_path(sha).exists()
+
     def put_dataset(self, sha: str, blob: bytes) -> None:
         path = self._dataset_path(sha)
         if not path.exists():
             write_atomic(path, blob)
 
     def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
-        """The arrays, memory-mapped: safetensors' torch reader maps the file without copying
-        (its numpy reader copies), so a worker holds the data once, as file-backed pages."""
-        with safe_open(str(self._dataset_path(sha)), framework="pt") as f:
-            return f.get_tensor("x").numpy(), f.get_tensor("y").numpy()
+        """The arrays as copy-on-write memory maps of the file: nothing is copied, and a
+        streaming pass can hand the pages back as it goes (closed_form.drop_pages)."""
+        tensors = memmap_safetensors(self._dataset_path(sha))
+        return tensors["x"], tensors["y"]
 
     def dataset_file(self, sha: str) -> Path:
         return self._dataset_path(sha)
@@ -159,6 +186,9 @@ class ObjectArtifactStore(ArtifactStore):
     def _put(self, rel: str, blob: bytes) -> None:
         # one PUT (or one completed multipart upload): readers never see part of an object
         self.fs.pipe_file(self._key(rel), blob)
+
+    def has_dataset(self, sha: str) -> bool:
+        return bool(self.fs.exists(self._key(_dataset_key(sha))))
 
     def put_dataset(self, sha: str, blob: bytes) -> None:
         key = _dataset_key(sha)
