@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -20,16 +21,16 @@ def as_matrix(value: Any, field: str, *, dtype: Any = np.float32) -> np.ndarray:
     if not value:
         raise InvalidInput(f"{field} is empty: send at least one row", field=field)
     try:
-        arr = np.asarray(value)  # dtype inferred, so strings and bools are not coerced
+        arr = np.asarray(value)  # dtype inferred, so strings are not coerced (bools: below)
     except (ValueError, TypeError, OverflowError):
         raise _find_bad_row(value, field) from None
     if arr.dtype.kind not in "fiu":
         raise _find_bad_row(value, field)
+    if arr.ndim > 2 or _has_bool(value, flat=arr.ndim == 1):
+        raise _find_bad_row(value, field)
     arr = arr.astype(np.float64, copy=False)
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)  # a flat list is one column
-    if arr.ndim != 2:
-        raise _find_bad_row(value, field)
     if arr.shape[1] == 0:
         raise InvalidInput(f"{field} row 0 is empty", field=field)
     if not np.isfinite(arr).all():
@@ -46,6 +47,13 @@ def as_matrix(value: Any, field: str, *, dtype: Any = np.float32) -> np.ndarray:
             f"{field} row {row} column {col} ({arr[row, col]}) overflows float32", field=field
         )
     return out
+
+
+def _has_bool(value: list[Any], *, flat: bool) -> bool:
+    """numpy reads ``[True, 0.5]`` as ``[1.0, 0.5]``: a bool among numbers leaves no trace in
+    the dtype. map and set run in C, so this costs less than the conversion itself."""
+    cells = value if flat else chain.from_iterable(value)
+    return bool in set(map(type, cells))
 
 
 def _find_bad_row(value: list[Any], field: str) -> InvalidInput:

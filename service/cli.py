@@ -64,6 +64,15 @@ def _add_scale_out() -> None:
 _add_scale_out()
 
 
+def _add_client_commands() -> None:
+    from service.client_cli import register
+
+    register(cli)  # train, predict, jobs, models: through the HTTP client
+
+
+_add_client_commands()
+
+
 @cli.command()
 def version() -> None:
     """Print the version."""

@@ -123,7 +123,7 @@ def predict(
     url: str = URL,
     api_key: str | None = API_KEY,
 ) -> None:
-    """Predict: ``fitserve predict seed 3.3 4.4`` prints y for x = 3.3 and x = 4.4."""
+    """Predict y for rows: `fitserve predict seed 3.3 4.4` (one row per value)."""
     x = [_row(r) for r in rows]
     with _client(url, api_key) as client:
         answer = client.predict(x, model=model)

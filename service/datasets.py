@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from service.arrays import as_matrix, check_xy
-from service.errors import InvalidInput
+from service.errors import InvalidInput, StorageUnavailable
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 from service.store.tables import DatasetRow
@@ -179,8 +179,14 @@ def store_dataset(
     check_xy(x, y)
     sha = content_sha256(x, y, info["feature_names"], info["target_names"])
     if not artifacts.has_dataset(sha):  # the file lands before any record can point at it
-        artifacts.put_dataset(
-            sha, artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"]))
+        try:
+            artifacts.put_dataset(
+                sha, artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"]))
+        except OSError as e:  # read-only or full; the message names no path
+            raise StorageUnavailable(
+                f"the dataset could not be stored ({e.strerror or type(e).__name__}); "
+                "try again later"
+            ) from None
     return meta.add_dataset(
         tenant=tenant,
         name=info.get("name"),

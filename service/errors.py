@@ -85,6 +85,13 @@ class ModelUnavailable(ServiceError):
     type = "model_unavailable"
 
 
+class StorageUnavailable(ServiceError):
+    """The artifact store refused a write (read-only, full): the request may succeed later."""
+
+    status_code = 503
+    type = "storage_error"
+
+
 class TrainingError(Exception):
     """Raised inside a worker; stored on the job as ``error: {type, message, ...}``."""
 

@@ -15,7 +15,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load
 
-from service.errors import ModelUnavailable, ShapeMismatch
+from service.errors import InvalidInput, ModelUnavailable, ShapeMismatch
 from service.store.artifacts import ArtifactStore, sha256_hex
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
@@ -39,9 +39,16 @@ class LoadedModel:
                 "in row 0",
                 field="x",
             )
-        y = x @ self.weight_t  # (N, in) @ (in, out) -> (N, out)
-        if self.bias is not None:
-            y += self.bias
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            y = x @ self.weight_t  # (N, in) @ (in, out) -> (N, out)
+            if self.bias is not None:
+                y += self.bias
+        if not np.isfinite(y).all():  # JSON would carry inf as null: a wrong number
+            row = int(np.argwhere(~np.isfinite(y))[0][0])
+            raise InvalidInput(
+                f"the prediction for x row {row} overflows float32: scale the inputs down",
+                field="x",
+            )
         return y
 
 
@@ -97,7 +104,9 @@ class Predictor:
                 self._aliases[(tenant, ref)] = row.id
         return model
 
-    def _load_row(self, row: ModelRow) -> LoadedModel:
+    def checkpoint_bytes(self, row: ModelRow) -> bytes:
+        """The checkpoint file, verified against the sha256 recorded with the model: what
+        was changed on disk is neither served nor handed out."""
         try:
             blob = self.artifacts.read_checkpoint(row.id)
         except OSError as e:
@@ -109,6 +118,10 @@ class Predictor:
                 f"the checkpoint of model {row.id!r} fails its checksum (sha256 mismatch); "
                 "it was changed on disk and will not be served"
             )
+        return blob
+
+    def _load_row(self, row: ModelRow) -> LoadedModel:
+        blob = self.checkpoint_bytes(row)
         try:
             tensors = load(blob)
         except SafetensorError:

@@ -7,7 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Matrix = list[list[float]]
+# strict: pydantic's lax mode would read true as 1.0 and "1.5" as 1.5, where the dataset
+# and predict routes (service/arrays.py) refuse both
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Matrix = list[list[Number]]
 """Rows of numbers: ``[[x11, x12, ...], [x21, ...], ...]``."""
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

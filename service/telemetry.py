@@ -7,12 +7,20 @@ so they hold across every API and worker process that shares the store.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from service.predictor import Predictor
 from service.store.metadata import MetadataStore
@@ -68,38 +76,66 @@ class PredictCollector(Collector):
         )
 
 
+class RequestStats(Collector):
+    """Requests by (method, route, status) and latency histograms by (method, route), kept
+    as plain numbers and turned into metric families when Prometheus scrapes.
+
+    prometheus_client's Counter and Histogram take a lock per update and walk the buckets in
+    Python; on the predict path that cost more than the prediction. Updates come from the
+    event loop's thread only, so plain ints need no lock."""
+
+    def __init__(self, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self.bounds = buckets
+        self._les = [floatToGoString(b) for b in buckets] + ["+Inf"]
+        self.counts: dict[tuple[str, str, int], int] = {}
+        # (method, route) -> [sum of seconds, then one count per bucket, +Inf last]
+        self.latency: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:  # any token is a method in HTTP; labels must stay few
+            method = "OTHER"
+        key = (method, route, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        h = self.latency.get((method, route))
+        if h is None:
+            h = self.latency[(method, route)] = [0.0] * (len(self.bounds) + 2)
+        h[0] += seconds
+        h[1 + bisect_left(self.bounds, seconds)] += 1  # le: a bound equal to it counts it
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "fitserve_http_requests", "HTTP requests by route template and status.",
+            labels=["method", "route", "status"])
+        for (method, route, status), n in list(self.counts.items()):
+            requests.add_metric([method, route, str(status)], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "fitserve_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            labels=["method", "route"])
+        for (method, route), h in list(self.latency.items()):
+            h = list(h)
+            cumulative = list(accumulate(h[1:]))
+            latency.add_metric([method, route], list(zip(self._les, cumulative, strict=True)),
+                               sum_value=h[0])
+        yield latency
+
+
 class Telemetry:
     def __init__(
         self, meta: MetadataStore | None = None, predictor: Predictor | None = None
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Counter(
-            "fitserve_http_requests", "HTTP requests by route template and status.",
-            ["method", "route", "status"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "fitserve_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its response.",
-            ["method", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )
+        self.requests = RequestStats()
+        self.registry.register(self.requests)
         if meta is not None:
             self.registry.register(JobsCollector(meta))
         if predictor is not None:
             self.registry.register(PredictCollector(predictor))
-        # labels() takes a lock and builds a tuple each call; a request should not
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        if method not in _METHODS:  # any token is a method in HTTP; labels must stay few
-            method = "OTHER"
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (self.requests.labels(method, route, str(status)),
-                        self.latency.labels(method, route))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.observe_request = self.requests.observe
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format Prometheus scrapes, and its content type."""

@@ -77,6 +77,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         429: "Too many active jobs (see Retry-After)",
         415: "Unsupported media type",
         422: "Invalid input (the message names the field or row)",
+        503: "Unavailable: a checkpoint fails its checksum or cannot be read, or storage fails",
     }.items()
 }
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from service.api.http import errors, json_body_doc
 from service.api.predict import predict_response
 from service.api.views import model_public
-from service.deps import ArtifactsDep, MetaDep, PredictorDep, TenantDep
+from service.deps import MetaDep, PredictorDep, TenantDep
 from service.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -41,14 +41,14 @@ def get_model(model_id: str, meta: MetaDep, tenant: TenantDep) -> ModelPublic:
     "/{model_id}/checkpoint",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}},
-                     "description": "The safetensors file"}, **errors(404)},
+                     "description": "The safetensors file"}, **errors(404, 503)},
 )
 async def get_checkpoint(
-    model_id: str, meta: MetaDep, artifacts: ArtifactsDep, tenant: TenantDep
+    model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep
 ) -> Response:
     """The checkpoint as a safetensors file (tensors + metadata; never a pickle)."""
     row = await run_in_threadpool(meta.get_model, model_id, tenant)
-    blob = await run_in_threadpool(artifacts.read_checkpoint, row.id)
+    blob = await run_in_threadpool(predictor.checkpoint_bytes, row)
     return Response(
         blob,
         media_type="application/octet-stream",
@@ -62,7 +62,7 @@ async def get_checkpoint(
 @router.post(
     "/{model_id}/predict",
     response_model=PredictResponse,
-    responses=errors(400, 404, 415, 422),
+    responses=errors(400, 404, 415, 422, 503),
     openapi_extra=json_body_doc(PredictRequest),
 )
 async def predict_with(

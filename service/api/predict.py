@@ -77,7 +77,7 @@ async def predict_response(
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=errors(400, 404, 415, 422),
+    responses=errors(400, 404, 415, 422, 503),
     openapi_extra=json_body_doc(ServicePredictRequest),
 )
 async def predict(request: Request, predictor: PredictorDep, tenant: TenantDep) -> Response:

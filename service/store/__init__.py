@@ -1,1 +1,2 @@
-"""Metadata (SQLAlchemy) and artifacts (files) stores. Nothing here imports FastAPI."""
+"""Metadata (SQLAlchemy, migrated with Alembic) and artifacts (a directory or an S3
+bucket). Nothing here imports FastAPI."""

@@ -174,7 +174,10 @@ class ObjectArtifactStore(ArtifactStore):
         """Create the bucket when it is missing (a fresh MinIO or moto server)."""
         bucket = self.root_key.split("/", 1)[0]
         if not self.fs.exists(bucket):
-            self.fs.mkdir(bucket)
+            try:
+                self.fs.mkdir(bucket)
+            except FileExistsError:  # another process made it a moment ago
+                pass
 
     def check(self) -> str:
         try:

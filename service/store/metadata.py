@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -321,14 +323,19 @@ class MetadataStore:
         self, job_id: str, worker: str, model: dict[str, Any], job_values: dict[str, Any]
     ) -> ModelRow | None:
         """Create the model and mark the job succeeded in one transaction."""
-        for _ in range(5):
+        for attempt in range(10):
             try:
                 with self.session() as s:
-                    job = s.get(JobRow, job_id)
+                    # locked: a reaper cannot take the job between this check and the commit
+                    job = s.get(JobRow, job_id, with_for_update=True)
                     if job is None or job.status != "running" or job.worker != worker:
                         return None
                     version = None
                     if model.get("name"):
+                        if self.engine.dialect.name == "postgresql":
+                            # one version number at a time per name, held to the commit
+                            s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                                f"fitserve-model:{model['tenant']}:{model['name']}"))))
                         latest = s.scalar(
                             select(func.max(ModelRow.version)).where(
                                 ModelRow.tenant == model["tenant"], ModelRow.name == model["name"]
@@ -345,6 +352,7 @@ class MetadataStore:
                     job.finished_at = utcnow()
                 return row
             except IntegrityError:  # two versions of one name at once: take the next number
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # spread the retries
                 continue
         raise RuntimeError(f"could not allocate a model version for job {job_id}")
 

@@ -26,6 +26,8 @@ BASELINE = "0001"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    # a line per plugin at every start says nothing; "Running upgrade ..." lines stay
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("path_separator", "os")

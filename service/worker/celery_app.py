@@ -18,7 +18,6 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
-from kombu.exceptions import ChannelError
 
 from service.config import Settings
 from service.worker.broker import DEVICE_KINDS, device_kind
@@ -84,8 +83,8 @@ def publish(app: Celery, job_id: str, device: str) -> None:
 def queue_size(app: Celery, kind: str) -> int:
     """Messages waiting in a device kind's queue (not those a worker holds)."""
     with app.connection_for_read() as conn:
-        try:
-            return int(conn.default_channel.queue_declare(queue=kind, passive=True)
-                       .message_count)
-        except ChannelError:  # Redis keeps no empty lists: an empty queue does not exist
-            return 0
+        # not passive: kombu's existence check for it ignores global_keyprefix on Redis and
+        # says an existing queue is missing; declaring a queue Celery declares is a no-op
+        declared = conn.default_channel.queue_declare(queue=kind, durable=True,
+                                                      auto_delete=False)
+        return int(declared.message_count)

@@ -44,6 +44,10 @@ class _Child:
             except Exception as e:  # noqa: BLE001 - the API still sees the model, later
                 log.warning("could not bump the catalog counter: %s", e)
 
+    def close(self) -> None:
+        self.meta.dispose()
+        self.catalog.client.close()
+
 
 @dataclass
 class _Main:
@@ -79,9 +83,7 @@ def execute(job_id: str, ctx: _Child | None = None) -> str:
     has nothing left to do. Returns the job's final status, or "skipped"."""
     from service.worker.runner import run_job
 
-    ctx = ctx or _child
-    if ctx is None:
-        raise RuntimeError("execute() outside a fitserve worker process")
+    ctx = ctx or _child or _open_child()
     job = ctx.meta.claim(job_id, ctx.name) or _take_over_from_dead_holder(ctx, job_id)
     if job is None:
         log.info("job %s: delivery dropped, the job is not queued", job_id)
@@ -147,25 +149,33 @@ def _heartbeat(meta: MetadataStore, job_id: str, worker: str, every: float) -> I
 
 
 def _init_child(**_: Any) -> None:
-    global _child
     if _main is None:
         return
     if _main.meta is not None:  # forked after the main process opened its own connections
         _main.meta.engine.dispose(close=False)
-    settings = _main.settings
     import torch
 
     from service.worker.local import _warm_up
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _main_concurrency()))
     _warm_up()
-    _child = child_context(settings)
+    try:
+        _open_child()
+    except Exception:  # e.g. the store is not reachable yet: the first task tries again
+        log.exception("worker process could not open its stores; retrying at its first job")
+
+
+def _open_child() -> _Child:
+    global _child
+    if _main is None:
+        raise RuntimeError("execute() outside a fitserve worker process")
+    _child = child_context(_main.settings)
     log.info("worker process %s ready", _child.name)
+    return _child
 
 
 def _main_concurrency() -> int:
-    app = _main.app if _main else None
-    return int(getattr(app.conf, "worker_concurrency", None) or 1) if app else 1
+    return int(_main.app.conf.worker_concurrency or 1) if _main else 1
 
 
 def _on_ready(**_: Any) -> None:

@@ -63,7 +63,10 @@ class Reaper:
         waiting = self.meta.queued_jobs(now - timedelta(seconds=2 * self.interval_s))
         sizes: dict[str, int] = {}
         republished = []
+        just_sent = {j.id for j in requeued}
         for job in waiting:
+            if job.id in just_sent:
+                continue
             kind = device_kind(job.device)
             if kind not in sizes:
                 sizes[kind] = self.queue_size(kind)

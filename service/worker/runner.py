@@ -96,6 +96,11 @@ def run_job(
         return _end(meta, job, worker, "cancelled", e, notify)
     except TrainingError as e:
         return _end(meta, job, worker, "failed", e, notify)
+    except OSError as e:  # the data file gone or unreadable: said without its path
+        log.exception("job %s could not read its data", job.id)
+        err = TrainingError(f"the job's data could not be read ({e.strerror or type(e).__name__})")
+        err.type = "storage_error"  # type: ignore[misc]
+        return _end(meta, job, worker, "failed", err, notify)
     except Exception as e:  # a bug or the machine: typed, without the traceback
         log.exception("job %s failed", job.id)
         err = TrainingError(f"{type(e).__module__}.{type(e).__name__}: {e}"[:500])
