@@ -31,4 +31,6 @@ api_router.include_router(events.router, **_train)
 api_router.include_router(models.router, **_predict)
 api_router.include_router(predict.router, **_predict)
 api_router.include_router(plots.router, **_predict)
-api_router.include_router(v2.router, **_predict)
+# v2: health and server metadata open (probes); every model route needs a key through its
+# tenant dependency, and any scope may predict
+api_router.include_router(v2.router, responses=errors(401, 403))

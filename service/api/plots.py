@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from service.api.http import errors
-from service.deps import ArtifactsDep, MetaDep, TenantDep
+from service.deps import ArtifactsDep, MetaDep, TenantDep, require
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 
@@ -43,7 +43,8 @@ async def model_plot(
 
 
 @router.get("/v1/jobs/{job_id}/loss.png", tags=["jobs"], response_class=Response,
-            responses={**_PNG, **errors(404, 409)})
+            responses={**_PNG, **errors(404, 409)},
+            dependencies=[Depends(require("train"))])  # job data: not for predict keys
 async def loss_plot(job_id: str, meta: MetaDep, tenant: TenantDep) -> Response:
     """The loss per logged epoch on a log scale, and the validation loss beside it."""
     body = await run_in_threadpool(_loss_png, meta, job_id, tenant)

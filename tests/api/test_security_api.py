@@ -158,3 +158,17 @@ def test_idempotency_key_replays_and_conflicts(client):
     d3 = client.post("/v1/datasets", json={**fresh, "name": "n"},
                      headers={"Idempotency-Key": "d"})
     assert d3.status_code == 409
+
+
+def test_v2_health_is_open_and_v2_models_and_job_plots_need_the_right_key(secured):
+    c, services, keys = secured
+    job = _train(c, services, keys["acme", "train"])
+    assert c.get("/v2/health/live").status_code == 200
+    assert c.get("/v2/health/ready").status_code == 200
+    assert c.get("/v2/models/" + job["model_id"]).status_code == 401
+    p = _h(keys["acme", "predict"])
+    assert c.get("/v2/models/" + job["model_id"], headers=p).status_code == 200
+    assert c.get(f"/v1/models/{job['model_id']}/plot.png", headers=p).status_code == 200
+    assert c.get(f"/v1/jobs/{job['id']}/loss.png", headers=p).status_code == 403
+    assert c.get(f"/v1/jobs/{job['id']}/loss.png",
+                 headers=_h(keys["acme", "train"])).status_code == 200
