@@ -6,8 +6,19 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, MalformedBody
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body as JSON, or a 400 that says where it breaks (and why NaN does)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        hint = " (NaN and Infinity are not JSON; send finite numbers)" if (
+            b"NaN" in raw or b"Infinity" in raw) else ""
+        raise MalformedBody(f"the body is not valid JSON: {e}{hint}") from None
 
 
 def as_matrix(value: Any, field: str, *, dtype: Any = np.float32) -> np.ndarray:

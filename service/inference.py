@@ -18,7 +18,8 @@ import numpy as np
 import orjson
 
 from service import __version__
-from service.errors import InvalidInput, MalformedBody, NotFound, ServiceError
+from service.arrays import decode_json
+from service.errors import InvalidInput, NotFound, ServiceError
 from service.predictor import LoadedModel, Predictor
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
@@ -77,10 +78,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             raise _fail(f"Inference-Header-Content-Length {header_length!r} is not a length "
                         f"within the body ({len(body)} bytes)")
         body, tail = body[:n], body[n:]
-    try:
-        req = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise MalformedBody(f"the request is not valid JSON: {e}") from None
+    req = decode_json(body)
     if not isinstance(req, dict):
         raise _fail('the request must be a JSON object: {"inputs": [...]}')
     rid = req.get("id")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from service.api.http import JSONBytes, errors, is_json, json_body_doc
 from service.api.views import dataset_public
+from service.arrays import decode_json
 from service.datasets import from_csv, from_json, store_dataset
 from service.deps import ArtifactsDep, MetaDep, SettingsDep, TenantDep
-from service.errors import MalformedBody, UnsupportedMediaType
+from service.errors import UnsupportedMediaType
 from service.idempotency import Replay, idempotent
 from service.limits import check_table
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
@@ -69,7 +69,7 @@ async def create_dataset(
             row, status = meta.get_dataset(attempt.resource_id, tenant), attempt.status_code
         else:
             if is_json(ctype):
-                x, y, info = await run_in_threadpool(from_json, _json(body))
+                x, y, info = await run_in_threadpool(from_json, decode_json(body))
             else:
                 x, y, info = await run_in_threadpool(
                     from_csv, body, _split(target), _split(features) or None, name)
@@ -84,14 +84,6 @@ async def create_dataset(
         headers={"Location": f"/v1/datasets/{row.id}"},
     )
 
-
-def _json(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        hint = " (NaN and Infinity are not JSON; send finite numbers)" if (
-            b"NaN" in body or b"Infinity" in body) else ""
-        raise MalformedBody(f"the body is not valid JSON: {e}{hint}") from None
 
 
 @router.get("", response_model=DatasetsPublic)

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import MalformedBody, ServiceError, UnsupportedMediaType
+from service.arrays import decode_json
+from service.errors import ServiceError, UnsupportedMediaType
 from service.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,7 @@ def require_json(request: Request) -> None:
 async def read_json(request: Request) -> Any:
     """The request body as JSON (415 for another content type, 400 for malformed JSON)."""
     require_json(request)
-    body = await request.body()
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        hint = " (NaN and Infinity are not JSON; send finite numbers)" if (
-            b"NaN" in body or b"Infinity" in body
-        ) else ""
-        raise MalformedBody(f"the body is not valid JSON: {e}{hint}") from None
+    return decode_json(await request.body())
 
 
 def json_body_doc(model: type, *, extra_content: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from service.api.http import JSONBytes, errors, is_json, json_body_doc
-from service.arrays import as_matrix
+from service.arrays import as_matrix, decode_json
 from service.deps import PredictorDep, TenantDep
-from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
+from service.errors import InvalidInput, UnsupportedMediaType
 from service.limits import LimitExceeded
 from service.predictor import Predictor
 from service.schemas import PredictResponse, ServicePredictRequest
@@ -28,10 +27,7 @@ def parse_predict_body(
     """Validate a predict body; returns (model reference, x as a float32 array)."""
     if not is_json(content_type):
         raise UnsupportedMediaType(f"send the body as application/json (got {content_type!r})")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise MalformedBody(f"the body is not valid JSON: {e}") from None
+    body = decode_json(raw)
     if not isinstance(body, dict):
         raise InvalidInput('the body must be a JSON object: {"x": [[...]]}')
     if len(body) > 1 or "x" not in body:
