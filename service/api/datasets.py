@@ -40,7 +40,7 @@ def _split(values: list[str] | None) -> list[str]:
     status_code=201,
     response_model=DatasetPublic,
     responses={200: {"model": DatasetPublic, "description": "Same content already stored"},
-               **errors(400, 409, 413, 415, 422)},
+               **errors(400, 409, 413, 415, 422, 503)},
     openapi_extra=json_body_doc(DatasetCreate, extra_content=_CSV_DOC),
 )
 async def create_dataset(

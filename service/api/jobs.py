@@ -43,7 +43,7 @@ IdempotencyKey = Annotated[str | None, Header(
     "",
     status_code=202,
     response_model=JobPublic,
-    responses=errors(400, 404, 409, 413, 415, 422, 429),
+    responses=errors(400, 404, 409, 413, 415, 422, 429, 503),
     dependencies=[Depends(require_json)],
 )
 def create_job(

@@ -103,7 +103,10 @@ def run_job(
         return _end(meta, job, worker, "failed", err, notify)
     except Exception as e:  # a bug or the machine: typed, without the traceback
         log.exception("job %s failed", job.id)
-        err = TrainingError(f"{type(e).__module__}.{type(e).__name__}: {e}"[:500])
+        # the type says what kind of failure it was; its text (library internals, paths)
+        # stays in the worker's log
+        err = TrainingError(f"training stopped on an internal error ({type(e).__name__}); "
+                            "the worker log has the details")
         return _end(meta, job, worker, "failed", err, notify)
 
     model_id = new_id("mdl")
