@@ -151,19 +151,19 @@ def peak_rss_mb(pid: int) -> float:
 # ------------------------------------------------------------------ the rows
 
 
-def run(size: Size, only: set[str] | None) -> list[Row]:
-    data = ROOT / "data" / f"bench-{int(time.time())}"
+def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[Row]:
+    data = root / f"bench-{int(time.time())}"
     data.mkdir(parents=True)
-    cache = ROOT / "data" / "bench-cache"
+    cache = root / "bench-cache"
     cache.mkdir(parents=True, exist_ok=True)
     csv_path = cache / f"large-{size.rows}x{size.features}.csv"
     x_np, y_np = make_csv(csv_path, size)
     xt, yt = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    rows: list[Row] = []
+    rows: list[Row] = _Table()
     def want(name):
         return (only is None or name in only)
     fs = servers.fitserve(data / "main")
-    bare = servers.bare()
+    bare = servers.bare(root)
     http = httpx.Client(base_url=fs.url, timeout=120)
     try:
         seed_body = {"x": SEED["x"], "y": SEED["y"], "seed": 0}
@@ -237,7 +237,7 @@ def run(size: Size, only: set[str] | None) -> list[Row]:
             rows.append(_ratio("predict 1 000 rows, rows/s", [r["rps"] * 1000 for r in a],
                                [r["rps"] * 1000 for r in b], "rows/s", ">= 15", ge=15))
         if want("busy"):
-            busy = {"dataset_id": ds, "epochs": 100_000, "engine": "autograd", "seed": 1}
+            busy = {"dataset_id": ds, "epochs": 10_000, "engine": "autograd", "seed": 1}
 
             def while_training() -> dict:
                 job = http.post("/v1/jobs", json=busy).json()
@@ -323,18 +323,24 @@ def _ratio(name: str, a: list[float], b: list[float], unit: str, target: str,
     return Row(name, fmt(statistics.median(a)), fmt(statistics.median(b)), r, target, ok)
 
 
-def print_table(rows: list[Row]) -> None:
-    print("| row | fitserve (A) | baseline (B) | A/B | target | met |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.name} | {r.a} | {r.b} | {r.ratio:.3g} | {r.target} | "
-              f"{'yes' if r.ok else 'NO'} |")
+class _Table(list):  # type: ignore[type-arg]
+    """Rows print as they are measured, so a failure later loses none."""
+
+    def append(self, row: Row) -> None:
+        if not self:
+            print("| row | fitserve (A) | baseline (B) | A/B | target | met |")
+            print("|---|---|---|---|---|---|")
+        print(f"| {row.name} | {row.a} | {row.b} | {row.ratio:.3g} | {row.target} | "
+              f"{'yes' if row.ok else 'NO'} |", flush=True)
+        super().append(row)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny sizes: shows the bench works")
     p.add_argument("--rounds", type=int, help="A/B rounds per row")
+    p.add_argument("--data", type=Path, default=ROOT / "data",
+                   help="where servers keep their data and the generated CSV is cached")
     p.add_argument("--only", help="comma-separated rows: seed,csv,full,mini,small,predict,"
                                   "busy,memory")
     args = p.parse_args(argv)
@@ -346,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     print(f"# fitserve bench, {time.strftime('%Y-%m-%d %H:%M')}, {torch.get_num_threads()} "
           f"torch threads, load generator: {'wrk' if load.shutil.which('wrk') else 'httpx'}")
-    print_table(run(size, only))
+    rows = run(size, only, args.data)
+    print(f"# {sum(r.ok for r in rows)} of {len(rows)} targets met")
     return 0
 
 

@@ -21,10 +21,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, ready: str) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, ready: str,
+                 log_dir: Path = ROOT / "data") -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(ROOT / "data" / f"bench-{port}.log", "wb")  # noqa: SIM115
+        self.log = open(log_dir / f"bench-{port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
@@ -52,7 +53,8 @@ def fitserve(data_dir: Path, workers: int = 2) -> Server:
     env = {"FITSERVE_DATA_DIR": str(data_dir), "FITSERVE_PORT": str(port),
            "FITSERVE_WORKERS": str(workers), "FITSERVE_DEVICE": "cpu",
            "FITSERVE_LOG_LEVEL": "warning"}
-    s = Server([sys.executable, "-m", "service.cli", "serve"], env, port, "/readyz")
+    s = Server([sys.executable, "-m", "service.cli", "serve"], env, port, "/readyz",
+               data_dir.parent)
     # readiness says the worker processes run; their warm-up takes a moment more
     _wait_workers_warm(s)
     return s
@@ -64,7 +66,7 @@ def _wait_workers_warm(s: Server) -> None:
     httpx.get(f"{s.url}/v1/jobs/{job['id']}", params={"wait": 60}, timeout=70)
 
 
-def bare() -> Server:
+def bare(log_dir: Path = ROOT / "data") -> Server:
     port = free_port()
     return Server([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
-                   "--log-level", "warning", "--no-access-log"], {}, port, "/docs")
+                   "--log-level", "warning", "--no-access-log"], {}, port, "/docs", log_dir)

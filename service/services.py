@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from service.auth import Authenticator
 from service.config import Settings
 from service.devices import resolve_device
+from service.job_waiters import JobWaiters
 from service.predictor import Predictor
 from service.store.artifacts import ArtifactStore, open_artifacts
 from service.store.metadata import MetadataStore
@@ -40,6 +41,7 @@ class Services:
     predictor: Predictor
     queue: JobQueue | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    waiters: JobWaiters = field(default_factory=JobWaiters)
 
     @property
     def auth(self) -> Authenticator:
@@ -74,6 +76,8 @@ class Services:
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "model_created":
             self.predictor.catalog_changed()
+        if event.get("event") in ("model_created", "job_finished") and "job_id" in event:
+            self.waiters.finished(event["job_id"])
 
 
 def build_services(settings: Settings, *, with_workers: bool = True) -> Services:
@@ -100,4 +104,5 @@ def build_services(settings: Settings, *, with_workers: bool = True) -> Services
     services = Services(settings, meta, artifacts, predictor, queue)
     if pool is not None:
         pool.on_event = services.on_event
+        services.waiters.pushed = True
     return services

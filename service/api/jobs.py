@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from typing import Annotated, Literal
@@ -137,25 +138,50 @@ async def get_job(
                                  "finish before answering (long poll).")] = 0,
 ) -> JobPublic:
     """A job's status, progress, device, timings, error and model."""
-    row = await run_in_threadpool(meta.get_job, job_id, tenant)
-    deadline = time.monotonic() + wait
-    delay = 0.002
-    while row.status not in FINISHED and time.monotonic() < deadline:
-        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        if time.monotonic() - deadline + wait > 0.2:  # short jobs are seen within 2 ms
-            delay = min(delay * 2, 0.05)
-        row = await run_in_threadpool(meta.get_job, job_id, tenant)
+    row = await _wait_for_end(services, meta, job_id, tenant, wait)
     waiting = None
     if row.status == "queued":  # may ask the broker which queues have workers
         waiting = await run_in_threadpool(services.waiting_reason, row)
     return job_public(row, waiting)
 
 
+async def _wait_for_end(
+    services: Services, meta: MetadataStore, job_id: str, tenant: str, wait: float
+) -> JobRow:
+    """The job row, once it has ended or ``wait`` seconds have passed. Where workers report
+    job ends (the embedded pool) the request sleeps until told, reading the store only as a
+    backstop; elsewhere it polls, often at first so that short jobs are seen at once."""
+    deadline = time.monotonic() + wait
+    delay = 0.002
+    while True:
+        entry = services.waiters.subscribe(job_id) if wait else None
+        try:
+            row = await run_in_threadpool(meta.get_job, job_id, tenant)
+            left = deadline - time.monotonic()
+            if row.status in FINISHED or left <= 0 or entry is None:
+                return row
+            if services.waiters.pushed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(entry[1].wait(), min(left, 0.5))
+            else:
+                await asyncio.sleep(min(delay, left))
+                if wait - left > 0.2:
+                    delay = min(delay * 2, 0.05)
+        finally:
+            if entry is not None:
+                services.waiters.unsubscribe(job_id, entry)
+
+
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic,
              responses=errors(404, 409))
-def cancel_job(job_id: str, meta: MetaDep, tenant: TenantDep) -> JobPublic:
+def cancel_job(
+    job_id: str, meta: MetaDep, tenant: TenantDep, services: ServicesDep
+) -> JobPublic:
     """Cancel a queued job at once, or a running one within about a second."""
-    return job_public(meta.request_cancel(job_id, tenant))
+    row = meta.request_cancel(job_id, tenant)
+    if row.status in FINISHED:
+        services.waiters.finished(job_id)
+    return job_public(row)
 
 
 @router.get("/{job_id}/history", response_model=JobHistory, responses=errors(404))
