@@ -1,8 +1,12 @@
-"""Typed dependencies of the routes; tests swap them with ``dependency_overrides``."""
+"""Typed dependencies of the routes; tests swap them with ``dependency_overrides``.
+
+They are ``async def`` because none of them waits on I/O (the key lookup is cached and
+reads the store at most every few seconds per key): FastAPI runs a plain ``def``
+dependency in a worker thread, and the thread hops cost more than the work."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,14 +19,14 @@ from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(request: Request, services: ServicesDep) -> Principal:
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
     """The caller; the scope each route needs is checked by ``require`` on its router."""
     return services.auth.principal(request.headers, "predict")
 
@@ -30,36 +34,36 @@ def get_principal(request: Request, services: ServicesDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(scope: str) -> Callable[..., None]:
+def require(scope: str) -> Callable[..., Awaitable[None]]:
     """A router dependency: the caller's key must allow ``scope`` (403 otherwise)."""
 
-    def check(principal: PrincipalDep) -> None:
+    async def check(principal: PrincipalDep) -> None:
         if not principal.allows(scope):
             raise Forbidden(f"this key's scope is {principal.scope!r}; this needs {scope!r}")
 
     return check
 
 
-def get_tenant(principal: PrincipalDep) -> str:
+async def get_tenant(principal: PrincipalDep) -> str:
     return principal.tenant
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def get_meta(s: ServicesDep) -> MetadataStore:
+async def get_meta(s: ServicesDep) -> MetadataStore:
     return s.meta
 
 
-def get_artifacts(s: ServicesDep) -> ArtifactStore:
+async def get_artifacts(s: ServicesDep) -> ArtifactStore:
     return s.artifacts
 
 
-def get_predictor(s: ServicesDep) -> Predictor:
+async def get_predictor(s: ServicesDep) -> Predictor:
     return s.predictor
 
 
-def get_settings(s: ServicesDep) -> Settings:
+async def get_settings(s: ServicesDep) -> Settings:
     return s.settings
 
 

@@ -38,7 +38,7 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Dependency of routes with a JSON body: another media type is a 415, not a 422."""
     if not is_json(request.headers.get("content-type")):
         raise UnsupportedMediaType(
@@ -48,7 +48,7 @@ def require_json(request: Request) -> None:
 
 async def read_json(request: Request) -> Any:
     """The request body as JSON (415 for another content type, 400 for malformed JSON)."""
-    require_json(request)
+    await require_json(request)
     return decode_json(await request.body())
 
 

@@ -16,7 +16,7 @@ from service.api.views import job_history, job_public
 from service.arrays import as_matrix, check_xy
 from service.config import Settings
 from service.datasets import store_dataset
-from service.deps import ArtifactsDep, MetaDep, ServicesDep, SettingsDep, TenantDep
+from service.deps import MetaDep, ServicesDep, TenantDep
 from service.errors import DeviceUnavailable, InvalidInput
 from service.idempotency import Replay, idempotent
 from service.limits import check_active, check_budget, check_table
@@ -49,24 +49,22 @@ IdempotencyKey = Annotated[str | None, Header(
 )
 def create_job(
     body: JobCreate,
-    response: Response,
     services: ServicesDep,
-    meta: MetaDep,
-    artifacts: ArtifactsDep,
-    settings: SettingsDep,
     tenant: TenantDep,
     raw: Annotated[bytes, Depends(raw_body)],
     idempotency_key: IdempotencyKey = None,
-) -> JobPublic:
+) -> Response:
     """Submit a training job; it is stored as queued before this answers 202."""
+    meta = services.meta
     with idempotent(meta, tenant, "jobs", idempotency_key, raw) as attempt:
         if isinstance(attempt, Replay):
             job = meta.get_job(attempt.resource_id, tenant)
         else:
-            job = _submit(body, services, meta, artifacts, settings, tenant)
+            job = _submit(body, services, meta, services.artifacts, services.settings, tenant)
             attempt.created(job.id, 202)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_public(job, services.waiting_reason(job))
+    # written here, not by FastAPI: the response model would validate the job a second time
+    return JSONBytes(job_public(job, services.waiting_reason(job)).model_dump(mode="json"),
+                     status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts: ArtifactStore,
