@@ -152,6 +152,7 @@ def test_flat_seed_hyperparameters_are_accepted():
     "spec",
     [
         {"epochs": 2000, "lr": 0.1},
+        {"epochs": 5, "lr": 1.2},  # lr * curvature > 1 in some directions: r^t alternates
         {"epochs": 1500, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
         {"epochs": 1500, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.8,
                                        "nesterov": True}},
