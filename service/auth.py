@@ -80,6 +80,7 @@ class Authenticator:
         self.enabled = settings.auth
         self.keys = KeyRepository(meta)
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._misses: set[str] = set()
 
     def create(self, tenant: str, scope: str, name: str | None = None) -> tuple[str, str]:
         """A new key for a tenant and scope; returns (key id, the key: shown once)."""
@@ -90,16 +91,35 @@ class Authenticator:
         return row.id, key
 
     def principal(self, headers: Mapping[str, str], needed: str) -> Principal:
-        """The caller, if allowed ``needed``; else 401 (no or bad key) or 403 (scope)."""
+        """The caller, if allowed ``needed``; else 401 (no or bad key) or 403 (scope).
+        May read the metadata store: call it off the event loop (see ``cached``)."""
         if not self.enabled:
             return OPEN
-        value = headers.get("authorization") or ""
-        scheme, _, token = value.partition(" ")
+        return self._check(self._lookup(self._token(headers)), needed)
+
+    def cached(self, headers: Mapping[str, str], needed: str) -> Principal | None:
+        """Like ``principal`` when the answer needs no store read; None when it does."""
+        if not self.enabled:
+            return OPEN
+        token = self._token(headers)
+        hit = self._cache.get(hash_key(token)) if token else None
+        if token and (hit is None or hit[0] <= time.monotonic()):
+            return None
+        return self._check(hit[1] if hit else None, needed)
+
+    def _token(self, headers: Mapping[str, str]) -> str:
+        if not self.enabled:
+            return ""
+        scheme, _, token = (headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send an API key: Authorization: Bearer <key>",
                                headers={"WWW-Authenticate": "Bearer"})
-        who = self._lookup(token.strip())
-        if who is None:
+        return token.strip()
+
+    def _check(self, who: Principal | None | str, needed: str) -> Principal:
+        if not self.enabled:
+            return OPEN
+        if not isinstance(who, Principal):
             raise Unauthorized("the API key is unknown or revoked",
                                headers={"WWW-Authenticate": "Bearer"})
         if not who.allows(needed):
@@ -116,7 +136,22 @@ class Authenticator:
         who = None
         if row is not None and row.revoked_at is None:
             who = Principal(row.tenant, row.scope, row.id)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
+        if who is None:  # junk tokens are remembered apart, and cannot push good keys out
+            if len(self._misses) > 10_000:
+                for d in self._misses:
+                    self._cache.pop(d, None)
+                self._misses.clear()
+            self._misses.add(digest)
         self._cache[digest] = (now + _CACHE_SECONDS, who)
         return who
+
+
+async def principal_of(auth: Authenticator, headers: Mapping[str, str], needed: str
+                       ) -> Principal:
+    """``auth.principal`` for async code: cached answers at once, store reads in a thread."""
+    who = auth.cached(headers, needed)
+    if who is not None:
+        return who
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(auth.principal, headers, needed)

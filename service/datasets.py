@@ -178,7 +178,10 @@ def store_dataset(
     """Write the arrays (once per content) and then the record; returns (row, created)."""
     check_xy(x, y)
     sha = content_sha256(x, y, info["feature_names"], info["target_names"])
-    if not artifacts.has_dataset(sha):  # the file lands before any record can point at it
+
+    def ensure_file() -> None:
+        if artifacts.has_dataset(sha):
+            return
         try:
             artifacts.put_dataset(
                 sha, artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"]))
@@ -187,7 +190,9 @@ def store_dataset(
                 f"the dataset could not be stored ({e.strerror or type(e).__name__}); "
                 "try again later"
             ) from None
-    return meta.add_dataset(
+
+    ensure_file()  # the file lands before any record can point at it
+    row, created = meta.add_dataset(
         tenant=tenant,
         name=info.get("name"),
         sha256=sha,
@@ -199,3 +204,5 @@ def store_dataset(
         columns=column_stats(x, y, info["feature_names"], info["target_names"]),
         size_bytes=int(x.nbytes + y.nbytes),  # the float32 values
     )
+    ensure_file()  # a delete of the last other record may have taken the file meanwhile
+    return row, created

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import Forbidden, Principal
+from service.auth import Forbidden, Principal, principal_of
 from service.config import Settings
 from service.predictor import Predictor
 from service.services import Services
@@ -28,7 +28,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 async def get_principal(request: Request, services: ServicesDep) -> Principal:
     """The caller; the scope each route needs is checked by ``require`` on its router."""
-    return services.auth.principal(request.headers, "predict")
+    return await principal_of(services.auth, request.headers, "predict")
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

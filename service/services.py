@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from service.auth import Authenticator
+from service.auth import Authenticator, principal_of
 from service.config import Settings
 from service.devices import resolve_device
 from service.job_waiters import JobWaiters
@@ -49,9 +49,10 @@ class Services:
             self.extra["auth"] = Authenticator(self.settings, self.meta)
         return self.extra["auth"]  # type: ignore[no-any-return]
 
-    def authenticate(self, headers: Mapping[str, str], needed: str) -> str:
-        """The caller's tenant, if its key allows ``needed`` (401/403 otherwise)."""
-        return self.auth.principal(headers, needed).tenant
+    async def authenticate(self, headers: Mapping[str, str], needed: str) -> str:
+        """The caller's tenant, if its key allows ``needed`` (401/403 otherwise); a key not
+        in the cache is looked up off the event loop."""
+        return (await principal_of(self.auth, headers, needed)).tenant
 
     def job_submitted(self, job_id: str, device: str | None = None) -> None:
         """A job was committed as queued; ``device`` routes it (looked up when not given)."""

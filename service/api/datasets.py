@@ -11,12 +11,16 @@ from fastapi.responses import Response
 from service.api.http import JSONBytes, errors, is_json, json_body_doc
 from service.api.views import dataset_public
 from service.arrays import decode_json
+from service.config import Settings
 from service.datasets import from_csv, from_json, store_dataset
 from service.deps import ArtifactsDep, MetaDep, SettingsDep, TenantDep
 from service.errors import UnsupportedMediaType
 from service.idempotency import Replay, idempotent
 from service.limits import check_table
 from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
+from service.store.artifacts import ArtifactStore
+from service.store.metadata import MetadataStore
+from service.store.tables import DatasetRow
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -63,27 +67,36 @@ async def create_dataset(
             f"send application/json or text/csv (got {ctype or 'no content type'!r})"
         )
     body = await request.body()
-    key_body = body + repr((target, features, name)).encode()  # the query is the request too
-    with idempotent(meta, tenant, "datasets", idempotency_key, key_body) as attempt:
-        if isinstance(attempt, Replay):
-            row, status = meta.get_dataset(attempt.resource_id, tenant), attempt.status_code
-        else:
-            if is_json(ctype):
-                x, y, info = await run_in_threadpool(from_json, decode_json(body))
-            else:
-                x, y, info = await run_in_threadpool(
-                    from_csv, body, _split(target), _split(features) or None, name)
-            check_table(settings, x.shape[0], x.shape[1], y.shape[1])
-            row, created = await run_in_threadpool(store_dataset, meta, artifacts, x, y, info,
-                                                   tenant)
-            status = 201 if created else 200
-            attempt.created(row.id, status)
+    row, status = await run_in_threadpool(
+        _create, meta, artifacts, settings, tenant, ctype, body, target, features, name,
+        idempotency_key)
     return JSONBytes(
         dataset_public(row).model_dump(mode="json"),
         status_code=status,
         headers={"Location": f"/v1/datasets/{row.id}"},
     )
 
+
+
+def _create(
+    meta: MetadataStore, artifacts: ArtifactStore, settings: Settings, tenant: str, ctype: str,
+    body: bytes, target: list[str] | None, features: list[str] | None, name: str | None,
+    idempotency_key: str | None,
+) -> tuple[DatasetRow, int]:
+    """Parse, check and store (in a worker thread: it reads and writes the stores)."""
+    key_body = body + repr((target, features, name)).encode()  # the query is the request too
+    with idempotent(meta, tenant, "datasets", idempotency_key, key_body) as attempt:
+        if isinstance(attempt, Replay):
+            return meta.get_dataset(attempt.resource_id, tenant), attempt.status_code
+        if is_json(ctype):
+            x, y, info = from_json(decode_json(body))
+        else:
+            x, y, info = from_csv(body, _split(target), _split(features) or None, name)
+        check_table(settings, x.shape[0], x.shape[1], y.shape[1])
+        row, created = store_dataset(meta, artifacts, x, y, info, tenant)
+        status = 201 if created else 200
+        attempt.created(row.id, status)
+    return row, status
 
 
 @router.get("", response_model=DatasetsPublic)
@@ -108,6 +121,5 @@ def delete_dataset(
 ) -> Response:
     """Delete a dataset (409 while a queued or running job uses it)."""
     row = meta.delete_dataset(dataset_id, tenant)
-    if not meta.sha_in_use(row.sha256):
-        artifacts.delete_dataset(row.sha256)
+    artifacts.discard_dataset(row.sha256, lambda: meta.sha_in_use(row.sha256))
     return Response(status_code=204)

@@ -15,10 +15,6 @@ _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class RequestGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -56,31 +52,43 @@ class RequestGuard:
                                  f"the body of {int(length)} bytes exceeds the limit of "
                                  f"{self.limit} (FITSERVE_MAX_BODY_BYTES)")
         if length is None and scope["method"] in _UNSAFE:
-            receive = self._counting(receive)
-        try:
-            await self.app(scope, receive, send)
-        except BodyTooLarge:  # a chunked body grew past the limit before any answer
-            await _refuse(send, 413, "payload_too_large",
-                          f"the body exceeds the limit of {self.limit} bytes "
-                          "(FITSERVE_MAX_BODY_BYTES)")
+            # a chunked body: read it here, up to the limit, and hand it on; the app would
+            # turn an error raised mid-read into a 400 (FastAPI) or a 500
+            messages = await self._buffer(receive)
+            if messages is None:
+                return await _refuse(send, 413, "payload_too_large",
+                                     f"the body exceeds the limit of {self.limit} bytes "
+                                     "(FITSERVE_MAX_BODY_BYTES)")
+            receive = _replay(messages, receive)
+        await self.app(scope, receive, send)
 
-    def _counting(self, receive: Receive) -> Receive:
+    async def _buffer(self, receive: Receive) -> list[Message] | None:
+        messages: list[Message] = []
         seen = 0
-
-        async def wrapped() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise BodyTooLarge
-            return message
-
-        return wrapped
+                return None
+            if not message.get("more_body", False):
+                return messages
 
     @staticmethod
     def _same_origin(origin: str, host: str) -> bool:
         parts = urlsplit(origin)
         return parts.scheme in ("http", "https") and parts.netloc == host
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
 
 
 def _hostname(host: str) -> str:

@@ -80,25 +80,29 @@ def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts:
         raise DeviceUnavailable(str(e), field="device") from None
     check_active(settings, meta.count_active_jobs(tenant))
 
+    def check_rows(rows: int) -> None:
+        if spec.validation_fraction > 0 and rows < 2:
+            raise InvalidInput(
+                f"validation_fraction needs at least 2 rows; the dataset has {rows}",
+                field="validation_fraction",
+            )
+        check_budget(settings, spec.epochs, rows)
+
     if body.dataset_id is not None:
         dataset = meta.get_dataset(body.dataset_id, tenant)
+        check_rows(dataset.rows)
     else:
         x = as_matrix(body.x, "x")
         y = as_matrix(body.y, "y")
         check_xy(x, y)
         check_table(settings, x.shape[0], x.shape[1], y.shape[1])
+        check_rows(x.shape[0])  # before anything is stored: a refused job leaves nothing
         dataset, _ = store_dataset(
             meta, artifacts, x, y,
             {"name": None, "feature_names": [f"x{i}" for i in range(x.shape[1])],
              "target_names": [f"y{i}" for i in range(y.shape[1])]},
             tenant,
         )
-    if spec.validation_fraction > 0 and dataset.rows < 2:
-        raise InvalidInput(
-            f"validation_fraction needs at least 2 rows; the dataset has {dataset.rows}",
-            field="validation_fraction",
-        )
-    check_budget(settings, spec.epochs, dataset.rows)
     job = meta.create_job(
         tenant=tenant,
         dataset_id=dataset.id,

@@ -43,8 +43,7 @@ class PredictLane:
             return await self.app(scope, receive, send)
         try:
             headers = _headers(scope)
-            auth = getattr(self.services, "authenticate", None)
-            tenant = auth(headers, "predict") if auth else "default"
+            tenant = await self.services.authenticate(headers, "predict")
             raw = await _body(receive, self.services.settings.max_body_bytes)
             ref, x = parse_predict_body(raw, headers.get("content-type"), ref, by_path=by_path,
                                         max_rows=self.services.settings.max_predict_rows)

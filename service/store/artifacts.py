@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,23 @@ class ArtifactStore:
     def delete_dataset(self, sha: str) -> None:
         self._dataset_path(sha).unlink(missing_ok=True)
 
+    def discard_dataset(self, sha: str, still_used: Callable[[], bool]) -> None:
+        """Remove a content-addressed file no record uses any more. A concurrent upload of
+        the same content may add a record at any moment: the file is moved aside first and
+        put back if a record appeared (and store_dataset rewrites it if it finds it gone)."""
+        if still_used():
+            return
+        path = self._dataset_path(sha)
+        aside = path.with_name(f".deleted-{secrets.token_hex(4)}-{path.name}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return
+        if still_used():
+            os.replace(aside, path)
+        else:
+            aside.unlink(missing_ok=True)
+
     # checkpoints ----------------------------------------------------
 
     def put_checkpoint(
@@ -204,6 +223,12 @@ class ObjectArtifactStore(ArtifactStore):
 
     def dataset_file(self, sha: str) -> Path:
         raise NotImplementedError("datasets in an object store have no local file")
+
+    def discard_dataset(self, sha: str, still_used: Callable[[], bool]) -> None:
+        """Objects have no atomic move-aside: delete when unused; store_dataset rewrites an
+        object a concurrent upload finds gone."""
+        if not still_used():
+            self.delete_dataset(sha)
 
     def delete_dataset(self, sha: str) -> None:
         self._delete(_dataset_key(sha))

@@ -45,16 +45,21 @@ class IdempotencyRepository:
     def reserve(self, tenant: str, route: str, key: str, request_sha256: str
                 ) -> IdempotencyRow | None:
         """Claim the key for this request; returns the earlier record if there is one."""
-        try:
-            with self.meta.session() as s:
-                s.add(IdempotencyRow(tenant=tenant, route=route, key=key,
-                                     request_sha256=request_sha256, created_at=utcnow()))
-            return None
-        except IntegrityError:
-            with self.meta.session() as s:
-                return s.scalar(select(IdempotencyRow).where(
-                    IdempotencyRow.tenant == tenant, IdempotencyRow.route == route,
-                    IdempotencyRow.key == key))
+        for _ in range(5):
+            try:
+                with self.meta.session() as s:
+                    s.add(IdempotencyRow(tenant=tenant, route=route, key=key,
+                                         request_sha256=request_sha256, created_at=utcnow()))
+                return None
+            except IntegrityError:
+                with self.meta.session() as s:
+                    row = s.scalar(select(IdempotencyRow).where(
+                        IdempotencyRow.tenant == tenant, IdempotencyRow.route == route,
+                        IdempotencyRow.key == key))
+                if row is not None:
+                    return row
+                # the holder failed and let the key go between our insert and our read
+        raise RuntimeError(f"could not reserve idempotency key {key!r}")
 
     def complete(self, tenant: str, route: str, key: str, resource_id: str,
                  status_code: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import Cancelled, TrainingError
+from service.errors import Cancelled, NotFound, TrainingError
 from service.schemas import TrainingSpec
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
@@ -74,6 +74,11 @@ class _Reporter:
             self.cancel = self.meta.update_progress(self.job_id, epoch, loss, val_loss)
 
     def should_stop(self) -> bool:
+        # paths that report no progress for a while (the closed form's passes) still look
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.cancel = self.meta.cancel_requested(self.job_id)
         return self.cancel
 
 
@@ -94,6 +99,10 @@ def run_job(
         result = fit(spec, x, y, job.device, reporter.progress, reporter.should_stop)
     except Cancelled as e:
         return _end(meta, job, worker, "cancelled", e, notify)
+    except NotFound:  # the dataset was deleted after the job was queued
+        err = TrainingError("the job's dataset was deleted before the job ran")
+        err.type = "dataset_missing"  # type: ignore[misc]
+        return _end(meta, job, worker, "failed", err, notify)
     except TrainingError as e:
         return _end(meta, job, worker, "failed", e, notify)
     except OSError as e:  # the data file gone or unreadable: said without its path

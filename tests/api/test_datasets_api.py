@@ -140,3 +140,26 @@ def test_csv_and_json_uploads_of_the_same_numbers_agree(client):
     b = client.post("/v1/datasets", json={"x": [[3.3], [4.4], [5.5]], "y": [[1.7], [2.76],
                                                                            [2.09]]})
     assert a.json()["sha256"] == b.json()["sha256"] and a.json()["id"] == b.json()["id"]
+
+
+def test_deleting_one_of_two_uploads_of_the_same_content_keeps_the_file(client, settings,
+                                                                          tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.config import Settings
+    from service.main import create_app
+
+    body = {"x": [[1.0], [2.0]], "y": [[3.0], [4.0]]}
+    first = client.post("/v1/datasets", json=body).json()
+    files = list((settings.data_dir / "datasets").glob("*.safetensors"))
+    assert len(files) == 1
+    # the same store under another tenant (auth on): one file, two records
+    other = create_app(Settings(data_dir=settings.data_dir, workers=0, auth=True),
+                       start_workers=False)
+    key = other.state.services.auth.create("acme", "train")[1]
+    with TestClient(other, base_url="http://127.0.0.1") as c:
+        second = c.post("/v1/datasets", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert second.status_code == 201 and second.json()["sha256"] == first["sha256"]
+    assert client.delete(f"/v1/datasets/{first['id']}").status_code == 204
+    assert files[0].exists()  # still used by the other tenant's record
+    assert not list((settings.data_dir / "datasets").glob(".deleted-*"))

@@ -172,3 +172,19 @@ def test_v2_health_is_open_and_v2_models_and_job_plots_need_the_right_key(secure
     assert c.get(f"/v1/jobs/{job['id']}/loss.png", headers=p).status_code == 403
     assert c.get(f"/v1/jobs/{job['id']}/loss.png",
                  headers=_h(keys["acme", "train"])).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v1/jobs", "/v1/datasets"])
+def test_a_chunked_body_past_the_limit_is_413_everywhere(tmp_path, path):
+    s = Settings(data_dir=tmp_path / "d", workers=0, max_body_bytes=2048)
+
+    def chunks():
+        for _ in range(10):
+            yield b" " * 512  # no Content-Length: sent chunked
+
+    with TestClient(create_app(s, start_workers=False), base_url="http://127.0.0.1") as c:
+        r = c.post(path, content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
+        small = c.post(path, content=iter([b'{"x": [[1.0]], "y": [[1.0]]}']),
+                       headers={"content-type": "application/json"})
+        assert small.status_code != 413
