@@ -14,23 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.config import Settings
-from service.errors import ServiceError
+from service.errors import Forbidden, Unauthorized
 from service.store.keys import KeyRepository
 from service.store.metadata import MetadataStore
 
 SCOPES = ("predict", "train", "admin")  # each includes the ones before it
 _CACHE_SECONDS = 2.0  # a revoked key stops working within this time
 DEFAULT_TENANT = "default"
-
-
-class Unauthorized(ServiceError):
-    status_code = 401
-    type = "unauthorized"
-
-
-class Forbidden(ServiceError):
-    status_code = 403
-    type = "forbidden"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import Forbidden, Principal, principal_of
+from service.auth import Principal, principal_of
 from service.config import Settings
+from service.errors import Forbidden
 from service.predictor import Predictor
 from service.services import Services
 from service.store.artifacts import ArtifactStore

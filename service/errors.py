@@ -40,6 +40,16 @@ class MalformedBody(ServiceError):
     type = "malformed_body"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    type = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    type = "forbidden"
+
+
 class NotFound(ServiceError):
     status_code = 404
     type = "not_found"

@@ -11,7 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.arrays import decode_json
 from service.errors import ServiceError, UnsupportedMediaType
 from service.schemas import ErrorResponse
 
@@ -44,12 +43,6 @@ async def require_json(request: Request) -> None:
         raise UnsupportedMediaType(
             f"send the body as application/json (got {request.headers.get('content-type')!r})"
         )
-
-
-async def read_json(request: Request) -> Any:
-    """The request body as JSON (415 for another content type, 400 for malformed JSON)."""
-    await require_json(request)
-    return decode_json(await request.body())
 
 
 def json_body_doc(model: type, *, extra_content: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -134,9 +134,6 @@ class ArtifactStore:
         tensors = memmap_safetensors(self._dataset_path(sha))
         return tensors["x"], tensors["y"]
 
-    def dataset_file(self, sha: str) -> Path:
-        return self._dataset_path(sha)
-
     def delete_dataset(self, sha: str) -> None:
         self._dataset_path(sha).unlink(missing_ok=True)
 
@@ -220,9 +217,6 @@ class ObjectArtifactStore(ArtifactStore):
     def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
         tensors = load(self.fs.cat_file(self._key(_dataset_key(sha))))
         return tensors["x"], tensors["y"]
-
-    def dataset_file(self, sha: str) -> Path:
-        raise NotImplementedError("datasets in an object store have no local file")
 
     def discard_dataset(self, sha: str, still_used: Callable[[], bool]) -> None:
         """Objects have no atomic move-aside: delete when unused; store_dataset rewrites an
