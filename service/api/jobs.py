@@ -23,7 +23,7 @@ from service.limits import check_active, check_budget, check_table
 from service.schemas import JobCreate, JobHistory, JobPublic, JobsPublic
 from service.services import Services
 from service.store.artifacts import ArtifactStore
-from service.store.metadata import FINISHED, MetadataStore
+from service.store.metadata import FINISHED, ActiveJobsExceeded, MetadataStore
 from service.store.tables import JobRow
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -78,7 +78,7 @@ def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts:
         device = services.resolve_device(body.device)
     except (LookupError, ValueError) as e:
         raise DeviceUnavailable(str(e), field="device") from None
-    check_active(settings, meta.count_active_jobs(tenant))
+    check_active(settings, meta.count_active_jobs(tenant))  # early: before data is stored
 
     def check_rows(rows: int) -> None:
         if spec.validation_fraction > 0 and rows < 2:
@@ -103,14 +103,19 @@ def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts:
              "target_names": [f"y{i}" for i in range(y.shape[1])]},
             tenant,
         )
-    job = meta.create_job(
-        tenant=tenant,
-        dataset_id=dataset.id,
-        spec=spec.model_dump(mode="json"),
-        device=device,
-        model_name=body.model_name,
-        epochs=spec.epochs,
-    )
+    try:
+        job = meta.create_job(
+            tenant=tenant,
+            dataset_id=dataset.id,
+            spec=spec.model_dump(mode="json"),
+            device=device,
+            model_name=body.model_name,
+            epochs=spec.epochs,
+            max_active=settings.max_active_jobs,
+        )
+    except ActiveJobsExceeded as e:  # concurrent submits got past the early check
+        check_active(settings, e.active)
+        raise
     services.job_submitted(job.id, job.device)
     return job
 

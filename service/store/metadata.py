@@ -70,6 +70,12 @@ def _recover(job: JobRow, max_attempts: int) -> bool:
     return True
 
 
+class ActiveJobsExceeded(Exception):
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} active jobs")
+        self.active = active
+
+
 class Page:
     def __init__(self, rows: Sequence[Any], count: int, next_cursor: str | None) -> None:
         self.rows = rows
@@ -178,10 +184,23 @@ class MetadataStore:
 
     # ------------------------------------------------------------ jobs
 
-    def create_job(self, **values: Any) -> JobRow:
+    def create_job(self, *, max_active: int | None = None, **values: Any) -> JobRow:
+        """Insert a queued job. With ``max_active``, the tenant's queued + running jobs are
+        counted after the insert in the same transaction (SQLite's write lock, or an advisory
+        lock on PostgreSQL, keeps concurrent submits apart) and over the limit it rolls back
+        and raises ActiveJobsExceeded with the count."""
         row = JobRow(id=new_id("job"), status="queued", created_at=utcnow(), **values)
         with self.session() as s:
+            if max_active is not None and self.engine.dialect.name == "postgresql":
+                s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                    f"fitserve-active:{row.tenant}"))))
             s.add(row)
+            if max_active is not None:
+                s.flush()
+                active = s.scalar(select(func.count()).select_from(JobRow).where(
+                    JobRow.tenant == row.tenant, JobRow.status.in_(ACTIVE))) or 0
+                if active > max_active:
+                    raise ActiveJobsExceeded(active - 1)
         return row
 
     def get_job(self, job_id: str, tenant: str | None = "default") -> JobRow:

@@ -188,3 +188,16 @@ def test_a_chunked_body_past_the_limit_is_413_everywhere(tmp_path, path):
         small = c.post(path, content=iter([b'{"x": [[1.0]], "y": [[1.0]]}']),
                        headers={"content-type": "application/json"})
         assert small.status_code != 413
+
+
+def test_concurrent_submits_cannot_pass_the_active_jobs_limit(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = Settings(data_dir=tmp_path / "d", workers=0, max_active_jobs=3)
+    with TestClient(create_app(s, start_workers=False), base_url="http://127.0.0.1") as c:
+        c.post("/v1/datasets", json=XY)  # stored once, so every submit only adds a job
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: c.post("/v1/jobs", json={**XY, "epochs": 5})
+                                  .status_code, range(12)))
+        assert codes.count(202) == 3 and codes.count(429) == 9
+        assert c.get("/v1/jobs").json()["count"] == 3

@@ -65,7 +65,7 @@ def cluster(tmp_path_factory, new_database, new_prefix, redis_server, s3_server
         "FITSERVE_ARTIFACTS_ENDPOINT_URL": s3_server.endpoint,
         # seconds instead of minutes, so that a lost worker is noticed within the test
         "FITSERVE_HEARTBEAT_INTERVAL_S": "0.5",
-        "FITSERVE_HEARTBEAT_TIMEOUT_S": "5",
+        "FITSERVE_HEARTBEAT_TIMEOUT_S": "10",
         "FITSERVE_REAPER_INTERVAL_S": "1",
         "FITSERVE_PROGRESS_INTERVAL_S": "0.1",
         "FITSERVE_VISIBILITY_TIMEOUT_S": "600",
@@ -186,10 +186,11 @@ def test_a_job_whose_pool_process_is_killed_runs_again_without_waiting_for_the_r
     wait_for(lambda: a.get(f"/v1/jobs/{job['id']}").json()["progress"]["epoch"] > 0)
     holder = int(cluster.meta.get_job(job["id"], None).worker.rsplit(":", 1)[1])
     os.kill(holder, signal.SIGKILL)  # the worker's main process lives on and redelivers
-    t0 = time.monotonic()
     wait_for(lambda: cluster.meta.get_job(job["id"], None).attempts == 2, timeout=30)
-    # taken over on the message's redelivery, not after the 5 s heartbeat timeout
-    assert time.monotonic() - t0 < 4
+    # taken over on the message's redelivery (the worker that took it says so; any worker
+    # may get the requeued message), not by the reaper
+    said = f"job {job['id']}: its process"
+    wait_for(lambda: any(said in w.log.read_text() for w in cluster.workers), timeout=10)
     done = cluster.finished(job["id"])
     assert done.status == "succeeded" and done.attempts == 2
     assert len(a.get(f"/v1/jobs/{job['id']}/history").json()["loss"]) == LONG_EPOCHS
