@@ -67,3 +67,13 @@ def plain_torch_loop(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, lr: f
     w = model.weight.detach().numpy().copy()
     b = model.bias.detach().numpy().copy() if bias else None
     return np.array(losses), w, b
+
+
+def finished_job(http: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """GET the job until it has ended (the server holds each poll up to 2 s, ``?wait=``)."""
+
+    def check() -> dict[str, Any] | None:
+        job = http.get(f"/v1/jobs/{job_id}", params={"wait": 2}).json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(check, timeout=timeout)

@@ -9,17 +9,13 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import seed_example, wait_for
+from tests.helpers import finished_job, seed_example, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def _finished(http: httpx.Client, job_id: str, timeout: float = 60) -> dict:
-    def check():  # the server holds each poll up to 2 s until the job ends (?wait=)
-        job = http.get(f"/v1/jobs/{job_id}", params={"wait": 2}).json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-    return wait_for(check, timeout=timeout)
+    return finished_job(http, job_id, timeout)
 
 
 def test_seed_walkthrough_survives_a_restart(server_factory):

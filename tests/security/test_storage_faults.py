@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import seed_example, wait_for
+from tests.helpers import finished_job, seed_example
 from tests.security.conftest import StartServer
 
 pytestmark = pytest.mark.e2e
@@ -57,8 +57,7 @@ def unwritable(d: Path) -> Iterator[str]:
 
 
 def _finished(http, job_id: str) -> dict:
-    return wait_for(lambda: (j := http.get(f"/v1/jobs/{job_id}", params={"wait": 2}).json())
-                    ["status"] in ("succeeded", "failed", "cancelled") and j, timeout=60)
+    return finished_job(http, job_id)
 
 
 def test_unwritable_storage_fails_the_work_clearly_and_serving_goes_on(
