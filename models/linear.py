@@ -23,5 +23,12 @@ class LinearModel(nn.Module):
         self.config = config
         self.linear = nn.Linear(config.in_features, config.out_features, bias=config.bias)
 
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The parameter-free part of forward, applied to the data once before training."""
+        return x
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z)  # (N, in_features) -> (N, out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)  # (N, in_features) -> (N, out_features)
+        return self.head(self.transform(x))

@@ -52,6 +52,25 @@ class Settings(BaseSettings):
     max_predict_rows: int = Field(default=1_000_000, ge=1)
     """Most rows in one predict request (422 beyond)."""
 
+    max_degree: int = Field(default=10, ge=1)
+    """Highest ``degree`` of a polynomial model (422 beyond)."""
+
+    max_hidden_layers: int = Field(default=8, ge=1)
+    """Most hidden layers of an mlp (422 beyond)."""
+
+    max_hidden_units: int = Field(default=1024, ge=1)
+    """Widest hidden layer of an mlp (422 beyond)."""
+
+    max_parameters: int = Field(default=10_000_000, ge=1)
+    """Most trainable parameters in one model (422 beyond)."""
+
+    max_trace_epochs: int = Field(default=100, ge=0, le=100)
+    """Most ``trace_epochs`` in a job (at most 100; 0 turns tracing off)."""
+
+    max_trace_parameters: int = Field(default=10_000, ge=1)
+    """Most parameters of a model that may be traced: a trace holds each one three times
+    per epoch (422 beyond)."""
+
     auth: bool = False
     """Check API keys (``Authorization: Bearer <key>``). Off is allowed on a loopback
     address only; see SECURITY.md."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from models.registry import get_kind
 from service import __version__
 from service.arrays import decode_json
 from service.errors import InvalidInput, NotFound, ServiceError
@@ -27,7 +28,8 @@ from service.store.tables import ModelRow
 SERVER_NAME = "fitserve"
 INPUT = "x"
 OUTPUT = "y"
-PLATFORM = "pytorch_linear"
+PROBABILITIES = "probabilities"
+OUTPUTS = (OUTPUT, PROBABILITIES)
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -46,6 +48,7 @@ class InferRequest:
     shape: tuple[int, ...]
     datatype: str
     binary_output: bool
+    outputs: tuple[str, ...] | None = None  # asked for by name; None: all of them
 
 
 def server_metadata() -> dict[str, Any]:
@@ -138,11 +141,20 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
             raise _fail("outputs must be a list of objects with a name")
         for o in outputs:
-            if o.get("name") != OUTPUT:
-                raise _fail(f"unknown output {o.get('name')!r}; this model's output is "
-                            f"{OUTPUT!r}")
+            if o.get("name") not in OUTPUTS:
+                raise _fail(f"unknown output {o.get('name')!r}; models have {OUTPUT!r} and "
+                            f"classifiers {PROBABILITIES!r}")
             binary = bool((o.get("parameters") or {}).get("binary_data", binary))
-    return InferRequest(rid, data, tuple(shape), datatype, binary)
+    names = None if outputs is None else tuple(o["name"] for o in outputs)
+    return InferRequest(rid, data, tuple(shape), datatype, binary, names)
+
+
+def _outputs_metadata(row: ModelRow) -> list[dict[str, Any]]:
+    if get_kind(row.kind).task != "classification":
+        return [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, row.out_features]}]
+    classes = (row.config or {}).get("classes", 2)
+    return [{"name": OUTPUT, "datatype": "INT64", "shape": [-1, 1]},
+            {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, classes]}]
 
 
 class InferenceProtocol:
@@ -169,9 +181,9 @@ class InferenceProtocol:
         return {
             "name": name,
             "versions": [str(v) for v in versions],
-            "platform": PLATFORM,
+            "platform": f"pytorch_{row.kind}",
             "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, row.in_features]}],
-            "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, row.out_features]}],
+            "outputs": _outputs_metadata(row),
             "parameters": {"model_id": row.id, "feature_names": row.feature_names,
                            "target_names": row.target_names},
         }
@@ -216,18 +228,31 @@ class InferenceProtocol:
                 f"input {INPUT!r}: model {name!r} expects {model.in_features} feature(s) per "
                 f"row, got shape {list(req.shape)}"
             )
-        y = model.predict(np.ascontiguousarray(x, dtype=np.float32))
-        self.predictor.rows_predicted += len(y)
-        out = y.astype(DATATYPES[req.datatype], copy=False).ravel()
-        tensor: dict[str, Any] = {"name": OUTPUT, "datatype": req.datatype,
-                                  "shape": [int(y.shape[0]), int(y.shape[1])]}
-        tail = None
-        if req.binary_output:
-            tail = out.tobytes()
-            tensor["parameters"] = {"binary_data_size": len(tail)}
-        else:
-            tensor["data"] = out
-        response: dict[str, Any] = {"model_name": name, "outputs": [tensor]}
+        p = model.infer(np.ascontiguousarray(x, dtype=np.float32))
+        self.predictor.rows_predicted += len(p.y)
+        values = {OUTPUT: p.y if p.labels is None else p.labels[:, None]}
+        if p.probabilities is not None:
+            values[PROBABILITIES] = p.probabilities
+        wanted = req.outputs or tuple(values)
+        missing = [n for n in wanted if n not in values]
+        if missing:
+            raise _fail(f"model {name!r} has no output {missing[0]!r}; its outputs are "
+                        f"{', '.join(values)}")
+        tensors, tails = [], []
+        for out_name in wanted:
+            v = values[out_name]
+            dtype = "INT64" if v.dtype.kind == "i" else req.datatype
+            flat = v.astype(DATATYPES.get(dtype, np.dtype("<i8")), copy=False).ravel()
+            tensor: dict[str, Any] = {"name": out_name, "datatype": dtype,
+                                      "shape": [int(v.shape[0]), int(v.shape[1])]}
+            if req.binary_output:
+                tails.append(flat.tobytes())
+                tensor["parameters"] = {"binary_data_size": len(tails[-1])}
+            else:
+                tensor["data"] = flat
+            tensors.append(tensor)
+        tail = b"".join(tails) if req.binary_output else None
+        response: dict[str, Any] = {"model_name": name, "outputs": tensors}
         if model.version is not None:
             response["model_version"] = str(model.version)
         if req.id is not None:

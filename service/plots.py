@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from service.errors import Conflict, NotFound
+from service.predictor import LoadedModel, Predictor
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 
@@ -31,31 +32,53 @@ def _subsample(n: int, limit: int = MAX_POINTS) -> np.ndarray:
 def fit_figure(
     x: np.ndarray,
     y: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None,
+    model: LoadedModel,
     feature_names: list[str],
     target_names: list[str],
     title: str,
 ) -> Figure:
-    """One feature and one target: the data as red points and the fitted line (the seed
-    program's figure). Otherwise predicted against actual, one series per target."""
-    weight = np.asarray(weight, np.float64)  # (out, in)
-    b = np.zeros(weight.shape[0]) if bias is None else np.asarray(bias, np.float64)
+    """One feature and one target: the data as red points and the fitted line or curve over
+    them (the seed program's figure; a classifier's probability of each class instead).
+    Otherwise predicted against actual, one series per target."""
     idx = _subsample(len(x))
-    xs, ys = np.asarray(x, np.float64)[idx], np.asarray(y, np.float64)[idx]
+    xs, ys = np.asarray(x, np.float32)[idx], np.asarray(y, np.float64)[idx]
     fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if weight.shape == (1, 1):
-        ax.plot(xs[:, 0], ys[:, 0], "ro", label="data")
-        grid = np.linspace(xs[:, 0].min(), xs[:, 0].max(), 2)
-        w0, b0 = weight[0, 0], b[0]
-        ax.plot(grid, w0 * grid + b0, color="tab:blue",
-                label=f"fit: y = {w0:.5g} x {'+' if b0 >= 0 else '-'} {abs(b0):.5g}")
+    classifier = model.classes is not None
+    if xs.shape[1] == 1 and (ys.shape[1] == 1 or classifier):
+        lo, hi = float(xs[:, 0].min()), float(xs[:, 0].max())
+        linear = model.kind == "linear"
+        grid = np.linspace(lo, hi, 2 if linear else 400, dtype=np.float32)[:, None]
+        p = model.infer(grid)
         ax.set_xlabel(feature_names[0])
-        ax.set_ylabel(target_names[0])
+        if classifier:
+            labels = ys.argmax(1) if ys.shape[1] > 1 else ys[:, 0]
+            ax.plot(xs[:, 0], labels, "ro", label="data (class)")
+            assert p.probabilities is not None
+            for c in range(p.probabilities.shape[1]):
+                ax.plot(grid[:, 0], p.probabilities[:, c], label=f"P(class {c})")
+            ax.set_ylabel("class / probability")
+        else:
+            ax.plot(xs[:, 0], ys[:, 0], "ro", label="data")
+            label = "fit"
+            if linear:  # the line through its two ends, in the units of the data
+                (x0, x1), (y0, y1) = grid[:, 0].astype(np.float64), p.y[:, 0].astype(np.float64)
+                w0 = (y1 - y0) / (x1 - x0) if x1 != x0 else 0.0
+                b0 = y0 - w0 * x0
+                label = f"fit: y = {w0:.5g} x {'+' if b0 >= 0 else '-'} {abs(b0):.5g}"
+            ax.plot(grid[:, 0], p.y[:, 0], color="tab:blue", label=label)
+            ax.set_ylabel(target_names[0])
+    elif classifier:  # how sure the model is of each row's true class
+        p = model.infer(xs)
+        assert p.probabilities is not None
+        labels = (ys.argmax(1) if ys.shape[1] > 1 else ys[:, 0]).astype(np.int64)
+        ax.hist(p.probabilities[np.arange(len(labels)), labels], bins=20, range=(0, 1),
+                label="rows")
+        ax.set_xlabel("predicted probability of the true class")
+        ax.set_ylabel("rows")
     else:
-        predicted = xs @ weight.T + b  # (N, in) @ (in, out) -> (N, out)
+        predicted = model.predict(xs).astype(np.float64)  # (N, in) -> (N, out)
         for j, name in enumerate(target_names):
             ax.plot(ys[:, j], predicted[:, j], "o", markersize=3, alpha=0.7, label=name)
         lo = float(min(ys.min(), predicted.min()))
@@ -101,7 +124,8 @@ def png(fig: Figure) -> bytes:
 
 
 def model_plot_png(
-    meta: MetadataStore, artifacts: ArtifactStore, model_id: str, tenant: str
+    meta: MetadataStore, artifacts: ArtifactStore, predictor: Predictor, model_id: str,
+    tenant: str,
 ) -> bytes:
     model = meta.get_model(model_id, tenant)
     try:
@@ -112,9 +136,9 @@ def model_plot_png(
             f"the dataset {model.dataset_id!r} of model {model_id!r} was deleted; "
             "there is no data to draw the fit over"
         ) from None
+    loaded = predictor.cached(model.id, tenant) or predictor.load(model.id, tenant)
     label = f"{model.name} v{model.version}" if model.name else model.id
-    fig = fit_figure(x, y, np.asarray(model.weight), None if model.bias is None else
-                     np.asarray(model.bias), model.feature_names, model.target_names, label)
+    fig = fit_figure(x, y, loaded, model.feature_names, model.target_names, label)
     return png(fig)
 
 

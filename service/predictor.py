@@ -10,15 +10,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load
 
+from models.registry import get_kind
 from service.errors import InvalidInput, ModelUnavailable, ShapeMismatch
 from service.store.artifacts import ArtifactStore, sha256_hex
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
+
+
+@dataclass(frozen=True)
+class Prediction:
+    y: np.ndarray  # (N, out): regression outputs; a classifier's labels as one column
+    labels: np.ndarray | None = None  # (N,) int64, classifiers
+    probabilities: np.ndarray | None = None  # (N, classes), classifiers
 
 
 @dataclass(frozen=True)
@@ -27,22 +36,41 @@ class LoadedModel:
     tenant: str
     name: str | None
     version: int | None
+    kind: str
     in_features: int
-    out_features: int
-    weight_t: np.ndarray  # (in_features, out_features), float32
-    bias: np.ndarray | None  # (out_features,)
+    out_features: int  # of the predictions: 1 (the label) for a classifier
+    state: dict[str, np.ndarray]  # the checkpoint's tensors by state_dict name
+    weight_t: np.ndarray | None  # (in, out) float32: the linear fast path, else None
+    bias: np.ndarray | None  # (out,)
+    module: Any = None  # the nn.Module, for kinds the fast path does not cover
+    x_mean: np.ndarray | None = None  # standardization, float32
+    x_std: np.ndarray | None = None
+    y_mean: np.ndarray | None = None
+    y_std: np.ndarray | None = None
+    classes: int | None = None
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def _check(self, x: np.ndarray) -> None:
         if x.shape[1] != self.in_features:
             raise ShapeMismatch(
                 f"model expects {self.in_features} feature(s) per row, got {x.shape[1]} "
                 "in row 0",
                 field="x",
             )
-        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            y = x @ self.weight_t  # (N, in) @ (in, out) -> (N, out)
-            if self.bias is not None:
-                y += self.bias
+
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        """The module's raw outputs (logits for a classifier), in the original units."""
+        self._check(x)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+            if self.x_mean is not None:
+                x = (x - self.x_mean) / self.x_std
+            if self.weight_t is not None:
+                y = x @ self.weight_t  # (N, in) @ (in, out) -> (N, out)
+                if self.bias is not None:
+                    y += self.bias
+            else:
+                y = _module_forward(self.module, np.ascontiguousarray(x, dtype=np.float32))
+            if self.y_mean is not None:
+                y = y * self.y_std + self.y_mean
         if not np.isfinite(y).all():  # JSON would carry inf as null: a wrong number
             row = int(np.argwhere(~np.isfinite(y))[0][0])
             raise InvalidInput(
@@ -50,6 +78,30 @@ class LoadedModel:
                 field="x",
             )
         return y
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.infer(x).y
+
+    def infer(self, x: np.ndarray) -> Prediction:
+        out = self._outputs(x)
+        if self.classes is None:
+            return Prediction(out)
+        if out.shape[1] == 1:  # one logit: P(1) = sigmoid(z), computed without overflow
+            p1 = (0.5 * (1.0 + np.tanh(0.5 * out.astype(np.float64)))).astype(np.float32)
+            probs = np.hstack([1.0 - p1, p1])
+        else:
+            z = out.astype(np.float64)
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            probs = (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        labels = probs.argmax(axis=1)
+        return Prediction(labels[:, None].astype(np.float32), labels, probs)
+
+
+def _module_forward(module: Any, x: np.ndarray) -> np.ndarray:
+    import torch  # only models without the fast path need torch in the API process
+
+    with torch.inference_mode():
+        return module(torch.from_numpy(x)).numpy()
 
 
 class Predictor:
@@ -126,16 +178,51 @@ class Predictor:
             tensors = load(blob)
         except SafetensorError:
             raise ModelUnavailable(f"the checkpoint of model {row.id!r} is unreadable") from None
-        weight = tensors["linear.weight"].astype(np.float32)
-        bias = tensors.get("linear.bias")
+        kind = get_kind(row.kind)
+        config = dict(row.config)
+        norm = row.normalization or {}
+
+        def vec(name: str) -> np.ndarray | None:
+            v = norm.get(name)
+            return None if v is None else np.asarray(v, np.float32)
+
+        fast = kind.linear_head and not kind.transforms_inputs
+        weight = tensors["linear.weight"].astype(np.float32) if fast else None
+        bias = tensors.get("linear.bias") if fast else None
+        module = None
+        if not fast:
+            module = _build_module(row, tensors)
+        classes = config.get("classes") if kind.task == "classification" else None
         return LoadedModel(
             id=row.id,
             tenant=row.tenant,
             name=row.name,
             version=row.version,
-            in_features=int(weight.shape[1]),
-            out_features=int(weight.shape[0]),
-            weight_t=np.ascontiguousarray(weight.T),
+            kind=row.kind,
+            in_features=row.in_features,
+            out_features=1 if classes else row.out_features,
+            state=tensors,
+            weight_t=None if weight is None else np.ascontiguousarray(weight.T),
             bias=None if bias is None else bias.astype(np.float32),
+            module=module,
+            x_mean=vec("x_mean"),
+            x_std=vec("x_std"),
+            y_mean=vec("y_mean"),
+            y_std=vec("y_std"),
+            classes=classes,
         )
 
+
+def _build_module(row: ModelRow, tensors: dict[str, np.ndarray]) -> Any:
+    """``Model(Config(**config))`` and the checkpoint's tensors, strictly by name."""
+    import torch
+
+    from models import build_model
+
+    module = build_model(row.kind, **row.config)
+    try:
+        module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
+    except (RuntimeError, KeyError) as e:
+        raise ModelUnavailable(f"the checkpoint of model {row.id!r} does not fit its "
+                               f"{row.kind} config ({type(e).__name__})") from None
+    return module.eval()

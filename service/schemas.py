@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # strict: pydantic's lax mode would read true as 1.0 and "1.5" as 1.5, where the dataset
 # and predict routes (service/arrays.py) refuse both
@@ -78,9 +85,54 @@ class DatasetsPublic(BaseModel):
 # ---------------------------------------------------------------- jobs
 
 
-class ModelSpec(_Strict):
+class LinearSpec(_Strict):
+    """``y = x W^T + b``: the seed program's model."""
+
     kind: Literal["linear"] = "linear"
     bias: bool = True
+
+
+class LogisticSpec(_Strict):
+    """Logistic regression. Targets are class indices (one column of 0, 1, ..., C-1) or
+    one-hot rows (one column per class); two classes train one logit with `bce`, more
+    train one logit per class with `cross_entropy`."""
+
+    kind: Literal["logistic"]
+    bias: bool = True
+    classes: int | None = Field(
+        default=None, ge=2, le=10_000,
+        description="Number of classes; read from the targets when omitted.",
+    )
+
+
+class PolynomialSpec(_Strict):
+    """The inputs expanded into powers 1..degree (and pairwise products), then linear."""
+
+    kind: Literal["polynomial"]
+    bias: bool = True
+    degree: int = Field(default=2, ge=1, description="Bounded by FITSERVE_MAX_DEGREE.")
+    interactions: bool = Field(default=False, description="Add x_i * x_j for every pair.")
+
+
+class MLPSpec(_Strict):
+    """Linear, activation, ..., Linear."""
+
+    kind: Literal["mlp"]
+    bias: bool = True
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [32, 32], min_length=1,
+        description="Hidden layer sizes; bounded by FITSERVE_MAX_HIDDEN_LAYERS and "
+        "FITSERVE_MAX_HIDDEN_UNITS.",
+    )
+    activation: Literal["relu", "tanh"] = "tanh"
+
+
+ModelSpec = Annotated[
+    LinearSpec | LogisticSpec | PolynomialSpec | MLPSpec, Field(discriminator="kind")
+]
+
+REGRESSION_LOSSES = ("mse", "l1", "huber")
+CLASSIFICATION_LOSSES = ("bce", "cross_entropy")
 
 
 class SGDSpec(_Strict):
@@ -125,11 +177,64 @@ class RMSpropSpec(_Strict):
 OptimizerSpec = Annotated[SGDSpec | AdamSpec | RMSpropSpec, Field(discriminator="name")]
 
 
+class StepLRSpec(_Strict):
+    """Multiply the learning rate by `gamma` every `step_size` epochs."""
+
+    name: Literal["step"]
+    step_size: int = Field(ge=1)
+    gamma: float = Field(default=0.1, gt=0, le=1)
+
+
+class ExponentialLRSpec(_Strict):
+    """Multiply the learning rate by `gamma` every epoch."""
+
+    name: Literal["exponential"]
+    gamma: float = Field(gt=0, le=1)
+
+
+class CosineLRSpec(_Strict):
+    """Cosine annealing from the learning rate to `eta_min` over `t_max` epochs."""
+
+    name: Literal["cosine"]
+    t_max: int | None = Field(default=None, ge=1, description="Default: the job's epochs.")
+    eta_min: float = Field(default=0.0, ge=0)
+
+
+class PlateauLRSpec(_Strict):
+    """Multiply the learning rate by `factor` when the validation loss (the training loss
+    without a validation split) has not improved for `patience` epochs. It reads the loss
+    every epoch, as PyTorch's ReduceLROnPlateau does: one device sync per epoch."""
+
+    name: Literal["reduce_on_plateau"]
+    factor: float = Field(default=0.1, gt=0, lt=1)
+    patience: int = Field(default=10, ge=0)
+    threshold: float = Field(default=1e-4, ge=0)
+    cooldown: int = Field(default=0, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
+
+
+SchedulerSpec = Annotated[
+    StepLRSpec | ExponentialLRSpec | CosineLRSpec | PlateauLRSpec, Field(discriminator="name")
+]
+
+
+class EarlyStoppingSpec(_Strict):
+    """Stop when the validation loss has not fallen by more than `min_delta` for `patience`
+    epochs; the model keeps the weights of the best epoch."""
+
+    patience: int = Field(default=10, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+
+
 class TrainingSpec(_Strict):
     """Hyperparameters of one run. Defaults are the seed program's."""
 
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    loss: Literal["mse", "l1", "huber"] = "mse"
+    model: ModelSpec = Field(default_factory=LinearSpec)
+    loss: Literal["mse", "l1", "huber", "bce", "cross_entropy"] | None = Field(
+        default=None,
+        description="Default `mse` for regression; `bce` for two classes, `cross_entropy` "
+        "for more. Set at submit, so a job's hyperparameters always name it.",
+    )
     huber_delta: float = Field(default=1.0, gt=0)
     optimizer: OptimizerSpec = Field(default_factory=SGDSpec)
     epochs: int = Field(default=10_000, ge=1)
@@ -143,6 +248,68 @@ class TrainingSpec(_Strict):
         default="auto",
         description="`autograd` runs the plain PyTorch loop; `auto` picks the fastest exact path.",
     )
+    standardize: bool = Field(
+        default=False,
+        description="Scale inputs (and regression targets) to zero mean and unit variance by "
+        "the training split's statistics; they are stored in the checkpoint and predict "
+        "applies them.",
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None, description="Needs validation_fraction > 0."
+    )
+    scheduler: SchedulerSpec | None = None
+    grad_clip: float | None = Field(
+        default=None, gt=0, description="Clip the gradients' total norm to this value."
+    )
+    trace_epochs: int = Field(
+        default=0, ge=0, le=100,
+        description="Record forward, loss, gradients and updates of the first N epochs "
+        "(full batch only); read them at /v1/jobs/{id}/trace.",
+    )
+
+    # field validators run in field order, so model and validation_fraction are in
+    # info.data here, and the error names the field at fault
+    @field_validator("loss")
+    @classmethod
+    def _loss_fits_kind(cls, loss: str | None, info: ValidationInfo) -> str | None:
+        model = info.data.get("model")
+        if loss is None or model is None:
+            return loss
+        classify = model.kind == "logistic"
+        fitting = CLASSIFICATION_LOSSES if classify else REGRESSION_LOSSES
+        if loss not in fitting:
+            what = "a classification" if classify else "a regression"
+            raise ValueError(f"{loss} does not fit {what} model ({model.kind}); use one of "
+                             f"{', '.join(fitting)}")
+        if loss == "bce" and getattr(model, "classes", None) not in (None, 2):
+            raise ValueError(f"bce trains two classes; model.classes is {model.classes}: use "
+                             "cross_entropy")
+        return loss
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _early_stopping_needs_validation(
+        cls, value: EarlyStoppingSpec | None, info: ValidationInfo
+    ) -> EarlyStoppingSpec | None:
+        if value is not None and not info.data.get("validation_fraction"):
+            raise ValueError("needs a validation split: set validation_fraction > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _default_loss(self) -> TrainingSpec:
+        # regression defaults to mse at once; a classifier's default waits for the targets
+        # (two classes: bce, more: cross_entropy), which submit reads, unless classes is set
+        if self.loss is None and (self.model.kind != "logistic" or self.model.classes):
+            self.loss = self.resolved_loss()  # type: ignore[assignment]
+        return self
+
+    def resolved_loss(self) -> str:
+        """The loss the job trains with (a spec validated at submit always names it)."""
+        if self.loss is not None:
+            return self.loss
+        if self.model.kind == "logistic":
+            return "bce" if (self.model.classes or 2) == 2 else "cross_entropy"
+        return "mse"
 
     @model_validator(mode="before")
     @classmethod
@@ -155,8 +322,10 @@ class TrainingSpec(_Strict):
         model = data.get("model")
         if isinstance(model, str):
             data["model"] = {"kind": model}
+        elif isinstance(model, dict) and "kind" not in model:
+            data["model"] = {"kind": "linear", **model}  # the default kind, as before kinds
         if "bias" in data:
-            m = data.get("model") if isinstance(data.get("model"), dict) else {}
+            m = data.get("model") if isinstance(data.get("model"), dict) else {"kind": "linear"}
             data["model"] = {**m, "bias": data.pop("bias")}
         opt = data.get("optimizer")
         if isinstance(opt, str):
@@ -234,12 +403,44 @@ class JobPublic(BaseModel):
         description="Why a queued job is not running, when nothing will run it as things "
         "stand (e.g. no worker serves its device's queue); null otherwise.",
     )
+    stopped_early: EarlyStop | None = Field(
+        default=None, description="Set when early stopping ended the job before `epochs`."
+    )
 
 
 class JobsPublic(BaseModel):
     data: list[JobPublic]
     count: int
     next: str | None
+
+
+class TraceParameter(BaseModel):
+    before: Any = Field(description="The value before the step (nested lists).")
+    grad: Any = Field(description="Its gradient at this epoch.")
+    after: Any = Field(description="The value after the optimizer's step.")
+
+
+class TraceEpoch(BaseModel):
+    epoch: int
+    lr: float = Field(description="The learning rate of this epoch's step.")
+    output: Matrix = Field(description="The forward output for the first `rows` rows.")
+    target: Matrix
+    loss: float
+    parameters: dict[str, TraceParameter]
+
+
+class JobTrace(BaseModel):
+    """What one step of gradient descent does, epoch by epoch."""
+
+    job_id: str
+    rows: int = Field(description="How many of the first training rows `output` shows.")
+    standardized: bool = Field(description="Values are in standardized units.")
+    graph: dict[str, list[str]] = Field(
+        description="For each parameter, the autograd functions from the loss back to it."
+    )
+    graph_text: str = Field(description="The chain as text, e.g. "
+                            "`MseLossBackward0 -> AddmmBackward0 -> AccumulateGrad`.")
+    epochs: list[TraceEpoch]
 
 
 class JobHistory(BaseModel):
@@ -254,10 +455,39 @@ class JobHistory(BaseModel):
 class ModelMetrics(BaseModel):
     train_loss: float = Field(description="Loss of the final weights on the training rows.")
     val_loss: float | None = None
-    r2: float | None = Field(description="Coefficient of determination on the training rows.")
+    r2: float | None = Field(
+        default=None, description="Coefficient of determination on the training rows "
+        "(regression)."
+    )
     lstsq_loss: float | None = Field(
         default=None, description="Closed-form least-squares MSE on the same rows (linear + mse)."
     )
+    accuracy: float | None = Field(
+        default=None, description="Share of training rows labelled right (classification)."
+    )
+    val_accuracy: float | None = None
+    log_loss: float | None = Field(
+        default=None, description="Mean negative log-likelihood on the training rows "
+        "(classification)."
+    )
+
+
+class Normalization(BaseModel):
+    """What `standardize` learnt from the training split: predict computes
+    ``(x - x_mean) / x_std``, and for regression ``y = y' * y_std + y_mean``."""
+
+    x_mean: list[float]
+    x_std: list[float]
+    y_mean: list[float] | None = None
+    y_std: list[float] | None = None
+
+
+class EarlyStop(BaseModel):
+    reason: Literal["early_stopping"] = "early_stopping"
+    epoch: int = Field(description="The last epoch trained.")
+    best_epoch: int = Field(description="The epoch whose weights the model keeps.")
+    best_val_loss: float
+    message: str
 
 
 class ModelPublic(BaseModel):
@@ -265,10 +495,29 @@ class ModelPublic(BaseModel):
     name: str | None
     version: int | None
     kind: str
+    task: Literal["regression", "classification"]
     in_features: int
     out_features: int
-    weight: Matrix = Field(description="`model.linear.weight`: out_features rows of in_features.")
-    bias: list[float] | None = Field(description="`model.linear.bias`, or null without bias.")
+    classes: int | None = Field(default=None, description="Classifiers: how many classes.")
+    weight: Matrix | None = Field(
+        description="The `linear` layer's weight, out_features rows: for linear and logistic "
+        "models in the inputs' original units (with `standardize` too); for polynomial ones "
+        "over the expanded `terms`; null for an mlp (see `parameters`)."
+    )
+    bias: list[float] | None = Field(description="The layer's bias, or null without bias.")
+    terms: list[str] | None = Field(
+        default=None, description="Polynomial models: the expanded inputs `weight` applies to."
+    )
+    normalization: Normalization | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="Every tensor of the module by its state_dict name (e.g. `layers.0.weight`), "
+        "as trained (in standardized units with `standardize`); on GET /v1/models/{id} only.",
+    )
+    checkpoint_error: str | None = Field(
+        default=None, description="Why `parameters` is missing on GET /v1/models/{id}: the "
+        "checkpoint cannot be read or fails its checksum (predict answers 503 then)."
+    )
     feature_names: list[str]
     target_names: list[str]
     metrics: ModelMetrics
@@ -300,7 +549,12 @@ class PredictResponse(BaseModel):
     model_id: str
     model_name: str | None
     version: int | None
-    y: Matrix
+    y: Matrix = Field(description="Regression: the predictions. Classifiers: each row's "
+                      "label (class index) as a one-column matrix.")
+    labels: list[int] | None = Field(default=None, description="Classifiers: each row's label.")
+    probabilities: Matrix | None = Field(
+        default=None, description="Classifiers: P(class c) for each row and class."
+    )
 
 
 class Health(BaseModel):

@@ -1,86 +1,86 @@
 """Training: ``fit(spec, x, y, device, on_progress, should_stop) -> FitResult``.
 
-No FastAPI here, no database: the worker feeds it arrays and callbacks. The plain path is
-the seed program's loop (forward, loss, zero_grad, backward, step) run in chunks of epochs;
-the losses stay on the device and leave it once a chunk, so the loop never syncs per epoch.
+No FastAPI here, no database: the worker feeds it arrays and callbacks. The steps: split the
+rows, standardize (optional), turn targets into class indices for classifiers, build the
+registered model from the seed, apply its parameter-free ``transform`` to the data once,
+then train its ``head`` with the fastest exact engine:
+
+- ``closed_form``: a linear head, MSE, full-batch plain SGD (service/closed_form.py);
+- ``fused``: a linear head, MSE, SGD with mini-batches or early stopping, the gradient
+  written out (service/epoch_loop.py);
+- ``autograd``: everything else, the seed program's loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from models import build_model
+from models import get_kind
+from models.registry import ModelKind
 from service import closed_form
-from service.errors import Cancelled, Diverged, TrainingError
-from service.schemas import AdamSpec, RMSpropSpec, SGDSpec, TrainingSpec
+from service.arrays import class_indices
+from service.epoch_loop import (
+    DIVERGED_HINT,
+    LoopResult,
+    ProgressFn,
+    StopFn,
+    make_optimizer,
+    make_scheduler,
+    run_loop,
+)
+from service.errors import Diverged, TrainingError
+from service.schemas import SGDSpec, TrainingSpec
+
+__all__ = ["DIVERGED_HINT", "FitResult", "class_indices", "fit", "make_loss", "make_optimizer",
+           "make_scheduler", "split_rows"]
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, float, float | None], None]
-StopFn = Callable[[], bool]
-
-_GATHER_ROWS = 1 << 16  # rows gathered at once for mini-batches
-DIVERGED_HINT = "lower the learning rate or standardize the inputs (scale x to unit variance)"
-_CHUNK_SECONDS = 0.1  # a chunk's length in time: bounds cancel latency and progress rate
+_PREDICT_ROWS = 1 << 16  # rows per forward pass when measuring the final model
 
 
 @dataclass
 class FitResult:
-    weight: np.ndarray  # (out_features, in_features)
-    bias: np.ndarray | None  # (out_features,)
+    kind: str
+    config: dict[str, Any]  # the model's config dataclass, as the checkpoint stores it
+    state: dict[str, np.ndarray]  # the module's state_dict (float32), as trained
+    weight: np.ndarray | None  # (out, in) of the linear layer; original units (see ModelPublic)
+    bias: np.ndarray | None  # (out,)
+    normalization: dict[str, list[float] | None] | None
     epochs: np.ndarray  # int32, the logged epoch numbers (1-based)
     loss: np.ndarray  # float32, training loss at each logged epoch, before that epoch's step
     val_loss: np.ndarray | None
-    train_loss: float  # loss of the final weights on the training rows
+    train_loss: float  # loss of the final model on the training rows, in original units
     final_val_loss: float | None
     r2: float | None
     lstsq_loss: float | None
     engine: str
     device: str
+    accuracy: float | None = None
+    val_accuracy: float | None = None
+    log_loss: float | None = None
+    stopped: dict[str, Any] | None = None
+    trace: dict[str, Any] | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
 
 def make_loss(spec: TrainingSpec) -> nn.Module:
-    if spec.loss == "mse":
+    name = spec.resolved_loss()
+    if name == "mse":
         return nn.MSELoss()
-    if spec.loss == "l1":
+    if name == "l1":
         return nn.L1Loss()
-    return nn.HuberLoss(delta=spec.huber_delta)
-
-
-def make_optimizer(spec: TrainingSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    o = spec.optimizer
-    if isinstance(o, SGDSpec):
-        return torch.optim.SGD(
-            params,
-            lr=o.lr,
-            momentum=o.momentum,
-            dampening=o.dampening,
-            nesterov=o.nesterov,
-            weight_decay=o.weight_decay,
-        )
-    if isinstance(o, AdamSpec):
-        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-        wd = o.weight_decay if o.weight_decay is not None else (0.01 if o.name == "adamw" else 0.0)
-        return cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=wd, amsgrad=o.amsgrad)
-    if isinstance(o, RMSpropSpec):
-        return torch.optim.RMSprop(
-            params,
-            lr=o.lr,
-            alpha=o.alpha,
-            eps=o.eps,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-            centered=o.centered,
-        )
-    raise TrainingError(f"unknown optimizer {o!r}")
+    if name == "huber":
+        return nn.HuberLoss(delta=spec.huber_delta)
+    if name == "bce":
+        return nn.BCEWithLogitsLoss()
+    return nn.CrossEntropyLoss()
 
 
 def split_rows(
@@ -100,28 +100,24 @@ def split_rows(
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def init_model(spec: TrainingSpec, in_features: int, out_features: int, seed: int) -> nn.Module:
-    """The initial weights are ``torch.manual_seed(seed); nn.Linear(in, out)``'s, on the CPU."""
-    # the CPU generator is the one nn.Linear draws from; torch.manual_seed would also seed
-    # every accelerator backend lazily, formatting a stack trace for each (0.5 ms a job)
-    torch.random.default_generator.manual_seed(seed)
-    return build_model(
-        spec.model.kind,
-        in_features=in_features,
-        out_features=out_features,
-        bias=spec.model.bias,
-    )
+def _column_stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = a.mean(axis=0, dtype=np.float64)
+    std = a.std(axis=0, dtype=np.float64)
+    return mean, np.where(std > 0, std, 1.0)  # a constant column is centred, not scaled
 
 
-def r2_score(pred: np.ndarray, y: np.ndarray) -> float | None:
-    """Mean over targets of 1 - SS_res / SS_tot (None when a target is constant)."""
-    pred = pred.astype(np.float64)
-    y = y.astype(np.float64)
-    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    if (ss_tot == 0).any():
-        return None
-    ss_res = ((y - pred) ** 2).sum(axis=0)
-    return float(np.mean(1 - ss_res / ss_tot))
+def _scale(a: np.ndarray | None, mean: np.ndarray, std: np.ndarray) -> np.ndarray | None:
+    return None if a is None else ((a - mean) / std).astype(np.float32)
+
+
+def model_config(spec: TrainingSpec, in_features: int, out_features: int,
+                 classes: int | None) -> Any:
+    kind = get_kind(spec.model.kind)
+    values = spec.model.model_dump(exclude={"kind"})
+    values.update(in_features=in_features, out_features=out_features)
+    if classes is not None:
+        values["classes"] = classes
+    return kind.make_config(**values)
 
 
 def fit(
@@ -131,46 +127,95 @@ def fit(
     device: str = "cpu",
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    trace_rows: int = 20,
 ) -> FitResult:
     """Train ``spec.model`` on rows ``x`` -> ``y``. Raises Diverged, Cancelled, TrainingError."""
+    kind = get_kind(spec.model.kind)
+    loss_name = spec.resolved_loss()
     seed = spec.seed if spec.seed is not None else 0
     train_idx, val_idx = split_rows(x.shape[0], spec.validation_fraction, seed)
     x_train, y_train = (x, y) if train_idx is None else (x[train_idx], y[train_idx])
     x_val = x[val_idx] if val_idx is not None else None
     y_val = y[val_idx] if val_idx is not None else None
+    orig = (x_train, y_train, x_val, y_val)
 
-    model = init_model(spec, x.shape[1], y.shape[1], seed)
-    stats = None
-    why_not = closed_form.supports(spec, x_train.shape[0])
-    if why_not is None:
-        stats_device = "cpu" if device == "mps" else device  # MPS has no float64
-        stats = closed_form.sufficient_stats(x_train, y_train, spec.model.bias, stats_device)
-        val_stats = (
-            closed_form.sufficient_stats(x_val, y_val, spec.model.bias, stats_device)
-            if x_val is not None and y_val is not None else None
-        )
+    classes = None
+    if kind.task == "classification":
         try:
-            weight, bias, epochs_logged, losses, val_losses = _closed_form(
-                spec, model, stats, val_stats, on_progress, should_stop
-            )
-            return finish(spec, weight, bias, x_train, y_train, x_val, y_val, epochs_logged,
-                          losses, val_losses, "closed_form", stats_device, stats, val_stats)
-        except closed_form.Unstable as e:
-            log.info("closed form declined (%s); running the autograd loop", e)
-    # mini-batch SGD on squared loss: the same step with the gradient written out
-    fused = (
-        spec.engine == "auto" and spec.model.kind == "linear" and spec.loss == "mse"
-        and isinstance(spec.optimizer, SGDSpec)
-    )
-    epochs_logged, losses, val_losses = _loop(
-        spec, model, x_train, y_train, x_val, y_val, device, seed, on_progress, should_stop,
-        fused=fused,
-    )
+            labels, classes = class_indices(y, getattr(spec.model, "classes", None))
+        except ValueError as e:
+            err = TrainingError(f"the targets do not fit a classifier: {e}")
+            err.type = "invalid_targets"  # type: ignore[misc]
+            raise err from None
+        if loss_name == "bce" and classes != 2:
+            raise TrainingError(f"bce trains two classes; the targets have {classes}")
+        y_train = labels if train_idx is None else labels[train_idx]
+        y_val = labels[val_idx] if val_idx is not None else None
+        if loss_name == "bce":  # one logit: the target is P(class 1)
+            y_train = y_train.astype(np.float32)[:, None]
+            y_val = None if y_val is None else y_val.astype(np.float32)[:, None]
+    out_features = (1 if loss_name == "bce" else classes) if classes is not None else y.shape[1]
 
-    weight = model.linear.weight.detach().cpu().numpy().copy()
-    bias = model.linear.bias.detach().cpu().numpy().copy() if spec.model.bias else None
-    return finish(spec, weight, bias, x_train, y_train, x_val, y_val, epochs_logged, losses,
-                  val_losses, "fused" if fused else "autograd", device, stats)
+    norm = None
+    if spec.standardize:
+        mx, sx = _column_stats(x_train)
+        x_train, x_val = _scale(x_train, mx, sx), _scale(x_val, mx, sx)
+        norm = {"x_mean": mx.tolist(), "x_std": sx.tolist(), "y_mean": None, "y_std": None}
+        if kind.task == "regression":
+            my, sy = _column_stats(y_train)
+            y_train, y_val = _scale(y_train, my, sy), _scale(y_val, my, sy)
+            norm.update(y_mean=my.tolist(), y_std=sy.tolist())
+
+    config = model_config(spec, x.shape[1], out_features, classes)
+    # the initial weights are ``torch.manual_seed(seed); Model(config)``'s, on the CPU: the
+    # CPU generator is the one nn.Linear draws from; torch.manual_seed would also seed every
+    # accelerator backend lazily, formatting a stack trace for each (0.5 ms a job)
+    torch.random.default_generator.manual_seed(seed)
+    model = kind.module_cls(config)
+    if kind.transforms_inputs:  # once, on the CPU: the loop then trains the head alone
+        with torch.no_grad():
+            x_train = model.transform(torch.as_tensor(x_train)).numpy()
+            if x_val is not None:
+                x_val = model.transform(torch.as_tensor(x_val)).numpy()
+
+    run = _train(spec, kind, model, x_train, y_train, x_val, y_val, device, seed,
+                 on_progress, should_stop, trace_rows)
+    return _result(spec, kind, model, config, norm, run, orig, classes, device)
+
+
+@dataclass
+class _Run:
+    loop: LoopResult
+    engine: str
+    device: str
+    stats: closed_form.Stats | None = None
+    val_stats: closed_form.Stats | None = None
+
+
+def _train(spec: TrainingSpec, kind: ModelKind, model: nn.Module, x_train: np.ndarray,
+           y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
+           device: str, seed: int, on_progress: ProgressFn | None, should_stop: StopFn | None,
+           trace_rows: int) -> _Run:
+    if closed_form.supports(spec, x_train.shape[0]) is None:
+        stats_device = "cpu" if device == "mps" else device  # MPS has no float64
+        bias = spec.model.bias
+        stats = closed_form.sufficient_stats(x_train, y_train, bias, stats_device)
+        val_stats = (closed_form.sufficient_stats(x_val, y_val, bias, stats_device)
+                     if x_val is not None and y_val is not None else None)
+        try:
+            loop = _closed_form(spec, model, stats, val_stats, should_stop)
+            return _Run(loop, "closed_form", stats_device, stats, val_stats)
+        except closed_form.Unstable as e:
+            log.info("closed form declined (%s); running the loop", e)
+    # SGD on squared loss through a linear head: the same step with the gradient written out
+    fused = (
+        spec.engine == "auto" and kind.linear_head and spec.resolved_loss() == "mse"
+        and isinstance(spec.optimizer, SGDSpec) and spec.scheduler is None
+        and spec.grad_clip is None and not spec.trace_epochs
+    )
+    loop = run_loop(spec, model, make_loss(spec), x_train, y_train, x_val, y_val, device, seed,
+                    on_progress, should_stop, fused=fused, trace_rows=trace_rows)
+    return _Run(loop, "fused" if fused else "autograd", device)
 
 
 def logged_epochs(spec: TrainingSpec) -> np.ndarray:
@@ -184,9 +229,9 @@ def _closed_form(
     model: nn.Module,
     stats: closed_form.Stats,
     val_stats: closed_form.Stats | None,
-    on_progress: ProgressFn | None,
     should_stop: StopFn | None,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray | None]:
+) -> LoopResult:
+    """Every epoch of full-batch SGD in closed form; the final weights go into the model."""
     w0 = model.linear.weight.detach().double().numpy()  # (k, d)
     d = w0.shape[1]
     theta0 = w0.T
@@ -198,260 +243,135 @@ def _closed_form(
     )
     if not np.isfinite(losses).all():
         raise closed_form.Unstable("non-finite loss in the closed form")
-    weight = theta[:d].T.astype(np.float32)
-    bias = theta[d].astype(np.float32) if spec.model.bias else None
-    return (weight, bias, epochs.astype(np.int32), losses.astype(np.float32),
-            None if val_losses is None else val_losses.astype(np.float32))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(theta[:d].T.astype(np.float32)))
+        if spec.model.bias:
+            model.linear.bias.copy_(torch.from_numpy(theta[d].astype(np.float32)))
+    return LoopResult(epochs.astype(np.int32), losses.astype(np.float32),
+                      None if val_losses is None else val_losses.astype(np.float32))
 
 
-def finish(
-    spec: TrainingSpec,
-    weight: np.ndarray,
-    bias: np.ndarray | None,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    epochs_logged: np.ndarray,
-    losses: np.ndarray,
-    val_losses: np.ndarray | None,
-    engine: str,
-    device: str,
-    stats: closed_form.Stats | None = None,
-    val_stats: closed_form.Stats | None = None,
-) -> FitResult:
-    """Final metrics of a trained linear model, computed on the CPU in float64."""
-    if not (np.isfinite(weight).all() and (bias is None or np.isfinite(bias).all())):
+def _forward(model: nn.Module, x: np.ndarray, transformed: bool) -> np.ndarray:
+    """The model's output on rows of x, on the CPU, in blocks."""
+    fn = model.head if transformed else model
+    with torch.no_grad():
+        return np.concatenate([
+            fn(torch.as_tensor(x[s : s + _PREDICT_ROWS])).numpy()
+            for s in range(0, max(len(x), 1), _PREDICT_ROWS)
+        ]) if len(x) else np.zeros((0, 0), np.float32)
+
+
+def _result(spec: TrainingSpec, kind: ModelKind, model: nn.Module, config: Any,
+            norm: dict[str, Any] | None, run: _Run,
+            orig: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None],
+            classes: int | None, device: str) -> FitResult:
+    """The trained model's tensors and its final metrics, on the CPU, in the original units."""
+    model.to("cpu")
+    state = {k: v.detach().cpu().numpy().astype(np.float32, copy=True)
+             for k, v in model.state_dict().items()}
+    if not all(np.isfinite(v).all() for v in state.values()):
         raise Diverged("the weights are not finite after training", hint=DIVERGED_HINT)
+    weight, bias = _reported_linear(kind, state, norm)
+    x_train, y_train, x_val, y_val = orig
+    res = FitResult(
+        kind=kind.name, config=dataclasses.asdict(config), state=state, weight=weight,
+        bias=bias, normalization=norm, epochs=run.loop.epochs, loss=run.loop.loss,
+        val_loss=run.loop.val_loss, train_loss=0.0, final_val_loss=None, r2=None,
+        lstsq_loss=None, engine=run.engine, device=run.device, stopped=run.loop.stopped,
+        trace=run.loop.trace,
+    )
+    predict = _Serving(model, norm)
+    if kind.task == "classification":
+        res.train_loss, res.accuracy = _classify_metrics(predict(x_train), y_train, classes)
+        res.log_loss = res.train_loss
+        if x_val is not None and y_val is not None:
+            res.final_val_loss, res.val_accuracy = _classify_metrics(predict(x_val), y_val,
+                                                                     classes)
+        return res
     crit = make_loss(spec)
-
-    def loss_on(xs: np.ndarray, ys: np.ndarray) -> tuple[float, np.ndarray]:
-        pred = xs @ weight.T + (bias if bias is not None else 0)  # (N, in) -> (N, out)
-        with torch.no_grad():
-            value = crit(torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(ys)).item()
-        return float(value), pred
-
-    lstsq = r2 = None
-    if spec.loss == "mse" and spec.model.kind == "linear":
+    squared = spec.resolved_loss() == "mse"
+    if squared and kind.name == "linear":
+        stats = run.stats if norm is None else None
         if stats is None:
             stats = closed_form.sufficient_stats(x_train, y_train, spec.model.bias)
-        lstsq = stats.loss_ls
-    if stats is not None and engine == "closed_form":
+        res.lstsq_loss = stats.loss_ls
+    if run.stats is not None and norm is None and kind.name == "linear":
         # the rows need not be read again: squared loss and R^2 follow from the statistics
         theta = weight.T.astype(np.float64)
         if bias is not None:
             theta = np.vstack([theta, bias.astype(np.float64)[None, :]])
-        train_loss, r2 = stats.mse(theta), stats.r2(theta)
-        val_loss = val_stats.mse(theta) if val_stats is not None else None
-    else:
-        train_loss, pred = loss_on(x_train, y_train)
-        r2 = r2_score(pred, y_train)
-        val_loss = loss_on(x_val, y_val)[0] if x_val is not None and y_val is not None else None
-    return FitResult(
-        weight=weight,
-        bias=bias,
-        epochs=epochs_logged,
-        loss=losses,
-        val_loss=val_losses,
-        train_loss=train_loss,
-        final_val_loss=val_loss,
-        r2=r2,
-        lstsq_loss=lstsq,
-        engine=engine,
-        device=device,
-    )
+        res.train_loss, res.r2 = run.stats.mse(theta), run.stats.r2(theta)
+        res.final_val_loss = run.val_stats.mse(theta) if run.val_stats is not None else None
+        return res
 
-
-class _Logger:
-    """Collects the chunks of losses that leave the device and checks them."""
-
-    def __init__(self, spec: TrainingSpec) -> None:
-        self.every = spec.log_every
-        self.total = spec.epochs
-        self.epochs: list[np.ndarray] = []
-        self.loss: list[np.ndarray] = []
-        self.val: list[np.ndarray] = []
-
-    def add(self, start: int, loss: np.ndarray, val: np.ndarray | None) -> None:
-        """``loss[i]`` is epoch ``start + i + 1``'s (1-based)."""
-        bad = ~np.isfinite(loss)
-        if bad.any():
-            first = int(np.argmax(bad))
-            self._keep(start, loss[:first], None if val is None else val[:first])
-            epoch = start + first + 1
-            raise Diverged(
-                f"the training loss became {loss[first]} at epoch {epoch}",
-                epoch=epoch,
-                hint=DIVERGED_HINT,
-            )
-        self._keep(start, loss, val)
-
-    def _keep(self, start: int, loss: np.ndarray, val: np.ndarray | None) -> None:
-        numbers = np.arange(start + 1, start + 1 + len(loss), dtype=np.int32)
-        keep = (numbers % self.every == 0) | (numbers == self.total)
-        self.epochs.append(numbers[keep])
-        self.loss.append(loss[keep].astype(np.float32))
-        if val is not None:
-            self.val.append(val[keep].astype(np.float32))
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        cat = np.concatenate
-        epochs = cat(self.epochs) if self.epochs else np.zeros(0, np.int32)
-        loss = cat(self.loss) if self.loss else np.zeros(0, np.float32)
-        val = cat(self.val) if self.val else None
-        return epochs, loss, val
-
-
-EpochFn = Callable[[], torch.Tensor]
-
-
-def _loop(
-    spec: TrainingSpec,
-    model: nn.Module,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    device: str,
-    seed: int,
-    on_progress: ProgressFn | None,
-    should_stop: StopFn | None,
-    *,
-    fused: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The epoch loop on the device: the plain autograd step, or (``fused``) the same SGD
-    step on squared loss with the gradient written out, which skips autograd's bookkeeping."""
-    dev = torch.device(device)
-    model.to(dev)
-    xt = torch.as_tensor(x_train, device=dev)
-    yt = torch.as_tensor(y_train, device=dev)
-    xv = torch.as_tensor(x_val, device=dev) if x_val is not None else None
-    yv = torch.as_tensor(y_val, device=dev) if y_val is not None else None
-    crit = make_loss(spec)
-    n = xt.shape[0]
-    batch = spec.batch_size if spec.batch_size and spec.batch_size < n else None
-    gen = torch.Generator(device=dev).manual_seed(seed) if batch else None
-    step = _FusedSGD(spec, model) if fused else _AutogradStep(spec, model, crit)
-
-    def epoch() -> torch.Tensor:
-        if batch is None:
-            return step(xt, yt)  # (N, in) -> (N, out) -> scalar
-        perm = torch.randperm(n, generator=gen, device=dev)
-        total = torch.zeros((), device=dev)
-        if not fused:  # the plain path indexes as a hand-written loop does
-            for s in range(0, n, batch):
-                idx = perm[s : s + batch]
-                total += step(xt[idx], yt[idx]) * idx.shape[0]
-            return total / n
-        # the same batches, gathered many at a time with index_select (several times faster
-        # than advanced indexing on the CPU), then sliced as views; a few MB held at a time
-        span = batch * max(1, _GATHER_ROWS // batch)
-        for g in range(0, n, span):
-            idx = perm[g : g + span]
-            xs, ys = torch.index_select(xt, 0, idx), torch.index_select(yt, 0, idx)
-            for s in range(0, idx.shape[0], batch):
-                xb = xs[s : s + batch]
-                total += step(xb, ys[s : s + batch]) * xb.shape[0]
-        return total / n
-
-    def val() -> torch.Tensor | None:
-        if xv is None:
-            return None
+    def loss_on(xs: np.ndarray, ys: np.ndarray) -> tuple[float, np.ndarray]:
+        pred = predict(xs)
         with torch.no_grad():
-            return crit(model(xv), yv)  # the same weights as this epoch's training loss
+            value = crit(torch.from_numpy(pred), torch.from_numpy(np.asarray(ys))).item()
+        return float(value), pred
 
-    logger = _Logger(spec)
-    try:
-        _run_chunks(spec, epoch, val, dev, logger, on_progress, should_stop)
-    except TrainingError as e:  # keep what was learnt before the end, for the job's history
-        e.extra["history"] = logger.arrays()
-        raise
-    return logger.arrays()
-
-
-class _AutogradStep:
-    """The seed program's step: forward, loss, zero_grad, backward, step."""
-
-    def __init__(self, spec: TrainingSpec, model: nn.Module, crit: nn.Module) -> None:
-        self.model, self.crit = model, crit
-        self.opt = make_optimizer(spec, list(model.parameters()))
-
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        loss = self.crit(self.model(xb), yb)
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return loss.detach()
+    res.train_loss, pred = loss_on(x_train, y_train)
+    res.r2 = r2_score(pred, y_train)
+    if x_val is not None and y_val is not None:
+        res.final_val_loss = loss_on(x_val, y_val)[0]
+    return res
 
 
-class _FusedSGD:
-    """torch.optim.SGD's update on mean squared loss, with the gradient in closed form: for
-    ``r = x W^T + b - y`` over m rows and k targets, dW = 2 r^T x / (m k), db = 2 sum(r) / (m k).
-    Weight decay, momentum (first step b = g), dampening and Nesterov follow PyTorch's order."""
+class _Serving:
+    """What predict computes: standardize, forward, undo the target's scaling (float32)."""
 
-    def __init__(self, spec: TrainingSpec, model: nn.Module) -> None:
-        opt = spec.optimizer
-        assert isinstance(opt, SGDSpec)
-        self.opt = opt
-        self.params = [p for p in (model.linear.weight, model.linear.bias) if p is not None]
-        self.bufs: list[torch.Tensor | None] = [None] * len(self.params)
+    def __init__(self, model: nn.Module, norm: dict[str, Any] | None) -> None:
+        self.model, self.norm = model, norm
 
-    @torch.no_grad()
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        w = self.params[0]
-        b = self.params[1] if len(self.params) > 1 else None
-        r = torch.addmm(b, xb, w.T) if b is not None else xb @ w.T  # (m, k)
-        r -= yb
-        loss = (r * r).mean()
-        r *= 2.0 / r.numel()
-        grads = [r.T @ xb] + ([r.sum(0)] if b is not None else [])
-        o = self.opt
-        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
-            if o.weight_decay:
-                g = g.add(p, alpha=o.weight_decay)
-            if o.momentum:
-                buf = self.bufs[i]
-                if buf is None:
-                    buf = self.bufs[i] = g.clone()
-                else:
-                    buf.mul_(o.momentum).add_(g, alpha=1 - o.dampening)
-                g = g.add(buf, alpha=o.momentum) if o.nesterov else buf
-            p.add_(g, alpha=-o.lr)
-        return loss
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = self.norm
+        if n is not None:
+            x = ((x - np.asarray(n["x_mean"])) / np.asarray(n["x_std"])).astype(np.float32)
+        out = _forward(self.model, x, transformed=False)
+        if n is not None and n["y_mean"] is not None:
+            out = (out * np.asarray(n["y_std"]) + np.asarray(n["y_mean"])).astype(np.float32)
+        return out
 
 
-def _run_chunks(
-    spec: TrainingSpec,
-    epoch: EpochFn,
-    val: Callable[[], torch.Tensor | None],
-    dev: torch.device,
-    logger: _Logger,
-    on_progress: ProgressFn | None,
-    should_stop: StopFn | None,
-) -> None:
-    """Epochs in chunks of about ``_CHUNK_SECONDS``: the losses stay on the device and leave
-    it once per chunk, where progress is reported and cancellation checked."""
-    done = 0
-    chunk = 16
-    with_val = val() is not None
-    while done < spec.epochs:
-        size = min(chunk, spec.epochs - done)
-        loss_buf = torch.empty(size, device=dev)
-        val_buf = torch.empty(size, device=dev) if with_val else None
-        t0 = time.perf_counter()
-        for i in range(size):
-            if val_buf is not None:
-                val_buf[i] = val()
-            loss_buf[i] = epoch()
-        host_loss = loss_buf.cpu().numpy()  # the one sync of this chunk
-        host_val = val_buf.cpu().numpy() if val_buf is not None else None
-        logger.add(done, host_loss, host_val)
-        done += size
-        if on_progress is not None:
-            on_progress(
-                done, float(host_loss[-1]), None if host_val is None else float(host_val[-1])
-            )
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled at epoch {done}", epoch=done)
-        elapsed = time.perf_counter() - t0
-        chunk = max(1, min(8192, int(size * _CHUNK_SECONDS / max(elapsed, 1e-6))))
+def _classify_metrics(logits: np.ndarray, y: np.ndarray, classes: int | None
+                      ) -> tuple[float, float]:
+    """(log loss, accuracy) of logits against the rows' class indices, in float64."""
+    labels, _ = class_indices(y, classes)
+    z = torch.from_numpy(logits.astype(np.float64))
+    logp = (torch.nn.functional.logsigmoid(torch.cat([-z, z], 1)) if z.shape[1] == 1
+            else torch.log_softmax(z, 1))
+    nll = -logp[torch.arange(len(labels)), torch.from_numpy(labels)]
+    accuracy = float((logp.argmax(1).numpy() == labels).mean()) if len(labels) else 0.0
+    return float(nll.mean()), accuracy
+
+
+def _reported_linear(kind: ModelKind, state: dict[str, np.ndarray],
+                     norm: dict[str, Any] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The linear layer as ModelPublic reports it: linear and logistic models in the inputs'
+    original units, ``y = x W_o^T + b_o``; polynomial ones as trained; none for an mlp."""
+    if not kind.linear_head:
+        return None, None
+    w = state["linear.weight"].astype(np.float64)  # (out, in)
+    b = state.get("linear.bias")
+    b = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+    if norm is None or kind.transforms_inputs:
+        return state["linear.weight"], state.get("linear.bias")
+    # x' = (x - mx) / sx, y = sy (W x' + b) + my  =>  W_o = sy W / sx, b_o = sy (b - W mx/sx) + my
+    mx, sx = np.asarray(norm["x_mean"]), np.asarray(norm["x_std"])
+    w_o = w / sx
+    b_o = b - w @ (mx / sx)
+    if norm["y_mean"] is not None:
+        sy, my = np.asarray(norm["y_std"]), np.asarray(norm["y_mean"])
+        w_o, b_o = sy[:, None] * w_o, sy * b_o + my
+    return w_o.astype(np.float32), b_o.astype(np.float32)
+
+
+def r2_score(pred: np.ndarray, y: np.ndarray) -> float | None:
+    """Mean over targets of 1 - SS_res / SS_tot (None when a target is constant)."""
+    pred = pred.astype(np.float64)
+    y = y.astype(np.float64)
+    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    if (ss_tot == 0).any():
+        return None
+    ss_res = ((y - pred) ** 2).sum(axis=0)
+    return float(np.mean(1 - ss_res / ss_tot))

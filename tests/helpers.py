@@ -77,3 +77,16 @@ def finished_job(http: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
         return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
     return wait_for(check, timeout=timeout)
+
+
+def linear_model(weight: Any, bias: Any) -> Any:
+    """A served linear model with these weights, as the predictor holds one."""
+    from service.predictor import LoadedModel
+
+    w = np.asarray(weight, np.float32)
+    return LoadedModel(
+        id="mdl_000000000000000000000000", tenant="default", name=None, version=None,
+        kind="linear", in_features=w.shape[1], out_features=w.shape[0],
+        state={"linear.weight": w}, weight_t=np.ascontiguousarray(w.T),
+        bias=None if bias is None else np.asarray(bias, np.float32),
+    )

@@ -84,6 +84,9 @@ _STATUS_TYPES = {
 }
 
 
+_UNIONS = ("optimizer", "model", "scheduler")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str, str | None]:
     errs = exc.errors()
     first = errs[0] if errs else {"msg": "invalid request", "loc": ()}
@@ -94,7 +97,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str, str
     if raw and raw[0] in ("body", "query", "path", "header"):
         raw = raw[1:]
     # a discriminated union puts its tag in the path (optimizer.sgd.lr): drop it
-    loc = [p for i, p in enumerate(raw) if not (i > 0 and raw[i - 1] == "optimizer")]
+    loc = [p for i, p in enumerate(raw) if not (i > 0 and raw[i - 1] in _UNIONS)]
+    tag = (first.get("ctx") or {}).get("discriminator")
+    if first.get("type") in ("union_tag_invalid", "union_tag_not_found") and tag:
+        loc.append(str(tag).strip("'"))  # the field at fault is the tag: model.kind
     field = ".".join(loc) if loc else None
     msg = str(first.get("msg", "invalid value"))
     if first.get("type") == "missing" and field:

@@ -6,21 +6,23 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import Callable
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.http import JSONBytes, errors, require_json
 from service.api.views import job_history, job_public
-from service.arrays import as_matrix, check_xy
+from service.arrays import as_matrix, check_xy, class_indices
 from service.config import Settings
 from service.datasets import store_dataset
 from service.deps import MetaDep, ServicesDep, TenantDep
-from service.errors import DeviceUnavailable, InvalidInput
+from service.errors import Conflict, DeviceUnavailable, InvalidInput, NotFound
 from service.idempotency import Replay, idempotent
-from service.limits import check_active, check_budget, check_table
-from service.schemas import JobCreate, JobHistory, JobPublic, JobsPublic
+from service.limits import check_active, check_budget, check_model, check_table
+from service.schemas import JobCreate, JobHistory, JobPublic, JobsPublic, JobTrace, TrainingSpec
 from service.services import Services
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import FINISHED, ActiveJobsExceeded, MetadataStore
@@ -91,12 +93,15 @@ def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts:
     if body.dataset_id is not None:
         dataset = meta.get_dataset(body.dataset_id, tenant)
         check_rows(dataset.rows)
+        spec = _check_kind(spec, settings, dataset.rows, dataset.features, dataset.targets,
+                           lambda: artifacts.get_dataset(dataset.sha256)[1])
     else:
         x = as_matrix(body.x, "x")
         y = as_matrix(body.y, "y")
         check_xy(x, y)
         check_table(settings, x.shape[0], x.shape[1], y.shape[1])
         check_rows(x.shape[0])  # before anything is stored: a refused job leaves nothing
+        spec = _check_kind(spec, settings, x.shape[0], x.shape[1], y.shape[1], lambda: y)
         dataset, _ = store_dataset(
             meta, artifacts, x, y,
             {"name": None, "feature_names": [f"x{i}" for i in range(x.shape[1])],
@@ -118,6 +123,33 @@ def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts:
         raise
     services.job_submitted(job.id, job.device)
     return job
+
+
+def _check_kind(spec: TrainingSpec, settings: Settings, rows: int, features: int, targets: int,
+                targets_of: Callable[[], np.ndarray]) -> TrainingSpec:
+    """What the model kind and options need of the data and the settings; a classifier's
+    classes and loss are read from its targets here, so the stored job names them."""
+    out = targets
+    if spec.model.kind == "logistic":
+        try:
+            _, classes = class_indices(np.asarray(targets_of()), spec.model.classes)
+        except ValueError as e:
+            raise InvalidInput(f"the targets do not fit a classifier: {e}", field="y") from None
+        loss = spec.loss or ("bce" if classes == 2 else "cross_entropy")
+        if loss == "bce" and classes != 2:
+            raise InvalidInput(f"bce trains two classes; the targets have {classes}: use "
+                               "cross_entropy", field="loss")
+        model = spec.model.model_copy(update={"classes": classes})
+        spec = spec.model_copy(update={"model": model, "loss": loss})
+        out = 1 if loss == "bce" else classes
+    check_model(settings, spec, features, out)
+    train_rows = rows - (max(1, round(rows * spec.validation_fraction))
+                         if spec.validation_fraction > 0 else 0)
+    if spec.trace_epochs and spec.batch_size is not None and spec.batch_size < train_rows:
+        raise InvalidInput("trace_epochs records one full-batch step per epoch; leave "
+                           f"batch_size unset (or >= the {train_rows} training rows)",
+                           field="trace_epochs")
+    return spec
 
 
 @router.get("", response_model=JobsPublic)
@@ -189,6 +221,21 @@ def cancel_job(
     if row.status in FINISHED:
         services.waiters.finished(job_id)
     return job_public(row)
+
+
+@router.get("/{job_id}/trace", response_model=JobTrace, responses=errors(404, 409))
+def get_trace(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Forward output, loss, each parameter before its step, its gradient and after, for
+    the first `trace_epochs` epochs; and the autograd chain from the loss to each parameter."""
+    job = services.meta.get_job(job_id, tenant)
+    if not (job.spec or {}).get("trace_epochs"):
+        raise NotFound(f"job {job_id!r} was submitted without trace_epochs; it has no trace")
+    blob = services.artifacts.read_trace(job.id)
+    if blob is None:
+        if job.status in FINISHED:
+            raise NotFound(f"job {job_id!r} ended ({job.status}) before its first traced step")
+        raise Conflict(f"job {job_id!r} is {job.status}; its trace is stored when it ends")
+    return Response(blob, media_type="application/json")
 
 
 @router.get("/{job_id}/history", response_model=JobHistory, responses=errors(404))

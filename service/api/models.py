@@ -12,6 +12,7 @@ from service.api.http import errors, json_body_doc
 from service.api.predict import predict_response
 from service.api.views import model_public
 from service.deps import MetaDep, PredictorDep, TenantDep
+from service.errors import ModelUnavailable
 from service.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -32,9 +33,17 @@ def list_models(
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(404))
-def get_model(model_id: str, meta: MetaDep, tenant: TenantDep) -> ModelPublic:
-    """Weight, bias, metrics, hyperparameters and lineage of a model."""
-    return model_public(meta.get_model(model_id, tenant))
+async def get_model(
+    model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep
+) -> ModelPublic:
+    """Weight, bias, every parameter by name, metrics, hyperparameters and lineage."""
+    row = await run_in_threadpool(meta.get_model, model_id, tenant)
+    try:  # the verified checkpoint: the parameters as predict serves them
+        model = predictor.cached(row.id, tenant) or await run_in_threadpool(
+            predictor.load, row.id, tenant)
+    except ModelUnavailable as e:  # the record stays readable; it says what is wrong
+        return model_public(row, checkpoint_error=e.message)
+    return model_public(row, {k: v.tolist() for k, v in model.state.items()})
 
 
 @router.get(

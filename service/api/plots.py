@@ -7,7 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from service.api.http import errors
-from service.deps import ArtifactsDep, MetaDep, TenantDep, require
+from service.deps import ArtifactsDep, MetaDep, PredictorDep, TenantDep, require
+from service.predictor import Predictor
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 
@@ -19,11 +20,11 @@ _PNG = {200: {"content": {"image/png": {}}, "description": "A PNG image"}}
 # first plot, so neither the server's start nor the event loop pays for it
 
 
-def _model_png(meta: MetadataStore, artifacts: ArtifactStore, model_id: str, tenant: str
-               ) -> bytes:
+def _model_png(meta: MetadataStore, artifacts: ArtifactStore, predictor: Predictor,
+               model_id: str, tenant: str) -> bytes:
     from service.plots import model_plot_png
 
-    return model_plot_png(meta, artifacts, model_id, tenant)
+    return model_plot_png(meta, artifacts, predictor, model_id, tenant)
 
 
 def _loss_png(meta: MetadataStore, job_id: str, tenant: str) -> bytes:
@@ -33,12 +34,13 @@ def _loss_png(meta: MetadataStore, job_id: str, tenant: str) -> bytes:
 
 
 @router.get("/v1/models/{model_id}/plot.png", tags=["models"], response_class=Response,
-            responses={**_PNG, **errors(404, 409)})
+            responses={**_PNG, **errors(404, 409, 503)})
 async def model_plot(
-    model_id: str, meta: MetaDep, artifacts: ArtifactsDep, tenant: TenantDep
+    model_id: str, meta: MetaDep, artifacts: ArtifactsDep, predictor: PredictorDep,
+    tenant: TenantDep,
 ) -> Response:
-    """The data and the fitted line (one feature), or predicted against actual (more)."""
-    body = await run_in_threadpool(_model_png, meta, artifacts, model_id, tenant)
+    """The data and the fitted line or curve (one feature), or predicted against actual."""
+    body = await run_in_threadpool(_model_png, meta, artifacts, predictor, model_id, tenant)
     return Response(body, media_type="image/png")
 
 

@@ -55,9 +55,14 @@ async def predict_result(
     model = predictor.cached(ref, tenant)
     if model is None:  # first use: resolve and load off the event loop
         model = await run_in_threadpool(predictor.load, ref, tenant)
-    y = model.predict(x)
-    predictor.rows_predicted += len(y)  # the /metrics counter; one int add per request
-    return {"model_id": model.id, "model_name": model.name, "version": model.version, "y": y}
+    p = model.infer(x)
+    predictor.rows_predicted += len(p.y)  # the /metrics counter; one int add per request
+    result = {"model_id": model.id, "model_name": model.name, "version": model.version,
+              "y": p.y}
+    if p.labels is not None:
+        result["labels"] = p.labels
+        result["probabilities"] = p.probabilities
+    return result
 
 
 async def predict_response(

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from models.registry import get_kind
+from models.terms import term_names
 from service.schemas import (
     ColumnStats,
     DatasetPublic,
@@ -14,6 +16,7 @@ from service.schemas import (
     JobPublic,
     ModelMetrics,
     ModelPublic,
+    Normalization,
     TrainingSpec,
 )
 from service.store.tables import DatasetRow, JobRow, ModelRow
@@ -59,6 +62,7 @@ def job_public(row: JobRow, waiting_reason: str | None = None) -> JobPublic:
         started_at=row.started_at,
         finished_at=row.finished_at,
         waiting_reason=waiting_reason,
+        stopped_early=row.stopped_early,
     )
 
 
@@ -78,16 +82,29 @@ def job_history(row: JobRow) -> dict[str, Any]:
 
 
 
-def model_public(row: ModelRow) -> ModelPublic:
+def model_public(row: ModelRow, parameters: dict[str, Any] | None = None,
+                 checkpoint_error: str | None = None) -> ModelPublic:
+    kind = get_kind(row.kind)
+    classifier = kind.task == "classification"
+    config = row.config or {}
+    terms = None
+    if kind.transforms_inputs and "degree" in config:
+        terms = term_names(row.feature_names, config["degree"], config.get("interactions", False))
     return ModelPublic(
         id=row.id,
         name=row.name,
         version=row.version,
         kind=row.kind,
+        task=kind.task,
         in_features=row.in_features,
         out_features=row.out_features,
+        classes=config.get("classes") if classifier else None,
         weight=row.weight,
         bias=row.bias,
+        terms=terms,
+        normalization=Normalization(**row.normalization) if row.normalization else None,
+        parameters=parameters,
+        checkpoint_error=checkpoint_error,
         feature_names=row.feature_names,
         target_names=row.target_names,
         metrics=ModelMetrics(**row.metrics),

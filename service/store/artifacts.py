@@ -60,6 +60,12 @@ def _checkpoint_key(model_id: str) -> str:
     return f"checkpoints/{model_id}.safetensors"
 
 
+def _trace_key(job_id: str) -> str:
+    if not _ID_RE.match(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return f"traces/{job_id}.json"
+
+
 _DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4", "I64": "<i8"}
 
 
@@ -168,6 +174,18 @@ class ArtifactStore:
     def read_checkpoint(self, model_id: str) -> bytes:
         return self.checkpoint_path(model_id).read_bytes()
 
+    # traces (JSON written by the worker, read back as bytes; never evaluated) ---------
+
+    def put_trace(self, job_id: str, blob: bytes) -> None:
+        write_atomic(self.root / _trace_key(job_id), blob)
+
+    def read_trace(self, job_id: str) -> bytes | None:
+        """The trace's bytes, or None when the job wrote none."""
+        try:
+            return (self.root / _trace_key(job_id)).read_bytes()
+        except FileNotFoundError:
+            return None
+
 
 class ObjectArtifactStore(ArtifactStore):
     """The same layout as objects under ``root`` ("bucket/prefix") of an fsspec filesystem;
@@ -243,6 +261,15 @@ class ObjectArtifactStore(ArtifactStore):
 
     def delete_checkpoint(self, model_id: str) -> None:
         self._delete(_checkpoint_key(model_id))
+
+    def put_trace(self, job_id: str, blob: bytes) -> None:
+        self._put(_trace_key(job_id), blob)
+
+    def read_trace(self, job_id: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self._key(_trace_key(job_id))))
+        except FileNotFoundError:
+            return None
 
     def _delete(self, rel: str) -> None:
         try:

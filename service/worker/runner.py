@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import Cancelled, NotFound, TrainingError
 from service.schemas import TrainingSpec
@@ -35,26 +36,31 @@ def checkpoint_payload(
     job: JobRow, spec: TrainingSpec, result: FitResult, feature_names: list[str],
     target_names: list[str], dataset_sha: str,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Tensors named as the module's state_dict, and the config beside them as metadata."""
-    config = {
-        "in_features": int(result.weight.shape[1]),
-        "out_features": int(result.weight.shape[0]),
-        "bias": result.bias is not None,
-    }
-    tensors = {"linear.weight": np.ascontiguousarray(result.weight, dtype=np.float32)}
-    if result.bias is not None:
-        tensors["linear.bias"] = np.ascontiguousarray(result.bias, dtype=np.float32)
+    """The module's state_dict as tensors; its kind, config and the standardization
+    statistics beside them as string metadata, so loading is ``Model(Config(**config))``."""
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in result.state.items()}
     metadata = {
         "format": CHECKPOINT_FORMAT,
-        "kind": spec.model.kind,
-        "config": json.dumps(config),
+        "kind": result.kind,
+        "config": json.dumps(result.config),
         "feature_names": json.dumps(feature_names),
         "target_names": json.dumps(target_names),
-        "normalization": "null",
+        "normalization": json.dumps(result.normalization),
         "job_id": job.id,
         "dataset_sha256": dataset_sha,
     }
     return tensors, metadata
+
+
+def _store_trace(artifacts: ArtifactStore, job_id: str, trace: dict[str, Any] | None,
+                 standardized: bool) -> None:
+    if trace is None:
+        return
+    try:
+        artifacts.put_trace(job_id, orjson.dumps(
+            {"job_id": job_id, "standardized": standardized, **trace}))
+    except OSError:  # the job's outcome stands without its trace
+        log.exception("job %s: could not write its trace", job_id)
 
 
 class _Reporter:
@@ -98,12 +104,14 @@ def run_job(
         x, y = artifacts.get_dataset(dataset.sha256)
         result = fit(spec, x, y, job.device, reporter.progress, reporter.should_stop)
     except Cancelled as e:
+        _store_trace(artifacts, job.id, e.extra.get("trace"), spec.standardize)
         return _end(meta, job, worker, "cancelled", e, notify)
     except NotFound:  # the dataset was deleted after the job was queued
         err = TrainingError("the job's dataset was deleted before the job ran")
         err.type = "dataset_missing"  # type: ignore[misc]
         return _end(meta, job, worker, "failed", err, notify)
     except TrainingError as e:
+        _store_trace(artifacts, job.id, e.extra.get("trace"), spec.standardize)
         return _end(meta, job, worker, "failed", e, notify)
     except OSError as e:  # the data file gone or unreadable: said without its path
         log.exception("job %s could not read its data", job.id)
@@ -118,6 +126,7 @@ def run_job(
                             "the worker log has the details")
         return _end(meta, job, worker, "failed", err, notify)
 
+    _store_trace(artifacts, job.id, result.trace, spec.standardize)
     model_id = new_id("mdl")
     tensors, metadata = checkpoint_payload(
         job, spec, result, dataset.feature_names, dataset.target_names, dataset.sha256
@@ -137,10 +146,11 @@ def run_job(
         "dataset_id": job.dataset_id,
         "kind": spec.model.kind,
         "config": json.loads(metadata["config"]),
-        "in_features": int(result.weight.shape[1]),
-        "out_features": int(result.weight.shape[0]),
-        "weight": result.weight.astype(float).tolist(),
+        "in_features": int(result.config["in_features"]),
+        "out_features": int(result.config["out_features"]),
+        "weight": None if result.weight is None else result.weight.astype(float).tolist(),
         "bias": None if result.bias is None else result.bias.astype(float).tolist(),
+        "normalization": result.normalization,
         "feature_names": dataset.feature_names,
         "target_names": dataset.target_names,
         "metrics": {
@@ -148,6 +158,9 @@ def run_job(
             "val_loss": result.final_val_loss,
             "r2": result.r2,
             "lstsq_loss": result.lstsq_loss,
+            "accuracy": result.accuracy,
+            "val_accuracy": result.val_accuracy,
+            "log_loss": result.log_loss,
         },
         "spec": job.spec,
         "device": result.device,
@@ -158,7 +171,8 @@ def run_job(
         **_history_values(result.epochs, result.loss, result.val_loss),
         "device_used": result.device,
         "engine_used": result.engine,
-        "progress_epoch": spec.epochs,
+        "progress_epoch": int(result.epochs[-1]) if len(result.epochs) else spec.epochs,
+        "stopped_early": result.stopped,
         "progress_loss": float(result.loss[-1]) if len(result.loss) else None,
         "progress_val_loss": (
             float(result.val_loss[-1]) if result.val_loss is not None and len(result.val_loss)

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import LinearConfig, LinearModel, build_model, get_kind, kinds
+from models import build_model, get_kind, kinds
+from models.linear import LinearConfig, LinearModel
 
 
 def test_linear_init_matches_seeded_nn_linear():

@@ -78,7 +78,10 @@ def test_a_changed_checkpoint_is_refused_after_a_restart(
                 assert str(again.data_dir) not in err["message"], err
         r = http.get(f"/v1/models/{mid}/checkpoint")  # nor is the changed file handed out
         assert r.status_code == 503 and "checksum" in r.json()["error"]["message"], r.text
-        assert http.get(f"/v1/models/{mid}").status_code == 200  # the record stays readable
+        record = http.get(f"/v1/models/{mid}")  # the record stays readable, without the
+        assert record.status_code == 200, record.text  # parameters, saying why
+        assert record.json()["parameters"] is None
+        assert "checksum" in record.json()["checkpoint_error"]
 
     untouched = http.post(f"/v1/models/{models['untouched']}/predict", json={"x": X})
     assert untouched.status_code == 200 and untouched.json()["y"] == before["untouched"]

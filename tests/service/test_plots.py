@@ -10,12 +10,12 @@ from matplotlib.colors import to_rgba
 from PIL import Image
 
 from service.plots import MAX_POINTS, _subsample, fit_figure, loss_figure, png
-from tests.helpers import make_linear_data, seed_arrays
+from tests.helpers import linear_model, make_linear_data, seed_arrays
 
 
 def test_one_feature_draws_the_data_in_red_and_the_fitted_line():
     x, y = seed_arrays()
-    fig = fit_figure(x, y, np.array([[0.26]]), np.array([0.75]), ["x"], ["y"], "seed v1")
+    fig = fit_figure(x, y, linear_model([[0.26]], [0.75]), ["x"], ["y"], "seed v1")
     ax = fig.axes[0]
     data, line = ax.lines
     assert data.get_linestyle() == "None" and data.get_marker() == "o"
@@ -25,6 +25,7 @@ def test_one_feature_draws_the_data_in_red_and_the_fitted_line():
     lx, ly = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
     assert (lx.min(), lx.max()) == pytest.approx((x.min(), x.max()))
     np.testing.assert_allclose(ly, 0.26 * lx + 0.75, rtol=1e-6)
+    assert "0.26 x + 0.75" in line.get_label()
     assert "0.26" in line.get_label() and "0.75" in line.get_label()
     assert ax.get_title() == "seed v1" and ax.get_xlabel() == "x" and ax.get_ylabel() == "y"
 
@@ -32,7 +33,7 @@ def test_one_feature_draws_the_data_in_red_and_the_fitted_line():
 def test_more_features_draw_predicted_against_actual():
     w, b = np.array([[1.0, -2.0, 0.5], [0.3, 0.0, 1.0]]), np.array([0.1, -0.2])
     x, y = make_linear_data(50, w, b, noise=0.1, seed=1)
-    fig = fit_figure(x, y, w, b, ["a", "b", "c"], ["u", "v"], "m")
+    fig = fit_figure(x, y, linear_model(w, b), ["a", "b", "c"], ["u", "v"], "m")
     ax = fig.axes[0]
     *series, diagonal = ax.lines
     assert [s.get_label() for s in series] == ["u", "v"]
@@ -47,7 +48,7 @@ def test_more_features_draw_predicted_against_actual():
 
 def test_a_model_without_bias_draws_a_line_through_the_origin():
     x, y = seed_arrays()
-    fig = fit_figure(x, y, np.array([[0.4]]), None, ["x"], ["y"], "t")
+    fig = fit_figure(x, y, linear_model([[0.4]], None), ["x"], ["y"], "t")
     line = fig.axes[0].lines[1]
     np.testing.assert_allclose(line.get_ydata(), 0.4 * np.asarray(line.get_xdata()))
 
@@ -88,7 +89,7 @@ def test_long_series_are_subsampled_keeping_both_ends():
 
 def test_png_renders_an_image_with_the_red_points():
     x, y = seed_arrays()
-    body = png(fit_figure(x, y, np.array([[0.26]]), np.array([0.75]), ["x"], ["y"], "t"))
+    body = png(fit_figure(x, y, linear_model([[0.26]], [0.75]), ["x"], ["y"], "t"))
     assert body[:8] == b"\x89PNG\r\n\x1a\n"
     image = Image.open(io.BytesIO(body)).convert("RGB")
     assert image.size == (640, 480)

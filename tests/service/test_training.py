@@ -223,9 +223,9 @@ def test_an_unstable_learning_rate_falls_back_to_the_loop_and_diverges_there():
 def test_fused_minibatch_sgd_matches_the_autograd_loop(spec, monkeypatch):
     w = np.array([[1.0, -2.0, 0.5, 3.0, 0.0], [0.0, 1.0, 1.0, -1.0, 2.0]])
     x, y = make_linear_data(300, w, np.array([0.5, -1.0]), noise=0.3, seed=9)
-    import service.training as training
+    import service.epoch_loop as epoch_loop
 
-    monkeypatch.setattr(training, "_GATHER_ROWS", 64)  # several gathers per epoch, a tail
+    monkeypatch.setattr(epoch_loop, "_GATHER_ROWS", 64)  # several gathers per epoch, a tail
     s = TrainingSpec.model_validate({**spec, "seed": 2})
     fast = fit(s, x, y)
     plain = fit(s.model_copy(update={"engine": "autograd"}), x, y)

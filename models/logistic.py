@@ -1,0 +1,36 @@
+"""Logistic regression: a linear layer whose outputs are logits.
+
+Binary (``classes == 2``): one output, trained with BCE on the logit, ``p = sigmoid(z)``.
+Multi-class: one output per class, trained with cross-entropy, ``p = softmax(z)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.linear import LinearModel
+
+
+@dataclass(frozen=True)
+class LogisticConfig:
+    in_features: int = 1
+    out_features: int = 1  # 1 for two classes, else one logit per class
+    bias: bool = True
+    classes: int = 2
+
+
+class LogisticModel(LinearModel):
+    """Logits ``z = x @ W.T + b``; ``probabilities`` turns them into class probabilities."""
+
+    def __init__(self, config: LogisticConfig) -> None:  # type: ignore[override]
+        super().__init__(config)  # type: ignore[arg-type]
+
+    @staticmethod
+    def probabilities(logits: torch.Tensor) -> torch.Tensor:
+        """(N, 1) logits -> (N, 2) as [P(0), P(1)]; (N, C) -> (N, C) by softmax."""
+        if logits.shape[1] == 1:
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p, p], dim=1)
+        return torch.softmax(logits, dim=1)
