@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from service.client import DEFAULT_URL, Client, FitserveError
@@ -61,6 +62,13 @@ def train(
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N, mps or auto."),
     model_name: str | None = typer.Option(None, "--model-name", "--name",
                                           help="Name the model; each run adds a version."),
+    kind: str | None = typer.Option(None, help="linear, logistic, polynomial or mlp."),
+    degree: int | None = typer.Option(None, help="Polynomial degree (--kind polynomial)."),
+    hidden: str | None = typer.Option(None, help="Hidden sizes, e.g. 32,32 (--kind mlp)."),
+    loss: str | None = typer.Option(None, help="mse, l1, huber, bce or cross_entropy."),
+    standardize: bool = typer.Option(False, help="Scale inputs (and targets) to unit variance."),
+    patience: int | None = typer.Option(None, help="Early stopping after N epochs without a "
+                                        "better validation loss (needs a validation split)."),
     url: str = URL,
     api_key: str | None = API_KEY,
 ) -> None:
@@ -77,8 +85,17 @@ def train(
     spec = {k: v for k, v in {
         "epochs": epochs, "lr": lr, "optimizer": optimizer, "batch_size": batch_size,
         "seed": seed, "validation_fraction": validation_fraction, "device": device,
-        "model_name": model_name,
+        "model_name": model_name, "loss": loss,
+        "early_stopping": {"patience": patience} if patience is not None else None,
+        "standardize": standardize or None,
     }.items() if v is not None}
+    if kind is not None or degree is not None or hidden is not None:
+        model: dict[str, Any] = {"kind": kind or ("polynomial" if degree else "mlp")}
+        if degree is not None:
+            model["degree"] = degree
+        if hidden is not None:
+            model["hidden"] = [int(h) for h in hidden.split(",") if h.strip()]
+        spec["model"] = model
     with _client(url, api_key) as client:
         dataset = client.upload_csv(data, target, features=feature or None, name=data.stem)
         job = client.submit(dataset_id=dataset["id"], **spec)
@@ -101,9 +118,17 @@ def train(
         model = client.model(job["model_id"])
     label = f" ({model['name']} v{model['version']})" if model["name"] else ""
     typer.echo(f"model       {model['id']}{label}")
-    typer.echo(f"weight      {_fmt(model['weight'])}")
-    typer.echo(f"bias        {_fmt(model['bias'])}")
+    if model["weight"] is not None:
+        typer.echo(f"weight      {_fmt(model['weight'])}")
+        typer.echo(f"bias        {_fmt(model['bias'])}")
+    else:
+        sizes = {k: list(np.shape(v)) for k, v in (model.get("parameters") or {}).items()}
+        typer.echo(f"parameters  {sizes}")
     typer.echo(f"final loss  {_fmt(model['metrics']['train_loss'])}")
+    if model["metrics"].get("accuracy") is not None:
+        typer.echo(f"accuracy    {_fmt(model['metrics']['accuracy'])}")
+    if job.get("stopped_early"):
+        typer.echo(f"stopped     {job['stopped_early']['message']}")
     if model["metrics"].get("val_loss") is not None:
         typer.echo(f"val loss    {_fmt(model['metrics']['val_loss'])}")
 

@@ -192,6 +192,10 @@ class Predictor:
         module = None
         if not fast:
             module = _build_module(row, tensors)
+            order = list(module.state_dict())  # safetensors keeps no order: the module's
+        else:
+            order = sorted(tensors, key=lambda k: (k != "linear.weight", k))
+        tensors = {k: tensors[k] for k in order}
         classes = config.get("classes") if kind.task == "classification" else None
         return LoadedModel(
             id=row.id,

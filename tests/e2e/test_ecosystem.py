@@ -3,6 +3,7 @@ and the docs and dashboard pages in headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -132,6 +133,24 @@ def test_async_client_follows_a_job(server):
 
 
 # ---------------------------------------------------------------- CLI
+
+
+def test_cli_trains_other_kinds_with_options(server, tmp_path):
+    csv = tmp_path / "curve.csv"
+    xs = np.linspace(-1, 1, 30)
+    csv.write_text("x,y\n" + "".join(f"{a},{1 + 2 * a - 3 * a * a}\n" for a in xs))
+    env = {"FITSERVE_URL": server.url}
+    r = CliRunner().invoke(cli, ["train", str(csv), "--target", "y", "--kind", "polynomial",
+                                 "--degree", "2", "--epochs", "20000", "--lr", "0.3",
+                                 "--seed", "0"], env=env)
+    assert r.exit_code == 0, r.output
+    weight = next(line for line in r.stdout.splitlines() if line.startswith("weight"))
+    np.testing.assert_allclose(json.loads(weight.split(None, 1)[1]), [[2, -3]], atol=1e-3)
+    r = CliRunner().invoke(cli, ["train", str(csv), "--target", "y", "--kind", "mlp",
+                                 "--hidden", "8,8", "--optimizer", "adam", "--epochs", "50",
+                                 "--standardize", "--seed", "0"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "'layers.2.weight': [8, 8]" in r.stdout
 
 
 def test_cli_trains_predicts_and_lists(server, tmp_path):
