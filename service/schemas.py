@@ -512,7 +512,8 @@ class ModelPublic(BaseModel):
     parameters: dict[str, Any] | None = Field(
         default=None,
         description="Every tensor of the module by its state_dict name (e.g. `layers.0.weight`), "
-        "as trained (in standardized units with `standardize`); on GET /v1/models/{id} only.",
+        "as trained (in standardized units with `standardize`); on GET /v1/models/{id} only, "
+        "for models of up to 1 000 000 values (the checkpoint has them all).",
     )
     checkpoint_error: str | None = Field(
         default=None, description="Why `parameters` is missing on GET /v1/models/{id}: the "

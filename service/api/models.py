@@ -17,6 +17,9 @@ from service.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictRe
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
+INLINE_PARAMETERS = 1_000_000
+"""Most values GET /v1/models/{id} writes out as JSON; a larger model's are in its checkpoint."""
+
 
 @router.get("", response_model=ModelsPublic)
 def list_models(
@@ -34,7 +37,10 @@ def list_models(
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(404))
 async def get_model(
-    model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep
+    model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep,
+    parameters: Annotated[bool, Query(
+        description="Include every tensor by name (up to 1 000 000 values; beyond, read "
+        "the checkpoint).")] = True,
 ) -> ModelPublic:
     """Weight, bias, every parameter by name, metrics, hyperparameters and lineage."""
     row = await run_in_threadpool(meta.get_model, model_id, tenant)
@@ -43,6 +49,8 @@ async def get_model(
             predictor.load, row.id, tenant)
     except ModelUnavailable as e:  # the record stays readable; it says what is wrong
         return model_public(row, checkpoint_error=e.message)
+    if not parameters or sum(v.size for v in model.state.values()) > INLINE_PARAMETERS:
+        return model_public(row)
     return model_public(row, {k: v.tolist() for k, v in model.state.items()})
 
 

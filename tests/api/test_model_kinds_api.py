@@ -80,7 +80,8 @@ def test_polynomial_model_reports_its_terms_and_draws_a_curve(client, run_queued
     assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (640, 480)
 
 
-def test_mlp_parameters_are_readable_by_name_and_the_checkpoint_loads_them(client, run_queued):
+def test_mlp_parameters_are_readable_by_name_and_the_checkpoint_loads_them(client, run_queued,
+                                                                           monkeypatch):
     x = np.linspace(-3, 3, 40)[:, None]
     _, model = train(client, run_queued, x=x.tolist(), y=np.sin(x).tolist(),
                      model={"kind": "mlp", "hidden": [8, 4], "activation": "relu"},
@@ -101,6 +102,10 @@ def test_mlp_parameters_are_readable_by_name_and_the_checkpoint_loads_them(clien
     y = client.post(f"/v1/models/{model['id']}/predict", json={"x": [[1.0]]}).json()["y"]
     assert y[0][0] == pytest.approx(h[0, 0], rel=1e-5)
     assert client.get("/v1/models").json()["data"][0]["parameters"] is None  # lists stay light
+    light = client.get(f"/v1/models/{model['id']}", params={"parameters": False}).json()
+    assert light["parameters"] is None and light["checkpoint_error"] is None
+    monkeypatch.setattr("service.api.models.INLINE_PARAMETERS", 56)  # this one has 57
+    assert client.get(f"/v1/models/{model['id']}").json()["parameters"] is None
 
 
 def test_standardized_seed_model_shows_original_units_and_predicts_in_them(client, run_queued):
