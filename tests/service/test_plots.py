@@ -96,3 +96,35 @@ def test_png_renders_an_image_with_the_red_points():
     pixels = np.asarray(image).reshape(-1, 3).astype(int)
     red = (pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)
     assert red.sum() > 15 * 20  # 15 markers of some 40 pixels each
+
+
+def test_a_polynomial_draws_its_curve_and_a_classifier_its_probabilities():
+    import torch
+
+    from models.polynomial import PolynomialConfig, PolynomialModel
+    from service.predictor import LoadedModel
+
+    module = PolynomialModel(PolynomialConfig(degree=2))
+    with torch.no_grad():
+        module.linear.weight.copy_(torch.tensor([[2.0, -3.0]]))
+        module.linear.bias.copy_(torch.tensor([1.0]))
+    curve = LoadedModel(id="mdl_000000000000000000000001", tenant="default", name=None,
+                        version=None, kind="polynomial", in_features=1, out_features=1,
+                        state={}, weight_t=None, bias=None, module=module.eval())
+    x = np.linspace(-1, 1, 9, dtype=np.float32)[:, None]
+    line = fit_figure(x, 1 + 2 * x - 3 * x**2, curve, ["x"], ["y"], "p").axes[0].lines[1]
+    gx = np.asarray(line.get_xdata())
+    assert len(gx) > 100  # a curve, not two end points
+    np.testing.assert_allclose(line.get_ydata(), 1 + 2 * gx - 3 * gx**2, atol=1e-5)
+
+    clf = LoadedModel(id="mdl_000000000000000000000002", tenant="default", name=None,
+                      version=None, kind="logistic", in_features=1, out_features=1,
+                      state={}, weight_t=np.array([[4.0]], np.float32),
+                      bias=np.array([0.0], np.float32), classes=2)
+    labels = (x > 0).astype(np.float32)
+    ax = fit_figure(x, labels, clf, ["x"], ["y"], "c").axes[0]
+    data, p0, p1 = ax.lines
+    assert to_rgba(data.get_color()) == to_rgba("red")
+    gx = np.asarray(p1.get_xdata())
+    np.testing.assert_allclose(p1.get_ydata(), 1 / (1 + np.exp(-4 * gx)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(p0.get_ydata()) + p1.get_ydata(), 1, atol=1e-6)
