@@ -178,7 +178,9 @@ class FusedSGD:
 class _EarlyStopper:
     """Early stopping decided on the device: the best validation loss, its epoch, a copy of
     its weights and the epochs since, as tensors; once stopped, nothing more changes, so
-    the epochs a chunk runs past the stop leave the kept weights as a per-epoch check would."""
+    the epochs a chunk runs past the stop leave the kept weights as a per-epoch check would.
+    Each epoch scores the weights it starts from (as the history's val_loss does), and the
+    final weights are scored at the end."""
 
     def __init__(self, es: EarlyStoppingSpec, model: nn.Module, dev: torch.device) -> None:
         self.patience, self.min_delta = es.patience, es.min_delta
@@ -214,14 +216,17 @@ class _EarlyStopper:
         with torch.no_grad():
             for p, kept in zip(self.params, self.best_params, strict=True):
                 p.copy_(kept)
-        epoch, best = int(self.stop_epoch), int(self.best_epoch)
+        # observation k scores the weights entering epoch k: those after k - 1 epochs
+        epoch, best = int(self.stop_epoch), int(self.best_epoch) - 1
         return {"epoch": epoch, "best_epoch": best, "best_val_loss": float(self.best),
                 "message": f"the validation loss did not improve by more than "
-                           f"{self.min_delta:g} for {self.patience} epochs after epoch {best}; "
-                           f"the model keeps epoch {best}'s weights"}
+                           f"{self.min_delta:g} for {self.patience} epochs; the model keeps "
+                           f"the weights after epoch {best}"}
 
-    def keep_best(self) -> None:
-        """At the last epoch without a stop: the model still keeps the best weights."""
+    def finish(self, val: torch.Tensor) -> None:
+        """The run ended without a stop: the final weights are scored too, and the model
+        keeps the best of all."""
+        self.observe(val)
         with torch.no_grad():
             for p, kept in zip(self.params, self.best_params, strict=True):
                 p.copy_(kept)
@@ -325,7 +330,8 @@ def run_loop(
     )
     tracer = None
     if spec.trace_epochs and isinstance(step, AutogradStep):
-        tracer = step.tracer = _Tracer(model, min(spec.trace_epochs, spec.epochs), trace_rows)
+        tracer = step.tracer = _Tracer(model, min(spec.trace_epochs, spec.epochs),
+                                       min(trace_rows, n))
     sched = make_scheduler(spec, step.opt) if isinstance(step, AutogradStep) else None
     stopper = (_EarlyStopper(spec.early_stopping, model, dev)
                if spec.early_stopping is not None else None)
@@ -407,7 +413,9 @@ def run_loop(
             elapsed = time.perf_counter() - t0
             chunk = max(1, min(8192, int(size * _CHUNK_SECONDS / max(elapsed, 1e-6))))
         if stopper is not None and result.stopped is None:
-            stopper.keep_best()
+            v = val()
+            assert v is not None  # early stopping is only accepted with a validation split
+            stopper.finish(v)
     except TrainingError as e:  # keep what was learnt before the end, for the job's history
         e.extra["history"] = logger.arrays()
         if tracer is not None:

@@ -92,6 +92,9 @@ class LinearSpec(_Strict):
     bias: bool = True
 
 
+MAX_CLASSES = 10_000
+
+
 class LogisticSpec(_Strict):
     """Logistic regression. Targets are class indices (one column of 0, 1, ..., C-1) or
     one-hot rows (one column per class); two classes train one logit with `bce`, more
@@ -100,7 +103,7 @@ class LogisticSpec(_Strict):
     kind: Literal["logistic"]
     bias: bool = True
     classes: int | None = Field(
-        default=None, ge=2, le=10_000,
+        default=None, ge=2, le=MAX_CLASSES,
         description="Number of classes; read from the targets when omitted.",
     )
 
@@ -485,8 +488,11 @@ class Normalization(BaseModel):
 class EarlyStop(BaseModel):
     reason: Literal["early_stopping"] = "early_stopping"
     epoch: int = Field(description="The last epoch trained.")
-    best_epoch: int = Field(description="The epoch whose weights the model keeps.")
-    best_val_loss: float
+    best_epoch: int = Field(description="The model keeps the weights after this many epochs "
+                            "(0: the initial ones); the history's val_loss at epoch e scores "
+                            "the weights entering it, after e - 1 epochs.")
+    best_val_loss: float = Field(description="In the units trained (standardized with "
+                                 "`standardize`), as the history is.")
     message: str
 
 
@@ -497,12 +503,13 @@ class ModelPublic(BaseModel):
     kind: str
     task: Literal["regression", "classification"]
     in_features: int
-    out_features: int
+    out_features: int = Field(description="Outputs of the module: a classifier's logits (1 for "
+                              "two classes); predict's `y` is then one column of labels.")
     classes: int | None = Field(default=None, description="Classifiers: how many classes.")
     weight: Matrix | None = Field(
-        description="The `linear` layer's weight, out_features rows: for linear and logistic "
-        "models in the inputs' original units (with `standardize` too); for polynomial ones "
-        "over the expanded `terms`; null for an mlp (see `parameters`)."
+        description="The `linear` layer's weight, out_features rows, in the original units of "
+        "x and y (with `standardize` too, so `x W^T + b` is what predict serves); over the "
+        "expanded `terms` of x for a polynomial model; null for an mlp (see `parameters`)."
     )
     bias: list[float] | None = Field(description="The layer's bias, or null without bias.")
     terms: list[str] | None = Field(

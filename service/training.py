@@ -100,7 +100,13 @@ def split_rows(
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _column_stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _column_stats(a: np.ndarray, center: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation per column. Without ``center`` (a model without bias)
+    the mean is 0 and the scale the root mean square: centring would give the model the
+    intercept it was asked not to have."""
+    if not center:
+        rms = np.sqrt(np.mean(np.square(a, dtype=np.float64), axis=0))
+        return np.zeros(a.shape[1]), np.where(rms > 0, rms, 1.0)
     mean = a.mean(axis=0, dtype=np.float64)
     std = a.std(axis=0, dtype=np.float64)
     return mean, np.where(std > 0, std, 1.0)  # a constant column is centred, not scaled
@@ -158,11 +164,11 @@ def fit(
 
     norm = None
     if spec.standardize:
-        mx, sx = _column_stats(x_train)
+        mx, sx = _column_stats(x_train, spec.model.bias)
         x_train, x_val = _scale(x_train, mx, sx), _scale(x_val, mx, sx)
         norm = {"x_mean": mx.tolist(), "x_std": sx.tolist(), "y_mean": None, "y_std": None}
         if kind.task == "regression":
-            my, sy = _column_stats(y_train)
+            my, sy = _column_stats(y_train, spec.model.bias)
             y_train, y_val = _scale(y_train, my, sy), _scale(y_val, my, sy)
             norm.update(y_mean=my.tolist(), y_std=sy.tolist())
 
@@ -177,6 +183,12 @@ def fit(
             x_train = model.transform(torch.as_tensor(x_train)).numpy()
             if x_val is not None:
                 x_val = model.transform(torch.as_tensor(x_val)).numpy()
+        for part in (x_train, x_val):
+            if part is not None and not np.isfinite(part).all():
+                err = TrainingError(f"the {spec.model.kind} model's expanded inputs overflow "
+                                    "float32; standardize the inputs or lower the degree")
+                err.type = "overflow"  # type: ignore[misc]
+                raise err
 
     run = _train(spec, kind, model, x_train, y_train, x_val, y_val, device, seed,
                  on_progress, should_stop, trace_rows)
@@ -199,13 +211,14 @@ def _train(spec: TrainingSpec, kind: ModelKind, model: nn.Module, x_train: np.nd
     if closed_form.supports(spec, x_train.shape[0]) is None:
         stats_device = "cpu" if device == "mps" else device  # MPS has no float64
         bias = spec.model.bias
-        stats = closed_form.sufficient_stats(x_train, y_train, bias, stats_device)
-        val_stats = (closed_form.sufficient_stats(x_val, y_val, bias, stats_device)
-                     if x_val is not None and y_val is not None else None)
         try:
+            stats = closed_form.sufficient_stats(x_train, y_train, bias, stats_device)
+            val_stats = (closed_form.sufficient_stats(x_val, y_val, bias, stats_device)
+                         if x_val is not None and y_val is not None else None)
             loop = _closed_form(spec, model, stats, val_stats, should_stop)
             return _Run(loop, "closed_form", stats_device, stats, val_stats)
-        except closed_form.Unstable as e:
+        except (closed_form.Unstable, np.linalg.LinAlgError) as e:
+            # the loop then fails (or not) at the very epoch a plain loop would
             log.info("closed form declined (%s); running the loop", e)
     # SGD on squared loss through a linear head: the same step with the gradient written out
     fused = (
@@ -271,7 +284,7 @@ def _result(spec: TrainingSpec, kind: ModelKind, model: nn.Module, config: Any,
              for k, v in model.state_dict().items()}
     if not all(np.isfinite(v).all() for v in state.values()):
         raise Diverged("the weights are not finite after training", hint=DIVERGED_HINT)
-    weight, bias = _reported_linear(kind, state, norm)
+    weight, bias = _reported_linear(kind, state, dataclasses.asdict(config), norm)
     x_train, y_train, x_val, y_val = orig
     res = FitResult(
         kind=kind.name, config=dataclasses.asdict(config), state=state, weight=weight,
@@ -345,25 +358,64 @@ def _classify_metrics(logits: np.ndarray, y: np.ndarray, classes: int | None
     return float(nll.mean()), accuracy
 
 
-def _reported_linear(kind: ModelKind, state: dict[str, np.ndarray],
+def _reported_linear(kind: ModelKind, state: dict[str, np.ndarray], config: dict[str, Any],
                      norm: dict[str, Any] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The linear layer as ModelPublic reports it: linear and logistic models in the inputs'
-    original units, ``y = x W_o^T + b_o``; polynomial ones as trained; none for an mlp."""
+    """The linear layer as ModelPublic reports it, in the original units of x and y, so
+    that ``y = terms(x) W_o^T + b_o`` is what predict computes; none for an mlp."""
     if not kind.linear_head:
         return None, None
-    w = state["linear.weight"].astype(np.float64)  # (out, in)
+    if norm is None:
+        return state["linear.weight"], state.get("linear.bias")
+    w = state["linear.weight"].astype(np.float64)  # (out, terms)
     b = state.get("linear.bias")
     b = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
-    if norm is None or kind.transforms_inputs:
-        return state["linear.weight"], state.get("linear.bias")
-    # x' = (x - mx) / sx, y = sy (W x' + b) + my  =>  W_o = sy W / sx, b_o = sy (b - W mx/sx) + my
     mx, sx = np.asarray(norm["x_mean"]), np.asarray(norm["x_std"])
-    w_o = w / sx
-    b_o = b - w @ (mx / sx)
-    if norm["y_mean"] is not None:
+    if kind.transforms_inputs:
+        w_o, b_o = _polynomial_in_original_units(w, b, mx, sx, config)
+    else:  # x' = (x - mx) / sx:  W x' + b = (W / sx) x + (b - W mx / sx)
+        w_o, b_o = w / sx, b - w @ (mx / sx)
+    if norm["y_mean"] is not None:  # y = sy y' + my
         sy, my = np.asarray(norm["y_std"]), np.asarray(norm["y_mean"])
         w_o, b_o = sy[:, None] * w_o, sy * b_o + my
+    # without bias nothing was centred (means 0), so there is no offset to report
+    if state.get("linear.bias") is None:
+        return w_o.astype(np.float32), None
     return w_o.astype(np.float32), b_o.astype(np.float32)
+
+
+def _polynomial_in_original_units(w: np.ndarray, b: np.ndarray, mx: np.ndarray, sx: np.ndarray,
+                                  config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients over the terms of x of a layer over the same terms of z = (x - m) / s:
+    z^p = sum_q C(p, q) x^q (-m)^(p-q) / s^p, and z_i z_j = (x_i - m_i)(x_j - m_j) / (s_i s_j);
+    every power and product this yields is itself a term (or the constant)."""
+    from math import comb
+
+    degree, f = int(config["degree"]), len(mx)
+    w_o, b_o = np.zeros_like(w), b.copy()
+
+    def col(feature: int, power: int) -> int:  # feature-major, powers 1..degree
+        return feature * degree + power - 1
+
+    for i in range(f):
+        for p in range(1, degree + 1):
+            c = w[:, col(i, p)] / sx[i] ** p
+            for q in range(p + 1):
+                part = c * comb(p, q) * (-mx[i]) ** (p - q)
+                if q == 0:
+                    b_o += part
+                else:
+                    w_o[:, col(i, q)] += part
+    if config.get("interactions"):
+        k = f * degree
+        for i in range(f):
+            for j in range(i + 1, f):
+                c = w[:, k] / (sx[i] * sx[j])
+                w_o[:, k] += c
+                w_o[:, col(j, 1)] -= c * mx[i]
+                w_o[:, col(i, 1)] -= c * mx[j]
+                b_o += c * mx[i] * mx[j]
+                k += 1
+    return w_o, b_o
 
 
 def r2_score(pred: np.ndarray, y: np.ndarray) -> float | None:

@@ -22,7 +22,15 @@ from service.deps import MetaDep, ServicesDep, TenantDep
 from service.errors import Conflict, DeviceUnavailable, InvalidInput, NotFound
 from service.idempotency import Replay, idempotent
 from service.limits import check_active, check_budget, check_model, check_table
-from service.schemas import JobCreate, JobHistory, JobPublic, JobsPublic, JobTrace, TrainingSpec
+from service.schemas import (
+    MAX_CLASSES,
+    JobCreate,
+    JobHistory,
+    JobPublic,
+    JobsPublic,
+    JobTrace,
+    TrainingSpec,
+)
 from service.services import Services
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import FINISHED, ActiveJobsExceeded, MetadataStore
@@ -93,15 +101,18 @@ def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts:
     if body.dataset_id is not None:
         dataset = meta.get_dataset(body.dataset_id, tenant)
         check_rows(dataset.rows)
+        largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
+                            if c["role"] == "feature"])
         spec = _check_kind(spec, settings, dataset.rows, dataset.features, dataset.targets,
-                           lambda: artifacts.get_dataset(dataset.sha256)[1])
+                           lambda: artifacts.get_dataset(dataset.sha256)[1], largest)
     else:
         x = as_matrix(body.x, "x")
         y = as_matrix(body.y, "y")
         check_xy(x, y)
         check_table(settings, x.shape[0], x.shape[1], y.shape[1])
         check_rows(x.shape[0])  # before anything is stored: a refused job leaves nothing
-        spec = _check_kind(spec, settings, x.shape[0], x.shape[1], y.shape[1], lambda: y)
+        spec = _check_kind(spec, settings, x.shape[0], x.shape[1], y.shape[1], lambda: y,
+                           np.abs(x).max(axis=0))
         dataset, _ = store_dataset(
             meta, artifacts, x, y,
             {"name": None, "feature_names": [f"x{i}" for i in range(x.shape[1])],
@@ -126,10 +137,19 @@ def _submit(body: JobCreate, services: Services, meta: MetadataStore, artifacts:
 
 
 def _check_kind(spec: TrainingSpec, settings: Settings, rows: int, features: int, targets: int,
-                targets_of: Callable[[], np.ndarray]) -> TrainingSpec:
+                targets_of: Callable[[], np.ndarray], largest: np.ndarray) -> TrainingSpec:
     """What the model kind and options need of the data and the settings; a classifier's
-    classes and loss are read from its targets here, so the stored job names them."""
+    classes and loss are read from its targets here, so the stored job names them.
+    ``largest``: the largest absolute value of each feature."""
     out = targets
+    if spec.model.kind == "polynomial" and not spec.standardize:
+        with np.errstate(over="ignore"):
+            top = np.asarray(largest, np.float64) ** spec.model.degree
+        if len(top) and not (top < np.finfo(np.float32).max).all():
+            col = int(np.argmax(~(top < np.finfo(np.float32).max)))
+            raise InvalidInput(f"feature {col} reaches {largest[col]:g}, whose power "
+                               f"{spec.model.degree} overflows float32: set standardize "
+                               "or lower the degree", field="model.degree")
     if spec.model.kind == "logistic":
         try:
             _, classes = class_indices(np.asarray(targets_of()), spec.model.classes)
@@ -139,8 +159,13 @@ def _check_kind(spec: TrainingSpec, settings: Settings, rows: int, features: int
         if loss == "bce" and classes != 2:
             raise InvalidInput(f"bce trains two classes; the targets have {classes}: use "
                                "cross_entropy", field="loss")
-        model = spec.model.model_copy(update={"classes": classes})
-        spec = spec.model_copy(update={"model": model, "loss": loss})
+        if classes > MAX_CLASSES:
+            raise InvalidInput(f"the targets name {classes} classes; at most {MAX_CLASSES}",
+                               field="y")
+        # validated again, not model_copy'd: what is stored must read back as a TrainingSpec
+        spec = TrainingSpec.model_validate({
+            **spec.model_dump(), "loss": loss,
+            "model": {**spec.model.model_dump(), "classes": classes}})
         out = 1 if loss == "bce" else classes
     check_model(settings, spec, features, out)
     train_rows = rows - (max(1, round(rows * spec.validation_fraction))

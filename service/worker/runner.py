@@ -20,7 +20,9 @@ from service.training import FitResult, fit
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "fitserve/1"
+# 2: the whole state_dict of any kind, and (with standardize) tensors in standardized units
+# beside their statistics in the metadata; 1 was linear weight and bias in original units
+CHECKPOINT_FORMAT = "fitserve/2"
 Notify = Callable[[dict[str, Any]], None]
 
 

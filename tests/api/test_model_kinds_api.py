@@ -128,7 +128,8 @@ def test_early_stopped_job_says_where_and_why(client, run_queued):
                        validation_fraction=0.3, early_stopping={"patience": 25})
     stop = job["stopped_early"]
     assert stop["reason"] == "early_stopping" and stop["epoch"] < 3000
-    assert stop["best_epoch"] == stop["epoch"] - 25 and "25 epochs" in stop["message"]
+    # the best score came 25 epochs before the stop, on the weights entering that epoch
+    assert stop["best_epoch"] == stop["epoch"] - 26 and "25 epochs" in stop["message"]
     assert job["progress"]["epoch"] == stop["epoch"]
     history = client.get(f"/v1/jobs/{job['id']}/history").json()
     assert history["epoch"][-1] == stop["epoch"]
@@ -202,6 +203,7 @@ def test_bad_options_are_422_naming_the_field(client, body, field, needle):
         ([[0], [1], [2], [1]], {"loss": "bce"}, "loss", "two classes"),
         ([[0], [1], [5], [1]], {"model": {"kind": "logistic", "classes": 3}}, "y",
          "out of range for 3 classes"),
+        ([[0], [1], [15000], [1]], {}, "y", "at most 10000"),
         ([[1, 0], [0, 1], [1, 1], [0, 1]], {}, "y", "row 2: a one-hot target row"),
     ],
 )
@@ -211,6 +213,44 @@ def test_classifier_targets_are_checked_at_submit(client, y, body, field, needle
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["field"] == field and needle in err["message"], err
+
+
+def test_polynomial_terms_that_would_overflow_are_refused_or_standardized(client, run_queued):
+    body = {"x": [[1e4], [2e4], [3e4]], "y": [[1.0], [2.0], [3.0]],
+            "model": {"kind": "polynomial", "degree": 10}, "epochs": 50}
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "model.degree", r.text
+    assert "standardize" in r.json()["error"]["message"]
+    ds = client.post("/v1/datasets", json={"x": body["x"], "y": body["y"]}).json()
+    r = client.post("/v1/jobs", json={"dataset_id": ds["id"], "model": body["model"]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "model.degree", r.text
+    job, model = train(client, run_queued, **body, standardize=True)
+    assert job["status"] == "succeeded" and len(model["weight"][0]) == 10
+
+
+def test_a_standardized_polynomial_reports_coefficients_that_predict_as_served(client,
+                                                                               run_queued):
+    rng = np.random.default_rng(0)
+    x = rng.normal(5, 2, (60, 2))
+    y = 1 + 0.5 * x[:, :1] - 0.2 * x[:, 1:] ** 2 + 0.1 * x[:, :1] * x[:, 1:]
+    _, model = train(client, run_queued, x=x.tolist(), y=y.tolist(), standardize=True,
+                     model={"kind": "polynomial", "degree": 2, "interactions": True},
+                     epochs=2000, lr=0.05)
+    assert model["terms"] == ["x0", "x0^2", "x1", "x1^2", "x0*x1"]
+    a, b = x[:, 0], x[:, 1]
+    terms = np.stack([a, a**2, b, b**2, a * b], axis=1)
+    by_hand = terms @ np.asarray(model["weight"]).T + np.asarray(model["bias"])
+    served = client.post(f"/v1/models/{model['id']}/predict", json={"x": x.tolist()}).json()
+    np.testing.assert_allclose(by_hand, served["y"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(served["y"], y, atol=1e-2)  # and it learnt the surface
+
+
+def test_standardize_without_bias_adds_no_intercept(client, run_queued):
+    _, model = train(client, run_queued, x=[[1.0], [2.0], [3.0], [4.0]],
+                     y=[[7.0], [9.0], [11.0], [13.0]], model={"kind": "linear", "bias": False},
+                     standardize=True, epochs=2000)
+    assert model["bias"] is None and model["normalization"]["x_mean"] == [0.0]
+    assert model["metrics"]["train_loss"] >= model["metrics"]["lstsq_loss"] - 1e-6
 
 
 def test_a_stored_dataset_is_checked_for_a_classifier_too(client):

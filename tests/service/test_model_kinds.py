@@ -172,7 +172,9 @@ def test_standardize_trains_on_the_scaled_rows_as_a_plain_loop_does():
 
 
 def reference_early_stopping(x, y, patience, min_delta, epochs, lr, seed, fraction):
-    """A plain loop that reads the validation loss every epoch, keeping the best weights."""
+    """A plain loop that reads the validation loss every epoch, keeping the best weights;
+    epoch e scores the weights it starts from, and the final weights are scored at the end.
+    Returns (stop epoch or None, epochs behind the kept weights, kept weights, losses)."""
     from service.training import split_rows
 
     train, val = split_rows(len(x), fraction, seed)
@@ -181,23 +183,29 @@ def reference_early_stopping(x, y, patience, min_delta, epochs, lr, seed, fracti
     torch.manual_seed(seed)
     model = torch.nn.Linear(x.shape[1], y.shape[1])
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    best, best_epoch, since, kept, losses = float("inf"), 0, 0, None, []
-    for epoch in range(1, epochs + 1):
+    best, best_after, since, kept, losses = float("inf"), 0, 0, None, []
+
+    def score(after: int) -> None:
+        nonlocal best, best_after, since, kept
         with torch.no_grad():
             v = torch.nn.functional.mse_loss(model(xv), yv).item()
         if v < best - min_delta:
-            best, best_epoch, since = v, epoch, 0
+            best, best_after, since = v, after, 0
             kept = [p.detach().clone() for p in model.parameters()]
         else:
             since += 1
+
+    for epoch in range(1, epochs + 1):
+        score(epoch - 1)
         loss = torch.nn.functional.mse_loss(model(xt), yt)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if since >= patience:
-            return epoch, best_epoch, kept, losses
-    return None, best_epoch, kept, losses
+            return epoch, best_after, kept, losses
+    score(epochs)
+    return None, best_after, kept, losses
 
 
 @pytest.mark.parametrize("engine", ["auto", "autograd"])
@@ -207,27 +215,43 @@ def test_early_stopping_stops_where_a_per_epoch_check_does(engine):
     s = spec(epochs=3000, lr=0.05, validation_fraction=0.3, engine=engine,
              early_stopping={"patience": 25, "min_delta": 1e-4})
     r = fit(s, x, y)
-    stop, best_epoch, kept, losses = reference_early_stopping(x, y, 25, 1e-4, 3000, 0.05, 0, 0.3)
+    stop, best_after, kept, losses = reference_early_stopping(x, y, 25, 1e-4, 3000, 0.05, 0, 0.3)
     assert stop is not None, "the reference must stop early for this test to mean anything"
     assert r.engine == ("fused" if engine == "auto" else "autograd")
-    assert r.stopped["epoch"] == stop and r.stopped["best_epoch"] == best_epoch
+    assert r.stopped["epoch"] == stop and r.stopped["best_epoch"] == best_after
     assert int(r.epochs[-1]) == stop
     np.testing.assert_allclose(r.loss, losses, rtol=1e-5)
     np.testing.assert_allclose(r.state["linear.weight"], kept[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(r.state["linear.bias"], kept[1].numpy(), atol=1e-6)
 
 
-def test_without_a_stop_early_stopping_still_keeps_the_best_weights():
-    # a slow rate: the validation loss falls clearly every epoch, so the best weights are
-    # those before the last step, not the final ones
+def test_without_a_stop_the_final_weights_are_scored_too():
     x, y = make_linear_data(60, np.array([[2.0]]), np.array([0.5]), noise=0.01, seed=1)
     s = spec(epochs=200, lr=0.005, validation_fraction=0.2, early_stopping={"patience": 500})
     r = fit(s, x, y)
-    _, best_epoch, kept, _ = reference_early_stopping(x, y, 500, 0.0, 200, 0.005, 0, 0.2)
-    assert r.stopped is None and len(r.loss) == 200 and best_epoch == 200
+    _, best_after, kept, _ = reference_early_stopping(x, y, 500, 0.0, 200, 0.005, 0, 0.2)
+    # a slow rate: the validation loss falls every epoch, so the final weights are the best
+    assert r.stopped is None and len(r.loss) == 200 and best_after == 200
+    plain = fit(s.model_copy(update={"early_stopping": None}), x, y)  # the closed form
+    np.testing.assert_allclose(r.state["linear.weight"], plain.state["linear.weight"], atol=1e-6)
+    one = fit(s.model_copy(update={"epochs": 1}), x, y)  # one step is better than none
+    plain_one = fit(s.model_copy(update={"epochs": 1, "early_stopping": None}), x, y)
+    np.testing.assert_allclose(one.state["linear.weight"], plain_one.state["linear.weight"],
+                               atol=1e-6)
+    untrained = fit(spec(epochs=1, lr=1e-12), x, y)  # the seeded initial weights, near enough
+    assert not np.allclose(one.state["linear.weight"], untrained.state["linear.weight"],
+                           atol=1e-3)
+
+
+def test_without_a_stop_the_best_weights_in_between_are_kept():
+    # noisy: the validation loss turns up, but a patience longer than the run never stops it
+    x, y = make_linear_data(40, np.array([[1.0, 0.5, -0.3]]), np.array([0.1]), noise=1.0, seed=5)
+    r = fit(spec(epochs=400, lr=0.05, validation_fraction=0.3,
+                 early_stopping={"patience": 1000}), x, y)
+    stop, best_after, kept, _ = reference_early_stopping(x, y, 1000, 0.0, 400, 0.05, 0, 0.3)
+    assert stop is None and r.stopped is None and 0 < best_after < 400
     np.testing.assert_allclose(r.state["linear.weight"], kept[0].numpy(), atol=1e-6)
-    final = fit(s.model_copy(update={"early_stopping": None}), x, y)
-    assert not np.allclose(final.weight, r.state["linear.weight"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(r.state["linear.bias"], kept[1].numpy(), atol=1e-6)
 
 
 SCHEDULERS = {
@@ -272,7 +296,7 @@ def test_trace_of_the_seed_job_matches_gradients_by_hand():
     x, y = seed_arrays()
     r = fit(spec(trace_epochs=3), x, y)
     t = r.trace
-    assert r.engine == "autograd" and len(t["epochs"]) == 3 and t["rows"] == 20
+    assert r.engine == "autograd" and len(t["epochs"]) == 3 and t["rows"] == 15  # all 15
     assert t["graph"]["linear.bias"] == ["MseLossBackward0", "AddmmBackward0", "AccumulateGrad"]
     # nn.Linear computes x @ W.T: the weight's path goes through the transpose
     assert t["graph"]["linear.weight"] == ["MseLossBackward0", "AddmmBackward0", "TBackward0",
@@ -306,3 +330,12 @@ def test_classifier_targets_that_are_not_classes_fail_naming_the_row():
     x, y = seed_arrays()
     with pytest.raises(TrainingError, match="row 0"):
         fit(spec(model={"kind": "logistic"}, loss="bce", epochs=1), x, y)
+
+
+def test_a_trace_keeps_the_first_20_rows_and_standardized_values():
+    x, y = make_linear_data(30, np.array([[2.0]]), np.array([1.0]), noise=0.1, seed=2)
+    r = fit(spec(trace_epochs=1, epochs=3, standardize=True), x, y)
+    e = r.trace["epochs"][0]
+    assert r.trace["rows"] == 20 and len(e["output"]) == len(e["target"]) == 20
+    ys = (y - y.mean(dtype=np.float64)) / y.std(dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(e["target"])[:, 0], ys[:20, 0], rtol=1e-5)
