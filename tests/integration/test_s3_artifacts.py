@@ -52,7 +52,7 @@ def test_checkpoints_are_whole_objects_with_their_checksum(store):
     model_id = "mdl_" + "0" * 24
     tensors = {"linear.weight": np.array([[0.5]], np.float32),
                "linear.bias": np.array([0.25], np.float32)}
-    key, sha = store.put_checkpoint(model_id, tensors, {"format": "fitserve/1"})
+    key, sha = store.put_checkpoint(model_id, tensors, {"format": "fitserve/2"})
     assert key == f"checkpoints/{model_id}.safetensors"
     blob = store.read_checkpoint(model_id)
     assert sha256_hex(blob) == sha
@@ -82,4 +82,12 @@ def test_the_seed_walkthrough_with_artifacts_in_s3(s3_server, tmp_path):
         assert r.status_code == 200 and r.json()["y"][0][0] == pytest.approx(1.6056, abs=1e-3)
         ckpt = client.get(f"/v1/models/{model_id}/checkpoint")
         assert ckpt.headers["x-checkpoint-sha256"] == sha256_hex(ckpt.content)
+        job = client.post("/v1/jobs", json={"dataset_id": ds["id"], "seed": 0, "epochs": 5,
+                                            "trace_epochs": 2}).json()
+        claimed = services.meta.claim(job["id"], "test-worker")
+        assert run_job(claimed, "test-worker", services.meta, services.artifacts) == "succeeded"
+        trace = client.get(f"/v1/jobs/{job['id']}/trace")  # an object beside the checkpoints
+        assert trace.status_code == 200 and len(trace.json()["epochs"]) == 2, trace.text
+        assert _objects(services.artifacts, "traces") == [
+            f"{services.artifacts.root_key}/traces/{job['id']}.json"]
     assert not list((tmp_path / "data" / "checkpoints").glob("*"))  # nothing on local disk
