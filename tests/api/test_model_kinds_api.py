@@ -101,6 +101,10 @@ def test_mlp_parameters_are_readable_by_name_and_the_checkpoint_loads_them(clien
         h = np.maximum(h, 0) if i < 4 else h
     y = client.post(f"/v1/models/{model['id']}/predict", json={"x": [[1.0]]}).json()["y"]
     assert y[0][0] == pytest.approx(h[0, 0], rel=1e-5)
+    v2 = client.post(f"/v2/models/{model['id']}/infer", json={"inputs": [
+        {"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}).json()
+    assert v2["outputs"][0]["data"][0] == pytest.approx(h[0, 0], rel=1e-5)
+    assert client.get(f"/v2/models/{model['id']}").json()["platform"] == "pytorch_mlp"
     assert client.get("/v1/models").json()["data"][0]["parameters"] is None  # lists stay light
     light = client.get(f"/v1/models/{model['id']}", params={"parameters": False}).json()
     assert light["parameters"] is None and light["checkpoint_error"] is None
