@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from models.linear import LinearModel
 
 
@@ -22,15 +20,7 @@ class LogisticConfig:
 
 
 class LogisticModel(LinearModel):
-    """Logits ``z = x @ W.T + b``; ``probabilities`` turns them into class probabilities."""
+    """Logits ``z = x @ W.T + b`` (the service turns them into probabilities and labels)."""
 
     def __init__(self, config: LogisticConfig) -> None:  # type: ignore[override]
         super().__init__(config)  # type: ignore[arg-type]
-
-    @staticmethod
-    def probabilities(logits: torch.Tensor) -> torch.Tensor:
-        """(N, 1) logits -> (N, 2) as [P(0), P(1)]; (N, C) -> (N, C) by softmax."""
-        if logits.shape[1] == 1:
-            p = torch.sigmoid(logits)
-            return torch.cat([1 - p, p], dim=1)
-        return torch.softmax(logits, dim=1)

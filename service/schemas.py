@@ -14,6 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from models.registry import get_kind
+
 # strict: pydantic's lax mode would read true as 1.0 and "1.5" as 1.5, where the dataset
 # and predict routes (service/arrays.py) refuse both
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -134,8 +136,6 @@ ModelSpec = Annotated[
     LinearSpec | LogisticSpec | PolynomialSpec | MLPSpec, Field(discriminator="kind")
 ]
 
-REGRESSION_LOSSES = ("mse", "l1", "huber")
-CLASSIFICATION_LOSSES = ("bce", "cross_entropy")
 
 
 class SGDSpec(_Strict):
@@ -278,8 +278,8 @@ class TrainingSpec(_Strict):
         model = info.data.get("model")
         if loss is None or model is None:
             return loss
-        classify = model.kind == "logistic"
-        fitting = CLASSIFICATION_LOSSES if classify else REGRESSION_LOSSES
+        kind = get_kind(model.kind)
+        classify, fitting = kind.task == "classification", kind.losses
         if loss not in fitting:
             what = "a classification" if classify else "a regression"
             raise ValueError(f"{loss} does not fit {what} model ({model.kind}); use one of "
