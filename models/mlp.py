@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.defaults import MLP_ACTIVATION, MLP_HIDDEN
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -15,8 +17,8 @@ class MLPConfig:
     in_features: int = 1
     out_features: int = 1
     bias: bool = True
-    hidden: tuple[int, ...] = (32, 32)
-    activation: str = "tanh"
+    hidden: tuple[int, ...] = MLP_HIDDEN
+    activation: str = MLP_ACTIVATION
 
 
 class MLPModel(nn.Module):

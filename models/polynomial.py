@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.defaults import POLYNOMIAL_DEGREE, POLYNOMIAL_INTERACTIONS
 from models.linear import LinearModel
 from models.terms import term_count
 
@@ -16,8 +17,8 @@ class PolynomialConfig:
     in_features: int = 1
     out_features: int = 1
     bias: bool = True
-    degree: int = 2
-    interactions: bool = False
+    degree: int = POLYNOMIAL_DEGREE
+    interactions: bool = POLYNOMIAL_INTERACTIONS
 
 
 class PolynomialModel(LinearModel):

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from models import defaults
+
 Task = Literal["regression", "classification"]
 REGRESSION_LOSSES = ("mse", "l1", "huber")
 CLASSIFICATION_LOSSES = ("bce", "cross_entropy")
@@ -66,12 +68,13 @@ def _linear_count(c: dict[str, Any]) -> int:
 def _polynomial_count(c: dict[str, Any]) -> int:
     from models.terms import term_count
 
-    terms = term_count(c["in_features"], c.get("degree", 2), c.get("interactions", False))
+    terms = term_count(c["in_features"], c.get("degree", defaults.POLYNOMIAL_DEGREE),
+                       c.get("interactions", defaults.POLYNOMIAL_INTERACTIONS))
     return _linear_count({**c, "in_features": terms})
 
 
 def _mlp_count(c: dict[str, Any]) -> int:
-    sizes = [c["in_features"], *c.get("hidden", (32, 32)), c["out_features"]]
+    sizes = [c["in_features"], *c.get("hidden", defaults.MLP_HIDDEN), c["out_features"]]
     return sum(_linear_count({**c, "in_features": a, "out_features": b})
                for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 

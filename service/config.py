@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _device_syntax(cls, v: str) -> str:
-        from service.devices import parse_device_name
+        from service.training.devices import parse_device_name
 
         return parse_device_name(v, allow_auto=True)
 

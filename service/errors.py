@@ -1,14 +1,27 @@
-"""Domain errors. Each carries its HTTP status and a stable ``type``; one handler turns them
-into ``{"error": {"type": ..., "message": ...}}``. Nothing here imports FastAPI."""
+"""The one error hierarchy. Every domain error is a ``ServiceError`` carrying its HTTP
+status and a stable ``type``; ``error_body`` is the one place the JSON error shape
+``{"error": {"type": ..., "message": ..., "field"?: ...}}`` is built (the FastAPI handlers,
+the Origin/Host guard and the predict lane all call it). Nothing here imports FastAPI."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 
+def error_body(type_: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The JSON error shape every route answers with."""
+    body: dict[str, Any] = {"type": type_, "message": message}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return {"error": body}
+
+
 class ServiceError(Exception):
-    status_code: ClassVar[int] = 400
-    type: ClassVar[str] = "bad_request"
+    """The root: a failure a client can be told about, with its status and type."""
+
+    status_code: ClassVar[int] = 500
+    type: ClassVar[str] = "internal_error"
 
     def __init__(
         self,
@@ -25,19 +38,28 @@ class ServiceError(Exception):
         self.extra = extra
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"type": self.type, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        body.update(self.extra)
-        return {"error": body}
+        return error_body(self.type, self.message, self.field, **self.extra)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status_code})"
 
 
-class MalformedBody(ServiceError):
+# ---------------------------------------------------------------- 4xx: the request
+
+
+class BadRequest(ServiceError):
     status_code = 400
+    type = "bad_request"
+
+
+class MalformedBody(BadRequest):
     type = "malformed_body"
+
+
+class InferenceError(BadRequest):
+    """A request the Open Inference Protocol rejects (the protocol answers 400)."""
+
+    type = "invalid_inference_request"
 
 
 class Unauthorized(ServiceError):
@@ -53,11 +75,6 @@ class Forbidden(ServiceError):
 class NotFound(ServiceError):
     status_code = 404
     type = "not_found"
-
-
-class MethodNotAllowed(ServiceError):
-    status_code = 405
-    type = "method_not_allowed"
 
 
 class Conflict(ServiceError):
@@ -88,6 +105,33 @@ class DeviceUnavailable(InvalidInput):
     type = "device_unavailable"
 
 
+class LimitExceeded(InvalidInput):
+    """A request past a configured limit; the message names the setting."""
+
+    type = "limit_exceeded"
+
+
+class TooManyJobs(ServiceError):
+    status_code = 429
+    type = "too_many_jobs"
+
+
+class ActiveJobsExceeded(TooManyJobs):
+    """Raised by the store when a job insert would pass a tenant's active-job limit (concurrent
+    submits that all passed the early check)."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(
+            f"this tenant has {active} queued or running jobs, the limit "
+            f"({limit}, FITSERVE_MAX_ACTIVE_JOBS); retry when some have finished",
+            headers={"Retry-After": "5"},
+        )
+        self.active = active
+
+
+# ---------------------------------------------------------------- 5xx: the server's state
+
+
 class ModelUnavailable(ServiceError):
     """A stored model cannot be served (for example its checkpoint fails its checksum)."""
 
@@ -102,15 +146,24 @@ class StorageUnavailable(ServiceError):
     type = "storage_error"
 
 
-class TrainingError(Exception):
-    """Raised inside a worker; stored on the job as ``error: {type, message, ...}``."""
+# ---------------------------------------------------------------- a job's end
 
-    type: ClassVar[str] = "training_failed"
+
+class TrainingError(ServiceError):
+    """Raised inside a worker; stored on the job as ``error: {type, message, epoch?, hint?}``.
+    ``extra`` may also carry what the job keeps of a failed run (``history``, ``trace``)."""
+
+    status_code = 422
+    type = "training_failed"
 
     def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
+        super().__init__(message, **extra)
+
+    def job_error(self) -> dict[str, Any]:
+        """What the job row stores: type, message and, when known, epoch and hint."""
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        error.update({k: v for k, v in self.extra.items() if k in ("epoch", "hint")})
+        return error
 
 
 class Diverged(TrainingError):
@@ -119,6 +172,24 @@ class Diverged(TrainingError):
 
 class Cancelled(TrainingError):
     type = "cancelled"
+
+
+class InvalidTargets(TrainingError):
+    type = "invalid_targets"
+
+
+class Overflow(TrainingError):
+    type = "overflow"
+
+
+class DatasetMissing(TrainingError):
+    type = "dataset_missing"
+
+
+class ArtifactsFailed(TrainingError):
+    """The job's data or checkpoint could not be read or written."""
+
+    type = "storage_error"
 
 
 def not_found(kind: str, ident: str) -> NotFound:

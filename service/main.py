@@ -9,15 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import api_router
 from service.api.docs import install_docs
-from service.api.guard import RequestGuard
-from service.api.http import install_error_handlers
-from service.api.middleware import RequestTelemetry
-from service.api.predict_lane import PredictLane
+from service.api.middleware.guard import RequestGuard
+from service.api.middleware.predict_lane import PredictLane
+from service.api.middleware.telemetry import RequestTelemetry
+from service.api.responses import install_error_handlers
+from service.api.routes import api_router
 from service.config import Settings
-from service.inference import InferenceProtocol
 from service.services import Services, build_services
+from service.serving.protocol import InferenceProtocol
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def create_app(
 
 
 def _app_from_env() -> FastAPI:
-    from service.auth import check_bind
+    from service.auth.keys import check_bind
     from service.logs import configure_logging
 
     settings = Settings()

@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from service.auth import Authenticator, principal_of
+from service.auth.keys import Authenticator, principal_of
 from service.config import Settings
-from service.devices import resolve_device
-from service.job_waiters import JobWaiters
-from service.predictor import Predictor
+from service.jobs.waiters import JobWaiters
+from service.serving.predictor import Predictor
 from service.store.artifacts import ArtifactStore, open_artifacts
 from service.store.metadata import MetadataStore
 from service.store.tables import JobRow
+from service.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,23 @@ class Services:
             return resolve_device(requested, self.settings.device)
         return self.queue.resolve_device(requested, self.settings.device)
 
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether this process can serve: the metadata store answers, the data directory
+        exists, and workers run (embedded) or the broker and object store answer (scale-out,
+        where workers scale on their own and are not this API's readiness)."""
+        checks = {"database": self.meta.ping(),
+                  "data_dir": "ok" if self.settings.data_dir.is_dir() else "missing"}
+        readiness = getattr(self.queue, "readiness", None)
+        if readiness is not None:
+            checks.update(readiness())
+            checks["artifacts"] = self.artifacts.check()
+        elif self.queue is not None:
+            alive = getattr(self.queue, "alive", None)
+            checks["workers"] = f"{alive} alive" if alive else "none alive"
+        ok = all(v == "ok" or v.endswith(" alive") and not v.startswith("none")
+                 for v in checks.values())
+        return ok, checks
+
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "model_created":
             self.predictor.catalog_changed()
@@ -90,7 +107,7 @@ def build_services(settings: Settings, *, with_workers: bool = True) -> Services
     catalog_version = None
     pool = None
     if settings.queue == "celery":  # workers run elsewhere: this process only publishes
-        from service.worker.celery_queue import CeleryQueue
+        from service.worker.celery.queue import CeleryQueue
 
         celery_queue = CeleryQueue(settings, meta)
         queue = celery_queue

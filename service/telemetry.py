@@ -22,10 +22,10 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from service.predictor import Predictor
+from service.jobs.status import ALL
+from service.serving.predictor import Predictor
 from service.store.metadata import MetadataStore
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # predict answers in well under a millisecond; the low buckets are where it lives
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -44,7 +44,7 @@ class JobsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         counts, epochs = self.meta.job_stats()
         jobs = GaugeMetricFamily("fitserve_jobs", "Jobs by status.", labels=["status"])
-        for status in JOB_STATUSES:
+        for status in ALL:
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
         yield GaugeMetricFamily(

@@ -1,36 +1,3 @@
-"""HTTP adapters: one router per resource. Routes translate HTTP; the logic lives below."""
-
-from fastapi import APIRouter, Depends
-
-from service.api import (
-    dashboard,
-    datasets,
-    events,
-    health,
-    jobs,
-    metrics,
-    models,
-    plots,
-    predict,
-    v2,
-)
-from service.api.http import errors
-from service.deps import require
-
-api_router = APIRouter()
-# open: liveness, readiness, metrics, the dashboard page (it calls the API, which checks keys)
-api_router.include_router(health.router)
-api_router.include_router(metrics.router)
-api_router.include_router(dashboard.router)
-# a predict key predicts and reads models; train adds datasets and jobs (see SECURITY.md)
-_train = {"dependencies": [Depends(require("train"))], "responses": errors(401, 403)}
-_predict = {"dependencies": [Depends(require("predict"))], "responses": errors(401, 403)}
-api_router.include_router(datasets.router, **_train)
-api_router.include_router(jobs.router, **_train)
-api_router.include_router(events.router, **_train)
-api_router.include_router(models.router, **_predict)
-api_router.include_router(predict.router, **_predict)
-api_router.include_router(plots.router, **_predict)
-# v2: health and server metadata open (probes); every model route needs a key through its
-# tenant dependency, and any scope may predict
-api_router.include_router(v2.router, responses=errors(401, 403))
+"""HTTP only: app assembly's parts, typed dependencies, the error body, middleware/ (request
+telemetry, the Origin/Host guard, the predict lane) and routes/ (one module per resource).
+It may import every package below it; nothing imports ``service.api``."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from models.registry import get_kind
 from models.terms import term_names
-from service.schemas import (
+from service.api.schemas import (
     ColumnStats,
     DatasetPublic,
     JobError,

@@ -10,17 +10,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import Conflict, NotFound, not_found
+from service.errors import ActiveJobsExceeded, Conflict, NotFound, not_found
+from service.jobs.status import ACTIVE, FINISHED
 from service.store.tables import DatasetRow, JobRow, ModelRow, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def make_engine(url: str) -> Engine:
@@ -70,12 +69,6 @@ def _recover(job: JobRow, max_attempts: int) -> bool:
     return True
 
 
-class ActiveJobsExceeded(Exception):
-    def __init__(self, active: int) -> None:
-        super().__init__(f"{active} active jobs")
-        self.active = active
-
-
 class Page:
     def __init__(self, rows: Sequence[Any], count: int, next_cursor: str | None) -> None:
         self.rows = rows
@@ -93,6 +86,15 @@ class MetadataStore:
         from service.store.migrate import upgrade
 
         upgrade(self.engine)
+
+    def ping(self) -> str:
+        """``ok`` when the database answers, else the error's type (for readiness)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            return f"error: {type(e).__name__}"
+        return "ok"
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -200,7 +202,7 @@ class MetadataStore:
                 active = s.scalar(select(func.count()).select_from(JobRow).where(
                     JobRow.tenant == row.tenant, JobRow.status.in_(ACTIVE))) or 0
                 if active > max_active:
-                    raise ActiveJobsExceeded(active - 1)
+                    raise ActiveJobsExceeded(active - 1, max_active)
         return row
 
     def get_job(self, job_id: str, tenant: str | None = "default") -> JobRow:

@@ -35,8 +35,8 @@ def _warm_up() -> None:
     """The first training step of a process pays torch's lazy set-up; pay it before a job."""
     import numpy as np
 
-    from service.schemas import TrainingSpec
-    from service.training import fit
+    from service.training.fit import fit
+    from service.training.spec import TrainingSpec
 
     x = np.arange(4, dtype=np.float32).reshape(-1, 1)
     fit(TrainingSpec(epochs=20, seed=0), x, 2 * x + 1)
@@ -151,7 +151,7 @@ class LocalWorkerPool:
         return None
 
     def resolve_device(self, requested: str | None, default: str) -> str:
-        from service.devices import resolve_device
+        from service.training.devices import resolve_device
 
         return resolve_device(requested, default)
 

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from service.store.metadata import MetadataStore
 from service.store.tables import utcnow
-from service.worker.broker import device_kind
+from service.worker.celery.broker import device_kind
 
 log = logging.getLogger(__name__)
 

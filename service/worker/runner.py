@@ -11,12 +11,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.errors import Cancelled, NotFound, TrainingError
-from service.schemas import TrainingSpec
+from service.errors import (
+    ArtifactsFailed,
+    Cancelled,
+    DatasetMissing,
+    NotFound,
+    TrainingError,
+)
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 from service.store.tables import JobRow, new_id
-from service.training import FitResult, fit
+from service.training.fit import FitResult, fit
+from service.training.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +115,15 @@ def run_job(
         _store_trace(artifacts, job.id, e.extra.get("trace"), spec.standardize)
         return _end(meta, job, worker, "cancelled", e, notify)
     except NotFound:  # the dataset was deleted after the job was queued
-        err = TrainingError("the job's dataset was deleted before the job ran")
-        err.type = "dataset_missing"  # type: ignore[misc]
+        err: TrainingError = DatasetMissing("the job's dataset was deleted before the job ran")
         return _end(meta, job, worker, "failed", err, notify)
     except TrainingError as e:
         _store_trace(artifacts, job.id, e.extra.get("trace"), spec.standardize)
         return _end(meta, job, worker, "failed", e, notify)
     except OSError as e:  # the data file gone or unreadable: said without its path
         log.exception("job %s could not read its data", job.id)
-        err = TrainingError(f"the job's data could not be read ({e.strerror or type(e).__name__})")
-        err.type = "storage_error"  # type: ignore[misc]
+        err = ArtifactsFailed(
+            f"the job's data could not be read ({e.strerror or type(e).__name__})")
         return _end(meta, job, worker, "failed", err, notify)
     except Exception as e:  # a bug or the machine: typed, without the traceback
         log.exception("job %s failed", job.id)
@@ -136,8 +141,7 @@ def run_job(
     try:
         path, sha = artifacts.put_checkpoint(model_id, tensors, metadata)
     except OSError as e:
-        err = TrainingError(f"could not write the checkpoint: {e.strerror or e}")
-        err.type = "storage_error"  # type: ignore[misc]
+        err = ArtifactsFailed(f"could not write the checkpoint: {e.strerror or e}")
         return _end(meta, job, worker, "failed", err, notify)
 
     model = {
@@ -202,9 +206,8 @@ def _end(
     err: TrainingError,
     notify: Notify | None,
 ) -> str:
-    error: dict[str, Any] = {"type": err.type, "message": err.message}
-    error.update({k: v for k, v in err.extra.items() if k in ("epoch", "hint")})
-    values: dict[str, Any] = {"status": status, "error": error, "device_used": job.device}
+    values: dict[str, Any] = {"status": status, "error": err.job_error(),
+                              "device_used": job.device}
     partial = err.extra.get("history")
     if partial is not None:
         values.update(_history_values(*partial))

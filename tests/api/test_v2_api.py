@@ -71,6 +71,24 @@ def test_infer_serves_the_latest_version_or_the_one_asked_for(client, versions):
                                rtol=1e-6)
 
 
+def test_a_version_answers_the_same_whether_or_not_it_was_asked_for_before(client, versions):
+    # "01" first: before the fix it was 404 until "1" had filled the version cache, then 200
+    v1, _, _ = versions
+    x = np.array([[3.3]], np.float32)
+    body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [3.3]}]}
+    answers = [_infer(client, f"/v2/models/line/versions/{v}/infer", body)
+               for v in ("01", "1", "01", "001")]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == "1"
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], _expected(v1, x).ravel(),
+                                   rtol=1e-6)
+    for bad in ("0", "00", "-1", "1.0", "\u0661"):  # the last: an Arabic-Indic one
+        statuses = {_infer(client, f"/v2/models/line/versions/{bad}/infer", body).status_code
+                    for _ in range(2)}
+        assert statuses == {404}, bad
+
+
 def test_infer_takes_nested_fp64_data_and_answers_fp64(client, versions):
     *_, unnamed = versions
     x = np.array([[1.0, 2.0], [0.5, -1.0]])

@@ -1,0 +1,36 @@
+"""The routers, one per resource, assembled with the scope each needs."""
+
+from fastapi import APIRouter, Depends
+
+from service.api.deps import require
+from service.api.responses import errors
+from service.api.routes import (
+    dashboard,
+    datasets,
+    events,
+    health,
+    jobs,
+    metrics,
+    models,
+    plots,
+    predict,
+    v2,
+)
+
+api_router = APIRouter()
+# open: liveness, readiness, metrics, the dashboard page (it calls the API, which checks keys)
+api_router.include_router(health.router)
+api_router.include_router(metrics.router)
+api_router.include_router(dashboard.router)
+# a predict key predicts and reads models; train adds datasets and jobs (see SECURITY.md)
+_train = {"dependencies": [Depends(require("train"))], "responses": errors(401, 403)}
+_predict = {"dependencies": [Depends(require("predict"))], "responses": errors(401, 403)}
+api_router.include_router(datasets.router, **_train)
+api_router.include_router(jobs.router, **_train)
+api_router.include_router(events.router, **_train)
+api_router.include_router(models.router, **_predict)
+api_router.include_router(predict.router, **_predict)
+api_router.include_router(plots.router, **_predict)
+# v2: health and server metadata open (probes); every model route needs a key through its
+# tenant dependency, and any scope may predict
+api_router.include_router(v2.router, responses=errors(401, 403))

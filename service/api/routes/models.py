@@ -1,0 +1,89 @@
+"""/v1/models: fitted models, their checkpoints, predictions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from service.api.deps import MetaDep, PredictorDep, TenantDep
+from service.api.responses import errors, json_body_doc
+from service.api.routes.predict import predict_response
+from service.api.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse
+from service.api.views import model_public
+from service.errors import ModelUnavailable
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+INLINE_PARAMETERS = 1_000_000
+"""Most values GET /v1/models/{id} writes out as JSON; a larger model's are in its checkpoint."""
+
+
+@router.get("", response_model=ModelsPublic)
+def list_models(
+    meta: MetaDep,
+    tenant: TenantDep,
+    name: Annotated[str | None, Query(description="Only versions of this name.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
+) -> ModelsPublic:
+    """List fitted models, newest first."""
+    page = meta.list_models(tenant, name, limit, cursor)
+    return ModelsPublic(data=[model_public(r) for r in page.rows], count=page.count,
+                        next=page.next)
+
+
+@router.get("/{model_id}", response_model=ModelPublic, responses=errors(404))
+async def get_model(
+    model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep,
+    parameters: Annotated[bool, Query(
+        description="Include every tensor by name (up to 1 000 000 values; beyond, read "
+        "the checkpoint).")] = True,
+) -> ModelPublic:
+    """Weight, bias, every parameter by name, metrics, hyperparameters and lineage."""
+    row = await run_in_threadpool(meta.get_model, model_id, tenant)
+    try:  # the verified checkpoint: the parameters as predict serves them
+        model = predictor.cached(row.id, tenant) or await run_in_threadpool(
+            predictor.load, row.id, tenant)
+    except ModelUnavailable as e:  # the record stays readable; it says what is wrong
+        return model_public(row, checkpoint_error=e.message)
+    if not parameters or sum(v.size for v in model.state.values()) > INLINE_PARAMETERS:
+        return model_public(row)
+    return model_public(row, {k: v.tolist() for k, v in model.state.items()})
+
+
+@router.get(
+    "/{model_id}/checkpoint",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}},
+                     "description": "The safetensors file"}, **errors(404, 503)},
+)
+async def get_checkpoint(
+    model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep
+) -> Response:
+    """The checkpoint as a safetensors file (tensors + metadata; never a pickle)."""
+    row = await run_in_threadpool(meta.get_model, model_id, tenant)
+    blob = await run_in_threadpool(predictor.checkpoint_bytes, row)
+    return Response(
+        blob,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{row.id}.safetensors"',
+            "X-Checkpoint-SHA256": row.sha256,
+        },
+    )
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictResponse,
+    responses=errors(400, 404, 415, 422, 503),
+    openapi_extra=json_body_doc(PredictRequest),
+)
+async def predict_with(
+    model_id: str, request: Request, predictor: PredictorDep, tenant: TenantDep
+) -> Response:
+    """Predict with this model: `{"x": [[...]]}` -> `{"y": [[...]]}`."""
+    return await predict_response(request, predictor, tenant, model_id, by_path=True)

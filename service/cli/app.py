@@ -1,0 +1,86 @@
+"""``fitserve serve | ...``: the command line."""
+
+from __future__ import annotations
+
+import typer
+
+cli = typer.Typer(help="fitserve: train PyTorch models over REST and serve them.",
+                  no_args_is_help=True)
+
+
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default FITSERVE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default FITSERVE_PORT)."),
+    workers: int | None = typer.Option(None, help="Training worker processes."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Listen beyond loopback with authentication off (unsafe)."
+    ),
+) -> None:
+    """Start the API and its training workers (embedded mode)."""
+    import logging
+
+    import uvicorn
+
+    from service.auth.keys import check_bind
+    from service.config import Settings
+    from service.logs import configure_logging
+    from service.main import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
+                 if v is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    refusal = check_bind(settings, insecure)
+    if refusal:
+        typer.echo(refusal, err=True)
+        raise typer.Exit(2)
+    if insecure and not settings.auth:
+        logging.getLogger("service").warning(
+            "INSECURE: listening on %s with authentication off; anyone who can reach this "
+            "port can train, read and delete everything", settings.host)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                access_log=False, log_level=settings.log_level)
+
+
+def _add_keys() -> None:
+    from service.cli.keys import keys
+
+    cli.add_typer(keys, name="keys")
+
+
+_add_keys()
+
+
+def _add_scale_out() -> None:
+    from service.cli.scale_out import db, worker, workers
+
+    cli.command()(worker)
+    cli.command()(workers)
+    cli.add_typer(db, name="db")
+
+
+_add_scale_out()
+
+
+def _add_client_commands() -> None:
+    from service.cli.client import register
+
+    register(cli)  # train, predict, jobs, models: through the HTTP client
+
+
+_add_client_commands()
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    from service import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    cli()
+

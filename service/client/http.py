@@ -1,0 +1,432 @@
+"""A Python client of the fitserve API (httpx): ``Client`` and ``AsyncClient``.
+
+    with Client("http://127.0.0.1:8000") as fs:
+        ds = fs.upload(x=[[3.3], [4.4], [5.5]], y=[[1.7], [2.76], [2.09]], name="seed")
+        model = fs.train(dataset_id=ds["id"], epochs=1000, lr=0.01, model_name="seed",
+                         on_progress=lambda p: print(p["epoch"], p["loss"]))
+        print(model["weight"], model["bias"])
+        print(fs.predict([[3.3]], model="seed")["y"])
+
+The server's errors come back as ``FitserveError`` (one subclass per status) carrying the
+server's error ``type``, ``message`` and ``field``; a job that does not succeed in
+``train`` raises ``JobFailed``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def default_url() -> str:
+    """``FITSERVE_URL``, else the server ``make serve`` starts."""
+    return os.environ.get("FITSERVE_URL") or DEFAULT_URL
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    key = api_key or os.environ.get("FITSERVE_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+# ---------------------------------------------------------------- errors
+
+
+class FitserveError(Exception):
+    """An error answer of the server: its HTTP status and its ``{"error": {...}}`` body."""
+
+    def __init__(self, status: int, type: str, message: str, field: str | None = None,
+                 body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{type}: {message}")
+        self.status = status
+        self.type = type
+        self.message = message
+        self.field = field
+        self.body = body or {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, type={self.type!r}, " \
+               f"message={self.message!r})"
+
+
+class BadRequest(FitserveError):
+    """400: the body is malformed."""
+
+
+class NotFoundError(FitserveError):
+    """404: no such dataset, job, model or route."""
+
+
+class ConflictError(FitserveError):
+    """409: the resource's state forbids it."""
+
+
+class UnsupportedMediaTypeError(FitserveError):
+    """415."""
+
+
+class InvalidInputError(FitserveError):
+    """422: invalid input; ``field`` names the field at fault."""
+
+
+class ServerError(FitserveError):
+    """5xx."""
+
+
+class JobFailed(FitserveError):
+    """A job ended failed or cancelled; ``job`` is the job as the server reports it."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        err = job.get("error") or {}
+        super().__init__(200, err.get("type", job["status"]),
+                         err.get("message", f"job {job['id']} {job['status']}"))
+        self.job = job
+
+
+_BY_STATUS: dict[int, type[FitserveError]] = {
+    400: BadRequest, 404: NotFoundError, 409: ConflictError, 415: UnsupportedMediaTypeError,
+    422: InvalidInputError,
+}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = orjson.loads(response.content)
+        err = body["error"]
+        type_, message, fld = err["type"], err["message"], err.get("field")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        body, type_, message, fld = {}, "http_error", response.text[:500], None
+    cls = _BY_STATUS.get(response.status_code,
+                         ServerError if response.status_code >= 500 else FitserveError)
+    raise cls(response.status_code, type_, message, fld, body)
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event of a job: ``progress`` (data: epoch, epochs, loss, val_loss) or
+    ``end`` (data: the finished job)."""
+
+    event: str
+    id: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Req:
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bool = False  # the bytes of the answer, not JSON
+
+
+def _page(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class _Api:
+    """The requests of each call, shared by the sync and the async client."""
+
+    @staticmethod
+    def upload(x: Any, y: Any, name: str | None, feature_names: list[str] | None,
+               target_names: list[str] | None) -> _Req:
+        body = _page({"x": x, "y": y, "name": name, "feature_names": feature_names,
+                      "target_names": target_names})
+        return _Req("POST", "/v1/datasets", json=body)
+
+    @staticmethod
+    def upload_csv(data: bytes | str | Path, target: str | list[str],
+                   features: list[str] | None, name: str | None) -> _Req:
+        if isinstance(data, Path):
+            data = data.read_bytes()
+        elif isinstance(data, str):
+            data = data.encode()
+        targets = [target] if isinstance(target, str) else list(target)
+        params = _page({"target": targets, "features": features, "name": name})
+        return _Req("POST", "/v1/datasets", params=params, content=data,
+                    headers={"content-type": "text/csv"})
+
+    @staticmethod
+    def submit(dataset_id: str | None, x: Any, y: Any, spec: dict[str, Any]) -> _Req:
+        return _Req("POST", "/v1/jobs",
+                    json={**_page({"dataset_id": dataset_id, "x": x, "y": y}), **spec})
+
+
+def _event(sse: ServerSentEvent) -> Event:
+    return Event(sse.event, sse.id, orjson.loads(sse.data) if sse.data else {})
+
+
+# ---------------------------------------------------------------- sync
+
+
+class Client:
+    def __init__(self, url: str | None = None, *, api_key: str | None = None,
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        """``url``: else ``FITSERVE_URL``, else http://127.0.0.1:8000. ``api_key``: else
+        ``FITSERVE_API_KEY``, else none (for a server with authentication off)."""
+        self.url = (url or default_url()).rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
+                                  headers=_auth_headers(api_key))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, req: _Req) -> Any:
+        r = self._http.request(req.method, req.path, params=req.params, json=req.json,
+                               content=req.content, headers=req.headers)
+        _raise_for(r)
+        return r.content if req.raw else orjson.loads(r.content)
+
+    def health(self) -> dict[str, Any]:
+        return self._call(_Req("GET", "/readyz"))
+
+    def upload(self, x: Any, y: Any, *, name: str | None = None,
+               feature_names: list[str] | None = None,
+               target_names: list[str] | None = None) -> dict[str, Any]:
+        """Store a dataset from rows; the same content twice gives the stored one back."""
+        return self._call(_Api.upload(x, y, name, feature_names, target_names))
+
+    def upload_csv(self, data: bytes | str | Path, target: str | list[str], *,
+                   features: list[str] | None = None, name: str | None = None
+                   ) -> dict[str, Any]:
+        """Store a dataset from CSV (a header row; ``target`` names the target column(s))."""
+        return self._call(_Api.upload_csv(data, target, features, name))
+
+    def datasets(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call(_Req("GET", "/v1/datasets", params={"limit": limit}))["data"]
+
+    def submit(self, *, dataset_id: str | None = None, x: Any = None, y: Any = None,
+               **spec: Any) -> dict[str, Any]:
+        """Submit a training job (hyperparameters as in ``POST /v1/jobs``); returns it queued."""
+        return self._call(_Api.submit(dataset_id, x, y, spec))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call(_Req("GET", f"/v1/jobs/{job_id}"))
+
+    def jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params = _page({"status": status, "limit": limit})
+        return self._call(_Req("GET", "/v1/jobs", params=params))["data"]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call(_Req("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def history(self, job_id: str) -> dict[str, Any]:
+        return self._call(_Req("GET", f"/v1/jobs/{job_id}/history"))
+
+    def events(self, job_id: str, last_event_id: str | None = None, *,
+               reconnects: int = 5) -> Iterator[Event]:
+        """The job's events until ``end``. A dropped stream is resumed where it stopped
+        (``Last-Event-ID``), at most ``reconnects`` times in a row."""
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                with connect_sse(self._http, "GET", f"/v1/jobs/{job_id}/events",
+                                 headers=headers, timeout=httpx.Timeout(30, read=None)) as es:
+                    if es.response.status_code == 204:
+                        return
+                    if es.response.status_code >= 400:
+                        es.response.read()
+                        _raise_for(es.response)
+                    for sse in es.iter_sse():
+                        failures = 0
+                        event = _event(sse)
+                        last_event_id = event.id or last_event_id
+                        yield event
+                        if event.event == "end":
+                            return
+            except httpx.TransportError:
+                if failures >= reconnects:
+                    raise
+            else:  # the stream closed before the end of the job (a server restart)
+                if failures >= reconnects:
+                    raise FitserveError(0, "stream_ended", f"the event stream of job {job_id} "
+                                        f"closed {failures + 1} times before the job ended")
+            failures += 1
+            time.sleep(min(0.1 * 2 ** failures, 5.0))
+
+    def wait(self, job_id: str, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Follow the job to its end; returns the finished job."""
+        for event in self.events(job_id):
+            if event.event == "progress" and on_progress is not None:
+                on_progress(event.data)
+            elif event.event == "end":
+                return event.data
+        return self.job(job_id)
+
+    def train(self, *, dataset_id: str | None = None, x: Any = None, y: Any = None,
+              on_progress: Progress | None = None, **spec: Any) -> dict[str, Any]:
+        """Submit, follow and return the fitted model; ``JobFailed`` unless it succeeds."""
+        job = self.wait(self.submit(dataset_id=dataset_id, x=x, y=y, **spec)["id"],
+                        on_progress)
+        if job["status"] != "succeeded":
+            raise JobFailed(job)
+        return self.model(job["model_id"])
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        return self._call(_Req("GET", f"/v1/models/{model_id}"))
+
+    def models(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params = _page({"name": name, "limit": limit})
+        return self._call(_Req("GET", "/v1/models", params=params))["data"]
+
+    def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
+        """``y`` for rows ``x`` from a model id or name (default: the latest model)."""
+        return self._call(_Req("POST", "/predict", json=_page({"x": x, "model": model})))
+
+    def model_plot(self, model_id: str) -> bytes:
+        return self._call(_Req("GET", f"/v1/models/{model_id}/plot.png", raw=True))
+
+    def loss_plot(self, job_id: str) -> bytes:
+        return self._call(_Req("GET", f"/v1/jobs/{job_id}/loss.png", raw=True))
+
+
+# ---------------------------------------------------------------- async
+
+
+class AsyncClient:
+    """The same calls as ``Client``, awaitable."""
+
+    def __init__(self, url: str | None = None, *, api_key: str | None = None,
+                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``url``: else ``FITSERVE_URL``, else http://127.0.0.1:8000. ``api_key``: else
+        ``FITSERVE_API_KEY``, else none (for a server with authentication off)."""
+        self.url = (url or default_url()).rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport,
+                                       headers=_auth_headers(api_key))
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, req: _Req) -> Any:
+        r = await self._http.request(req.method, req.path, params=req.params, json=req.json,
+                                     content=req.content, headers=req.headers)
+        _raise_for(r)
+        return r.content if req.raw else orjson.loads(r.content)
+
+    async def health(self) -> dict[str, Any]:
+        return await self._call(_Req("GET", "/readyz"))
+
+    async def upload(self, x: Any, y: Any, *, name: str | None = None,
+                     feature_names: list[str] | None = None,
+                     target_names: list[str] | None = None) -> dict[str, Any]:
+        return await self._call(_Api.upload(x, y, name, feature_names, target_names))
+
+    async def upload_csv(self, data: bytes | str | Path, target: str | list[str], *,
+                         features: list[str] | None = None, name: str | None = None
+                         ) -> dict[str, Any]:
+        return await self._call(_Api.upload_csv(data, target, features, name))
+
+    async def datasets(self, limit: int = 50) -> list[dict[str, Any]]:
+        return (await self._call(_Req("GET", "/v1/datasets", params={"limit": limit})))["data"]
+
+    async def submit(self, *, dataset_id: str | None = None, x: Any = None, y: Any = None,
+                     **spec: Any) -> dict[str, Any]:
+        return await self._call(_Api.submit(dataset_id, x, y, spec))
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return await self._call(_Req("GET", f"/v1/jobs/{job_id}"))
+
+    async def jobs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params = _page({"status": status, "limit": limit})
+        return (await self._call(_Req("GET", "/v1/jobs", params=params)))["data"]
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return await self._call(_Req("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    async def history(self, job_id: str) -> dict[str, Any]:
+        return await self._call(_Req("GET", f"/v1/jobs/{job_id}/history"))
+
+    async def events(self, job_id: str, last_event_id: str | None = None, *,
+                     reconnects: int = 5) -> AsyncIterator[Event]:
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                async with aconnect_sse(self._http, "GET", f"/v1/jobs/{job_id}/events",
+                                        headers=headers,
+                                        timeout=httpx.Timeout(30, read=None)) as es:
+                    if es.response.status_code == 204:
+                        return
+                    if es.response.status_code >= 400:
+                        await es.response.aread()
+                        _raise_for(es.response)
+                    async for sse in es.aiter_sse():
+                        failures = 0
+                        event = _event(sse)
+                        last_event_id = event.id or last_event_id
+                        yield event
+                        if event.event == "end":
+                            return
+            except httpx.TransportError:
+                if failures >= reconnects:
+                    raise
+            else:  # the stream closed before the end of the job (a server restart)
+                if failures >= reconnects:
+                    raise FitserveError(0, "stream_ended", f"the event stream of job {job_id} "
+                                        f"closed {failures + 1} times before the job ended")
+            failures += 1
+            await anyio.sleep(min(0.1 * 2 ** failures, 5.0))
+
+    async def wait(self, job_id: str, on_progress: Progress | None = None) -> dict[str, Any]:
+        async for event in self.events(job_id):
+            if event.event == "progress" and on_progress is not None:
+                on_progress(event.data)
+            elif event.event == "end":
+                return event.data
+        return await self.job(job_id)
+
+    async def train(self, *, dataset_id: str | None = None, x: Any = None, y: Any = None,
+                    on_progress: Progress | None = None, **spec: Any) -> dict[str, Any]:
+        job = await self.submit(dataset_id=dataset_id, x=x, y=y, **spec)
+        job = await self.wait(job["id"], on_progress)
+        if job["status"] != "succeeded":
+            raise JobFailed(job)
+        return await self.model(job["model_id"])
+
+    async def model(self, model_id: str) -> dict[str, Any]:
+        return await self._call(_Req("GET", f"/v1/models/{model_id}"))
+
+    async def models(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params = _page({"name": name, "limit": limit})
+        return (await self._call(_Req("GET", "/v1/models", params=params)))["data"]
+
+    async def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
+        return await self._call(_Req("POST", "/predict", json=_page({"x": x, "model": model})))
+
+    async def model_plot(self, model_id: str) -> bytes:
+        return await self._call(_Req("GET", f"/v1/models/{model_id}/plot.png", raw=True))
+
+    async def loss_plot(self, job_id: str) -> bytes:
+        return await self._call(_Req("GET", f"/v1/jobs/{job_id}/loss.png", raw=True))

@@ -1,0 +1,137 @@
+"""Submitting a training job: what ``POST /v1/jobs`` calls.
+
+Everything a job needs is checked here before anything is stored (a refused job leaves
+nothing behind): the seed is drawn and recorded, the device resolved, the limits applied, the
+data's fit to the model kind checked (a classifier's classes and loss are read from its
+targets, so the stored job names them), inline data stored once by content, and the job
+committed as queued before the caller answers 202.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.config import Settings
+from service.data.arrays import as_matrix, check_xy
+from service.data.datasets import check_table, store_dataset
+from service.errors import DeviceUnavailable, InvalidInput
+from service.jobs.limits import check_active, check_budget, check_model
+from service.store.tables import JobRow
+from service.training.spec import MAX_CLASSES, TrainingSpec
+from service.training.targets import class_indices
+
+if TYPE_CHECKING:
+    from service.services import Services
+
+
+def submit_job(
+    services: Services,
+    tenant: str,
+    spec: TrainingSpec,
+    *,
+    dataset_id: str | None = None,
+    x: Any = None,
+    y: Any = None,
+    device: str | None = None,
+    model_name: str | None = None,
+) -> JobRow:
+    """Check, store and queue a job on a stored dataset (``dataset_id``) or on inline rows
+    (``x`` and ``y``); returns the queued job."""
+    settings, meta, artifacts = services.settings, services.meta, services.artifacts
+    if spec.seed is None:  # every run is reproducible: the seed drawn is recorded
+        spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
+    if spec.epochs > settings.max_epochs:
+        raise InvalidInput(f"epochs must be at most {settings.max_epochs}", field="epochs")
+    try:
+        resolved_device = services.resolve_device(device)
+    except (LookupError, ValueError) as e:
+        raise DeviceUnavailable(str(e), field="device") from None
+    check_active(settings, meta.count_active_jobs(tenant))  # early: before data is stored
+
+    def check_rows(rows: int) -> None:
+        if spec.validation_fraction > 0 and rows < 2:
+            raise InvalidInput(
+                f"validation_fraction needs at least 2 rows; the dataset has {rows}",
+                field="validation_fraction",
+            )
+        check_budget(settings, spec.epochs, rows)
+
+    if dataset_id is not None:
+        dataset = meta.get_dataset(dataset_id, tenant)
+        check_rows(dataset.rows)
+        largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
+                            if c["role"] == "feature"])
+        spec = check_kind(spec, settings, dataset.rows, dataset.features, dataset.targets,
+                          lambda: artifacts.get_dataset(dataset.sha256)[1], largest)
+    else:
+        xm = as_matrix(x, "x")
+        ym = as_matrix(y, "y")
+        check_xy(xm, ym)
+        check_table(settings, xm.shape[0], xm.shape[1], ym.shape[1])
+        check_rows(xm.shape[0])  # before anything is stored: a refused job leaves nothing
+        spec = check_kind(spec, settings, xm.shape[0], xm.shape[1], ym.shape[1], lambda: ym,
+                          np.abs(xm).max(axis=0))
+        dataset, _ = store_dataset(
+            meta, artifacts, xm, ym,
+            {"name": None, "feature_names": [f"x{i}" for i in range(xm.shape[1])],
+             "target_names": [f"y{i}" for i in range(ym.shape[1])]},
+            tenant,
+        )
+    # counted again in the insert's transaction: concurrent submits that all passed the
+    # early check cannot pass the limit (ActiveJobsExceeded, a 429)
+    job = meta.create_job(
+        tenant=tenant,
+        dataset_id=dataset.id,
+        spec=spec.model_dump(mode="json"),
+        device=resolved_device,
+        model_name=model_name,
+        epochs=spec.epochs,
+        max_active=settings.max_active_jobs,
+    )
+    services.job_submitted(job.id, job.device)
+    return job
+
+
+def check_kind(spec: TrainingSpec, settings: Settings, rows: int, features: int, targets: int,
+               targets_of: Callable[[], np.ndarray], largest: np.ndarray) -> TrainingSpec:
+    """What the model kind and options need of the data and the settings; a classifier's
+    classes and loss are read from its targets here, so the stored job names them.
+    ``largest``: the largest absolute value of each feature."""
+    out = targets
+    if spec.model.kind == "polynomial" and not spec.standardize:
+        with np.errstate(over="ignore"):
+            top = np.asarray(largest, np.float64) ** spec.model.degree
+        if len(top) and not (top < np.finfo(np.float32).max).all():
+            col = int(np.argmax(~(top < np.finfo(np.float32).max)))
+            raise InvalidInput(f"feature {col} reaches {largest[col]:g}, whose power "
+                               f"{spec.model.degree} overflows float32: set standardize "
+                               "or lower the degree", field="model.degree")
+    if spec.model.kind == "logistic":
+        try:
+            _, classes = class_indices(np.asarray(targets_of()), spec.model.classes)
+        except ValueError as e:
+            raise InvalidInput(f"the targets do not fit a classifier: {e}", field="y") from None
+        loss = spec.loss or ("bce" if classes == 2 else "cross_entropy")
+        if loss == "bce" and classes != 2:
+            raise InvalidInput(f"bce trains two classes; the targets have {classes}: use "
+                               "cross_entropy", field="loss")
+        if classes > MAX_CLASSES:
+            raise InvalidInput(f"the targets name {classes} classes; at most {MAX_CLASSES}",
+                               field="y")
+        # validated again, not model_copy'd: what is stored must read back as a TrainingSpec
+        spec = TrainingSpec.model_validate({
+            **spec.model_dump(), "loss": loss,
+            "model": {**spec.model.model_dump(), "classes": classes}})
+        out = 1 if loss == "bce" else classes
+    check_model(settings, spec, features, out)
+    train_rows = rows - (max(1, round(rows * spec.validation_fraction))
+                         if spec.validation_fraction > 0 else 0)
+    if spec.trace_epochs and spec.batch_size is not None and spec.batch_size < train_rows:
+        raise InvalidInput("trace_epochs records one full-batch step per epoch; leave "
+                           f"batch_size unset (or >= the {train_rows} training rows)",
+                           field="trace_epochs")
+    return spec

@@ -1,0 +1,260 @@
+"""The Open Inference Protocol (KServe v2, Triton, MLServer) over the models we serve.
+
+A model's protocol name is the ``model_name`` its job was given (the model id for an unnamed
+one); its versions are the version numbers of that name, and the latest answers when no
+version is asked for. Each model has one input ``x`` of shape ``[-1, in_features]`` and one
+output ``y`` of shape ``[-1, out_features]``; data may be sent as JSON (flat or nested) or as
+raw little-endian bytes after the JSON (the protocol's binary tensor extension, which
+tritonclient uses by default). Nothing here imports FastAPI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models.registry import get_kind
+from service import __version__
+from service.data.arrays import decode_json
+from service.errors import InferenceError, InvalidInput, NotFound
+from service.serving.predictor import LoadedModel, Predictor
+from service.store.metadata import MetadataStore
+from service.store.tables import ModelRow
+
+SERVER_NAME = "fitserve"
+INPUT = "x"
+OUTPUT = "y"
+PROBABILITIES = "probabilities"
+OUTPUTS = (OUTPUT, PROBABILITIES)
+DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+HEADER_LENGTH = "inference-header-content-length"
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    data: np.ndarray  # flat, as sent
+    shape: tuple[int, ...]
+    datatype: str
+    binary_output: bool
+    outputs: tuple[str, ...] | None = None  # asked for by name; None: all of them
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+def version_number(version: str) -> int:
+    """A version path segment as its number: ASCII digits, from 1 (``01`` is version 1, as
+    Triton reads it). Every lookup goes through here, cached or not, so one request always
+    gets one answer."""
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
+        raise NotFound(f"no version {version!r}: versions are numbers from 1")
+    return int(version)
+
+
+def _fail(message: str) -> InferenceError:
+    return InferenceError(message)
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """The JSON part (and binary tail, if any) of an infer request; nothing model-specific."""
+    tail = b""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= len(body):
+            raise _fail(f"Inference-Header-Content-Length {header_length!r} is not a length "
+                        f"within the body ({len(body)} bytes)")
+        body, tail = body[:n], body[n:]
+    req = decode_json(body)
+    if not isinstance(req, dict):
+        raise _fail('the request must be a JSON object: {"inputs": [...]}')
+    rid = req.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise _fail("id must be a string")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _fail(f'inputs is required: a list with one tensor named "{INPUT}"')
+    if len(inputs) != 1:
+        raise _fail(f"this model takes one input ({INPUT!r}); got {len(inputs)}")
+    tensor = inputs[0]
+    if not isinstance(tensor, dict):
+        raise _fail("each input must be an object with name, shape, datatype and data")
+    if tensor.get("name") != INPUT:
+        raise _fail(f"unexpected input {tensor.get('name')!r}; this model's input is {INPUT!r}")
+    shape = tensor.get("shape")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise _fail(f"input {INPUT!r}: shape must be a list of non-negative integers")
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise _fail(f"input {INPUT!r}: datatype {datatype!r} is not supported; send FP32 or FP64")
+    dtype = DATATYPES[datatype]
+    count = math.prod(shape)
+    params = tensor.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise _fail(f"input {INPUT!r}: parameters must be an object")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != len(tail):
+            raise _fail(f"input {INPUT!r}: binary_data_size {size!r} does not match the "
+                        f"{len(tail)} bytes after the JSON header")
+        if size != count * dtype.itemsize:
+            raise _fail(f"input {INPUT!r}: shape {shape} of {datatype} needs "
+                        f"{count * dtype.itemsize} bytes, got {size}")
+        data = np.frombuffer(tail, dtype=dtype)
+    else:
+        if "data" not in tensor:
+            raise _fail(f"input {INPUT!r}: data is required")
+        try:
+            data = np.asarray(tensor["data"])
+        except ValueError:
+            raise _fail(f"input {INPUT!r}: data is ragged; give rows of equal length or a "
+                        "flat list") from None
+        if data.dtype.kind not in "iuf" or (data.size == 0 and count != 0):
+            raise _fail(f"input {INPUT!r}: data must be numbers")
+        data = data.astype(dtype).ravel()
+        if data.size != count:
+            raise _fail(f"input {INPUT!r}: shape {shape} needs {count} values, data has "
+                        f"{data.size}")
+    if not np.isfinite(data).all():
+        raise _fail(f"input {INPUT!r}: data must be finite numbers")
+
+    binary = bool((req.get("parameters") or {}).get("binary_data_output", False))
+    outputs = req.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            raise _fail("outputs must be a list of objects with a name")
+        for o in outputs:
+            if o.get("name") not in OUTPUTS:
+                raise _fail(f"unknown output {o.get('name')!r}; models have {OUTPUT!r} and "
+                            f"classifiers {PROBABILITIES!r}")
+            binary = bool((o.get("parameters") or {}).get("binary_data", binary))
+    names = None if outputs is None else tuple(o["name"] for o in outputs)
+    return InferRequest(rid, data, tuple(shape), datatype, binary, names)
+
+
+def _outputs_metadata(row: ModelRow) -> list[dict[str, Any]]:
+    if get_kind(row.kind).task != "classification":
+        return [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, row.out_features]}]
+    classes = (row.config or {}).get("classes", 2)
+    return [{"name": OUTPUT, "datatype": "INT64", "shape": [-1, 1]},
+            {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, classes]}]
+
+
+class InferenceProtocol:
+    """Resolves protocol names and versions to models, and runs infer requests."""
+
+    def __init__(self, meta: MetadataStore, predictor: Predictor) -> None:
+        self.meta = meta
+        self.predictor = predictor
+        # (tenant, name, version) -> model id: a version, once made, never changes
+        self._versions: dict[tuple[str, str, int], str] = {}
+
+    # ------------------------------------------------------------ metadata (blocking)
+
+    def _row(self, name: str, version: str | None, tenant: str) -> ModelRow:
+        if version is None:
+            return self.meta.find_model(name, tenant)
+        number = version_number(version)
+        row = self.meta.find_model_version(name, number, tenant)
+        return row
+
+    def model_metadata(self, name: str, version: str | None, tenant: str) -> dict[str, Any]:
+        row = self._row(name, version, tenant)
+        versions = self.meta.model_versions(row.name, tenant) if row.name else []
+        return {
+            "name": name,
+            "versions": [str(v) for v in versions],
+            "platform": f"pytorch_{row.kind}",
+            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, row.in_features]}],
+            "outputs": _outputs_metadata(row),
+            "parameters": {"model_id": row.id, "feature_names": row.feature_names,
+                           "target_names": row.target_names},
+        }
+
+    def model_ready(self, name: str, version: str | None, tenant: str) -> dict[str, Any]:
+        self.load(name, version, tenant)  # ready means loadable: checkpoint read and verified
+        return {"name": name, "ready": True}
+
+    # ------------------------------------------------------------ serving
+
+    def cached(self, name: str, version: str | None, tenant: str) -> LoadedModel | None:
+        """The model if it is in memory; no I/O."""
+        if version is None:
+            return self.predictor.cached(name, tenant)
+        try:
+            model_id = self._versions.get((tenant, name, version_number(version)))
+        except NotFound:
+            return None  # load says why
+        return None if model_id is None else self.predictor.cached(model_id, tenant)
+
+    def load(self, name: str, version: str | None, tenant: str) -> LoadedModel:
+        """Resolve and load (blocking: metadata store and disk)."""
+        if version is None:
+            return self.predictor.load(name, tenant)
+        row = self._row(name, version, tenant)
+        self._versions[(tenant, name, version_number(version))] = row.id
+        return self.predictor.load(row.id, tenant)
+
+    def infer(
+        self, model: LoadedModel, name: str, req: InferRequest
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """The response's JSON part, and its binary tail when binary output was asked for."""
+        if len(req.shape) == 2:
+            x = req.data.reshape(req.shape)
+        elif len(req.shape) == 1 and model.in_features == 1:
+            x = req.data.reshape(-1, 1)  # a flat batch of one-feature rows
+        else:
+            raise _fail(f"input {INPUT!r}: shape must be [N, {model.in_features}], got "
+                        f"{list(req.shape)}")
+        if x.shape[1] != model.in_features:
+            raise InvalidInput(
+                f"input {INPUT!r}: model {name!r} expects {model.in_features} feature(s) per "
+                f"row, got shape {list(req.shape)}"
+            )
+        p = model.infer(np.ascontiguousarray(x, dtype=np.float32))
+        self.predictor.rows_predicted += len(p.y)
+        values = {OUTPUT: p.y if p.labels is None else p.labels[:, None]}
+        if p.probabilities is not None:
+            values[PROBABILITIES] = p.probabilities
+        wanted = req.outputs or tuple(values)
+        missing = [n for n in wanted if n not in values]
+        if missing:
+            raise _fail(f"model {name!r} has no output {missing[0]!r}; its outputs are "
+                        f"{', '.join(values)}")
+        tensors, tails = [], []
+        for out_name in wanted:
+            v = values[out_name]
+            dtype = "INT64" if v.dtype.kind == "i" else req.datatype
+            flat = v.astype(DATATYPES.get(dtype, np.dtype("<i8")), copy=False).ravel()
+            tensor: dict[str, Any] = {"name": out_name, "datatype": dtype,
+                                      "shape": [int(v.shape[0]), int(v.shape[1])]}
+            if req.binary_output:
+                tails.append(flat.tobytes())
+                tensor["parameters"] = {"binary_data_size": len(tails[-1])}
+            else:
+                tensor["data"] = flat
+            tensors.append(tensor)
+        tail = b"".join(tails) if req.binary_output else None
+        response: dict[str, Any] = {"model_name": name, "outputs": tensors}
+        if model.version is not None:
+            response["model_version"] = str(model.version)
+        if req.id is not None:
+            response["id"] = req.id
+        return response, tail
+
+    @staticmethod
+    def encode(response: dict[str, Any], tail: bytes | None) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of an infer response."""
+        head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+        if tail is None:
+            return head, {}
+        return head + tail, {"Inference-Header-Content-Length": str(len(head))}

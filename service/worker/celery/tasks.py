@@ -1,0 +1,256 @@
+"""``fitserve worker``: a Celery worker on the queue of one device kind, and the task body.
+
+The main process of a worker beats its name into the registry (so the API can tell which
+device kinds are served) and runs a reaper; its pool's child processes run jobs, one at a
+time each, with ``run_job``, the same function as the embedded mode's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from celery import signals
+
+from service.config import Settings
+from service.errors import NotFound
+from service.store.artifacts import ArtifactStore, open_artifacts
+from service.store.metadata import MetadataStore
+from service.worker.celery.broker import CatalogCounter, WorkerRegistry, device_kind, redis_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Child:
+    """What a pool process runs jobs with, built after the fork (no shared connections)."""
+
+    settings: Settings
+    name: str
+    meta: MetadataStore
+    artifacts: ArtifactStore
+    catalog: CatalogCounter
+
+    def notify(self, event: dict[str, Any]) -> None:
+        if event["event"] in ("model_committing", "model_created"):
+            try:  # bumped before and after the commit: see predictor.py
+                self.catalog.bump()
+            except Exception as e:  # noqa: BLE001 - the API still sees the model, later
+                log.warning("could not bump the catalog counter: %s", e)
+
+    def close(self) -> None:
+        self.meta.dispose()
+        self.catalog.client.close()
+
+
+@dataclass
+class _Main:
+    settings: Settings
+    kind: str
+    nodename: str
+    app: Any
+    meta: MetadataStore | None = None
+    registry: WorkerRegistry | None = None
+    reaper: Any = None
+    stop: threading.Event | None = None
+
+
+_main: _Main | None = None
+_child: _Child | None = None
+
+
+def child_context(settings: Settings) -> _Child:
+    """Open the stores of a job-running process (called once per pool process)."""
+    from service.worker.local import worker_name
+
+    return _Child(
+        settings=settings,
+        name=worker_name(),
+        meta=MetadataStore(settings.resolved_database_url),
+        artifacts=open_artifacts(settings.resolved_artifacts, settings.artifacts_endpoint_url),
+        catalog=CatalogCounter(redis_client(settings.broker_url), settings.broker_prefix),
+    )
+
+
+def execute(job_id: str, ctx: _Child | None = None) -> str:
+    """The body of ``fitserve.run_job``: claim this job and run it, or drop a delivery that
+    has nothing left to do. Returns the job's final status, or "skipped"."""
+    from service.worker.runner import run_job
+
+    ctx = ctx or _child or _open_child()
+    job = ctx.meta.claim(job_id, ctx.name) or _take_over_from_dead_holder(ctx, job_id)
+    if job is None:
+        log.info("job %s: delivery dropped, the job is not queued", job_id)
+        return "skipped"
+    log.info("worker %s took job %s", ctx.name, job.id)
+    with _heartbeat(ctx.meta, job.id, ctx.name, ctx.settings.heartbeat_interval_s):
+        return run_job(job, ctx.name, ctx.meta, ctx.artifacts, ctx.settings.progress_interval_s,
+                       ctx.notify)
+
+
+def _take_over_from_dead_holder(ctx: _Child, job_id: str) -> Any:
+    """A redelivery after a pool process died mid-job (``reject_on_worker_lost``) finds the
+    job still marked running by that process; on its own machine we can see it is gone and
+    recover the job now rather than after the heartbeat timeout."""
+    try:
+        row = ctx.meta.get_job(job_id, tenant=None)
+    except NotFound:
+        return None
+    if row.status != "running" or not row.worker:
+        return None
+    host, _, pid = row.worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+        return None
+    log.warning("job %s: its process %s is gone; running it again", job_id, row.worker)
+    ctx.meta.requeue_running([row.worker], ctx.settings.max_job_attempts)
+    return ctx.meta.claim(job_id, ctx.name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _heartbeat(meta: MetadataStore, job_id: str, worker: str, every: float) -> Iterator[None]:
+    """Keep the job marked alive between progress writes (data loading, a closed-form fit,
+    a slow device): a silent job would be taken by the reaper."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            try:
+                if not meta.heartbeat(job_id, worker):
+                    return  # no longer ours: the finish will be refused, nothing to keep up
+            except Exception as e:  # noqa: BLE001 - the next beat may get through
+                log.warning("heartbeat of job %s failed: %s", job_id, e)
+
+    t = threading.Thread(target=beat, daemon=True, name="fitserve-heartbeat")
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join(every + 5)
+
+
+# ------------------------------------------------------------ process life
+
+
+def _init_child(**_: Any) -> None:
+    if _main is None:
+        return
+    if _main.meta is not None:  # forked after the main process opened its own connections
+        _main.meta.engine.dispose(close=False)
+    import torch
+
+    from service.worker.local import _warm_up
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _main_concurrency()))
+    _warm_up()
+    try:
+        _open_child()
+    except Exception:  # e.g. the store is not reachable yet: the first task tries again
+        log.exception("worker process could not open its stores; retrying at its first job")
+
+
+def _open_child() -> _Child:
+    global _child
+    if _main is None:
+        raise RuntimeError("execute() outside a fitserve worker process")
+    _child = child_context(_main.settings)
+    log.info("worker process %s ready", _child.name)
+    return _child
+
+
+def _main_concurrency() -> int:
+    return int(_main.app.conf.worker_concurrency or 1) if _main else 1
+
+
+def _on_ready(**_: Any) -> None:
+    if _main is None:
+        return
+    from service.worker.celery.app import publish, queue_size
+    from service.worker.reaper import Reaper
+
+    m = _main
+    s = m.settings
+    m.meta = MetadataStore(s.resolved_database_url)
+    m.registry = WorkerRegistry(redis_client(s.broker_url), s.broker_prefix,
+                                s.heartbeat_timeout_s)
+    m.reaper = Reaper(
+        m.meta,
+        lambda job_id, device: publish(m.app, job_id, device),
+        lambda kind: queue_size(m.app, kind),
+        interval_s=s.reaper_interval_s,
+        heartbeat_timeout_s=s.heartbeat_timeout_s,
+        max_attempts=s.max_job_attempts,
+    )
+    m.stop = threading.Event()
+    registry, stop = m.registry, m.stop
+
+    def beat() -> None:
+        while True:
+            try:
+                registry.beat(m.kind, m.nodename)
+            except Exception as e:  # noqa: BLE001 - the broker is away; keep trying
+                log.warning("worker registry unreachable: %s", e)
+            if stop.wait(s.heartbeat_interval_s):
+                return
+
+    threading.Thread(target=beat, daemon=True, name="fitserve-registry").start()
+    m.reaper.start()
+    log.info("worker %s consuming the %s queue", m.nodename, m.kind)
+
+
+def _on_shutdown(**_: Any) -> None:
+    m = _main
+    if m is None or m.stop is None:
+        return
+    m.stop.set()
+    m.reaper.stop()
+    try:
+        if m.registry is not None:
+            m.registry.leave(m.kind, m.nodename)
+    except Exception as e:  # noqa: BLE001 - the entry fades out by itself
+        log.warning("could not leave the worker registry: %s", e)
+
+
+def run_worker(settings: Settings, device: str, concurrency: int,
+               name: str | None = None) -> None:
+    """Run a Celery worker on ``device``'s queue until it is stopped (blocks)."""
+    global _main
+    from service.worker.celery.app import make_celery
+
+    kind = device_kind(device)
+    meta = MetadataStore(settings.resolved_database_url)
+    meta.create_schema()  # the same migrations as the API's; they take turns on PostgreSQL
+    meta.dispose()
+    app = make_celery(settings)
+    app.conf.worker_concurrency = concurrency
+    nodename = name or f"{kind}-{os.getpid()}@{socket.gethostname()}"
+    _main = _Main(settings=settings, kind=kind, nodename=nodename, app=app)
+    signals.worker_process_init.connect(_init_child, weak=False)
+    signals.worker_ready.connect(_on_ready, weak=False)
+    signals.worker_shutdown.connect(_on_shutdown, weak=False)
+    app.worker_main([
+        "worker",
+        f"--loglevel={settings.log_level.upper()}",
+        "--queues", kind,
+        "--concurrency", str(concurrency),
+        "--hostname", nodename,
+        "--pool", "prefork",
+        "--prefetch-multiplier", "1",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ])
