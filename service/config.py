@@ -158,5 +158,5 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'fitserve.db').resolve()}"
 
     def ensure_dirs(self) -> None:
-        for sub in ("datasets", "checkpoints", "tmp"):
+        for sub in ("datasets", "checkpoints"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from service.client import DEFAULT_URL, Client, FitserveError
@@ -122,7 +121,7 @@ def train(
         typer.echo(f"weight      {_fmt(model['weight'])}")
         typer.echo(f"bias        {_fmt(model['bias'])}")
     else:
-        sizes = {k: list(np.shape(v)) for k, v in (model.get("parameters") or {}).items()}
+        sizes = {k: _shape(v) for k, v in (model.get("parameters") or {}).items()}
         typer.echo(f"parameters  {sizes}")
     typer.echo(f"final loss  {_fmt(model['metrics']['train_loss'])}")
     if model["metrics"].get("accuracy") is not None:
@@ -212,3 +211,12 @@ def register(cli: typer.Typer) -> None:
     ]
     for fn, extra in commands:
         cli.command(**extra)(fn)
+
+
+def _shape(value: Any) -> list[int]:
+    """The shape of nested lists (a tensor as JSON), without numpy in the client."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return shape

@@ -21,6 +21,7 @@ from service.errors import InvalidInput, ModelUnavailable, ShapeMismatch
 from service.store.artifacts import ArtifactStore, sha256_hex
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
+from service.training.scaling import Scaling, served
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,7 @@ class LoadedModel:
     weight_t: np.ndarray | None  # (in, out) float32: the linear fast path, else None
     bias: np.ndarray | None  # (out,)
     module: Any = None  # the nn.Module, for kinds the fast path does not cover
-    x_mean: np.ndarray | None = None  # standardization, float32
-    x_std: np.ndarray | None = None
-    y_mean: np.ndarray | None = None
-    y_std: np.ndarray | None = None
+    scaling: Scaling | None = None  # what standardize learnt
     classes: int | None = None
 
     def _check(self, x: np.ndarray) -> None:
@@ -60,23 +58,21 @@ class LoadedModel:
     def _outputs(self, x: np.ndarray) -> np.ndarray:
         """The module's raw outputs (logits for a classifier), in the original units."""
         self._check(x)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
-            if self.x_mean is not None:
-                x = (x - self.x_mean) / self.x_std
-            if self.weight_t is not None:
-                y = x @ self.weight_t  # (N, in) @ (in, out) -> (N, out)
-                if self.bias is not None:
-                    y += self.bias
-            else:
-                y = _module_forward(self.module, np.ascontiguousarray(x, dtype=np.float32))
-            if self.y_mean is not None:
-                y = y * self.y_std + self.y_mean
+        y = served(x, self._forward, self.scaling)
         if not np.isfinite(y).all():  # JSON would carry inf as null: a wrong number
             row = int(np.argwhere(~np.isfinite(y))[0][0])
             raise InvalidInput(
                 f"the prediction for x row {row} overflows float32: scale the inputs down",
                 field="x",
             )
+        return y
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        if self.weight_t is None:
+            return _module_forward(self.module, x)
+        y = x @ self.weight_t  # (N, in) @ (in, out) -> (N, out)
+        if self.bias is not None:
+            y += self.bias
         return y
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -180,12 +176,6 @@ class Predictor:
             raise ModelUnavailable(f"the checkpoint of model {row.id!r} is unreadable") from None
         kind = get_kind(row.kind)
         config = dict(row.config)
-        norm = row.normalization or {}
-
-        def vec(name: str) -> np.ndarray | None:
-            v = norm.get(name)
-            return None if v is None else np.asarray(v, np.float32)
-
         fast = kind.linear_head and not kind.transforms_inputs
         weight = tensors["linear.weight"].astype(np.float32) if fast else None
         bias = tensors.get("linear.bias") if fast else None
@@ -209,10 +199,7 @@ class Predictor:
             weight_t=None if weight is None else np.ascontiguousarray(weight.T),
             bias=None if bias is None else bias.astype(np.float32),
             module=module,
-            x_mean=vec("x_mean"),
-            x_std=vec("x_std"),
-            y_mean=vec("y_mean"),
-            y_std=vec("y_std"),
+            scaling=Scaling.from_normalization(row.normalization),
             classes=classes,
         )
 

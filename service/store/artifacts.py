@@ -97,10 +97,6 @@ class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    @property
-    def location(self) -> str:
-        return str(self.root)
-
     def check(self) -> str:
         """"ok", or what is wrong with the store (readiness)."""
         return "ok" if self.root.is_dir() else "missing"
@@ -195,11 +191,6 @@ class ObjectArtifactStore(ArtifactStore):
         self.fs = fs
         self.root_key = root.strip("/")
         self.root = Path(self.root_key)  # for messages only: nothing here is a local path
-
-    @property
-    def location(self) -> str:
-        protocol = self.fs.protocol
-        return f"{protocol[0] if isinstance(protocol, tuple) else protocol}://{self.root_key}"
 
     def _key(self, rel: str) -> str:
         return f"{self.root_key}/{rel}"

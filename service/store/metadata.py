@@ -402,11 +402,6 @@ class MetadataStore:
             return s.scalar(select(func.count()).select_from(JobRow).where(
                 JobRow.tenant == tenant, JobRow.status.in_(ACTIVE))) or 0
 
-    def count_jobs(self, status: str) -> int:
-        with self.session() as s:
-            return s.scalar(select(func.count()).select_from(JobRow).where(
-                JobRow.status == status)) or 0
-
     def job_stats(self) -> tuple[dict[str, int], int]:
         """Jobs per status, and the epochs they have run in all (one query, for /metrics)."""
         with self.session() as s:

@@ -21,8 +21,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-ID_PREFIXES = ("ds", "job", "mdl")
-
 
 def new_id(prefix: str) -> str:
     """Time-ordered id: 12 hex digits of milliseconds then 12 random hex digits."""

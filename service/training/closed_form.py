@@ -128,28 +128,6 @@ def _residual_sse(x: np.ndarray, y: np.ndarray, theta: np.ndarray, bias: bool, d
     return sse.cpu().numpy()
 
 
-def supports(spec: TrainingSpec, n_rows: int) -> str | None:
-    """None when the closed form can run this spec exactly; else why not."""
-    from models import get_kind
-
-    if spec.engine == "autograd":
-        return "the autograd engine was asked for"
-    if not get_kind(spec.model.kind).linear_head:
-        return f"{spec.model.kind} is not linear in its parameters"
-    if spec.resolved_loss() != "mse":
-        return f"{spec.resolved_loss()} loss has no closed form"
-    if not isinstance(spec.optimizer, SGDSpec):
-        return f"{spec.optimizer.name} is not plain SGD"
-    if spec.batch_size is not None and spec.batch_size < n_rows:
-        return "mini-batches"
-    for option in ("scheduler", "grad_clip", "early_stopping"):
-        if getattr(spec, option) is not None:
-            return f"{option} is set"
-    if spec.trace_epochs:
-        return "a trace records autograd's own steps"
-    return None
-
-
 class Unstable(Exception):
     """The recurrence grows: the plain loop must run, to fail at the very epoch it fails."""
 

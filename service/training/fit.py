@@ -5,17 +5,14 @@ rows, standardize (optional), turn targets into class indices for classifiers, b
 registered model from the seed, apply its parameter-free ``transform`` to the data once,
 then train its ``head`` with the fastest exact engine:
 
-- ``closed_form``: a linear head, MSE, full-batch plain SGD (service/closed_form.py);
-- ``fused``: a linear head, MSE, SGD with mini-batches or early stopping, the gradient
-  written out (service/epoch_loop.py);
-- ``autograd``: everything else, the seed program's loop.
+engines.py says which: the closed form, the fused SGD step, or the autograd loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +23,7 @@ from models import get_kind
 from models.registry import ModelKind
 from service.errors import Diverged, InvalidTargets, Overflow, TrainingError
 from service.training import closed_form
+from service.training.engines import pick_engine
 from service.training.epoch_loop import (
     DIVERGED_HINT,
     LoopResult,
@@ -35,7 +33,8 @@ from service.training.epoch_loop import (
     make_scheduler,
     run_loop,
 )
-from service.training.spec import SGDSpec, TrainingSpec
+from service.training.scaling import Scaling, served
+from service.training.spec import TrainingSpec
 from service.training.targets import class_indices
 
 __all__ = ["DIVERGED_HINT", "FitResult", "class_indices", "fit", "make_loss", "make_optimizer",
@@ -67,7 +66,6 @@ class FitResult:
     log_loss: float | None = None
     stopped: dict[str, Any] | None = None
     trace: dict[str, Any] | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def make_loss(spec: TrainingSpec) -> nn.Module:
@@ -204,7 +202,8 @@ def _train(spec: TrainingSpec, kind: ModelKind, model: nn.Module, x_train: np.nd
            y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
            device: str, seed: int, on_progress: ProgressFn | None, should_stop: StopFn | None,
            trace_rows: int) -> _Run:
-    if closed_form.supports(spec, x_train.shape[0]) is None:
+    engine = pick_engine(spec, x_train.shape[0])
+    if engine == "closed_form":
         stats_device = "cpu" if device == "mps" else device  # MPS has no float64
         bias = spec.model.bias
         try:
@@ -216,12 +215,8 @@ def _train(spec: TrainingSpec, kind: ModelKind, model: nn.Module, x_train: np.nd
         except (closed_form.Unstable, np.linalg.LinAlgError) as e:
             # the loop then fails (or not) at the very epoch a plain loop would
             log.info("closed form declined (%s); running the loop", e)
-    # SGD on squared loss through a linear head: the same step with the gradient written out
-    fused = (
-        spec.engine == "auto" and kind.linear_head and spec.resolved_loss() == "mse"
-        and isinstance(spec.optimizer, SGDSpec) and spec.scheduler is None
-        and spec.grad_clip is None and not spec.trace_epochs
-    )
+            engine = "fused"  # what the closed form can run, the fused step runs too
+    fused = engine == "fused"
     loop = run_loop(spec, model, make_loss(spec), x_train, y_train, x_val, y_val, device, seed,
                     on_progress, should_stop, fused=fused, trace_rows=trace_rows)
     return _Run(loop, "fused" if fused else "autograd", device)
@@ -289,7 +284,11 @@ def _result(spec: TrainingSpec, kind: ModelKind, model: nn.Module, config: Any,
         lstsq_loss=None, engine=run.engine, device=run.device, stopped=run.loop.stopped,
         trace=run.loop.trace,
     )
-    predict = _Serving(model, norm)
+    scaling = Scaling.from_normalization(norm)
+
+    def predict(x: np.ndarray) -> np.ndarray:  # what predict serves (float32)
+        return served(x, lambda z: _forward(model, z, transformed=False), scaling)
+
     if kind.task == "classification":
         res.train_loss, res.accuracy = _classify_metrics(predict(x_train), y_train, classes)
         res.log_loss = res.train_loss
@@ -324,22 +323,6 @@ def _result(spec: TrainingSpec, kind: ModelKind, model: nn.Module, config: Any,
     if x_val is not None and y_val is not None:
         res.final_val_loss = loss_on(x_val, y_val)[0]
     return res
-
-
-class _Serving:
-    """What predict computes: standardize, forward, undo the target's scaling (float32)."""
-
-    def __init__(self, model: nn.Module, norm: dict[str, Any] | None) -> None:
-        self.model, self.norm = model, norm
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        n = self.norm
-        if n is not None:
-            x = ((x - np.asarray(n["x_mean"])) / np.asarray(n["x_std"])).astype(np.float32)
-        out = _forward(self.model, x, transformed=False)
-        if n is not None and n["y_mean"] is not None:
-            out = (out * np.asarray(n["y_std"]) + np.asarray(n["y_mean"])).astype(np.float32)
-        return out
 
 
 def _classify_metrics(logits: np.ndarray, y: np.ndarray, classes: int | None

@@ -13,7 +13,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -21,25 +20,11 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from service.config import Settings
+from service.worker.identity import worker_name
 
 log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any]], None]
-
-
-def worker_name(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
-
-
-def _warm_up() -> None:
-    """The first training step of a process pays torch's lazy set-up; pay it before a job."""
-    import numpy as np
-
-    from service.training.fit import fit
-    from service.training.spec import TrainingSpec
-
-    x = np.arange(4, dtype=np.float32).reshape(-1, 1)
-    fit(TrainingSpec(epochs=20, seed=0), x, 2 * x + 1)
 
 
 def _die_with_parent() -> None:
@@ -72,9 +57,9 @@ def worker_main(
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     from service.store.artifacts import open_artifacts
     from service.store.metadata import MetadataStore
-    from service.worker.runner import run_job
+    from service.worker.runner import run_job, warm_up
 
-    _warm_up()
+    warm_up()
     meta = MetadataStore(settings.resolved_database_url)
     artifacts = open_artifacts(settings.resolved_artifacts, settings.artifacts_endpoint_url)
     name = worker_name()

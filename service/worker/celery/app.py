@@ -14,7 +14,6 @@ None of this is what guarantees "never lost, never twice to completion": the job
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -56,13 +55,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_pool_limit=4,
     )
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
-              ignore_result=True)
-    def run_job_task(self: Any, job_id: str) -> str:
-        from service.worker.celery.tasks import execute
-
-        return execute(job_id)
-
+    # the task itself is registered by the worker (tasks.run_worker); a publisher sends it
+    # by name and needs no body
     return app
 
 

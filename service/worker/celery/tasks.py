@@ -22,7 +22,11 @@ from service.config import Settings
 from service.errors import NotFound
 from service.store.artifacts import ArtifactStore, open_artifacts
 from service.store.metadata import MetadataStore
+from service.worker.celery.app import TASK_NAME, make_celery, publish, queue_size
 from service.worker.celery.broker import CatalogCounter, WorkerRegistry, device_kind, redis_client
+from service.worker.identity import pid_alive, worker_name
+from service.worker.reaper import Reaper
+from service.worker.runner import run_job, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,6 @@ _child: _Child | None = None
 
 def child_context(settings: Settings) -> _Child:
     """Open the stores of a job-running process (called once per pool process)."""
-    from service.worker.local import worker_name
-
     return _Child(
         settings=settings,
         name=worker_name(),
@@ -81,8 +83,6 @@ def child_context(settings: Settings) -> _Child:
 def execute(job_id: str, ctx: _Child | None = None) -> str:
     """The body of ``fitserve.run_job``: claim this job and run it, or drop a delivery that
     has nothing left to do. Returns the job's final status, or "skipped"."""
-    from service.worker.runner import run_job
-
     ctx = ctx or _child or _open_child()
     job = ctx.meta.claim(job_id, ctx.name) or _take_over_from_dead_holder(ctx, job_id)
     if job is None:
@@ -92,6 +92,11 @@ def execute(job_id: str, ctx: _Child | None = None) -> str:
     with _heartbeat(ctx.meta, job.id, ctx.name, ctx.settings.heartbeat_interval_s):
         return run_job(job, ctx.name, ctx.meta, ctx.artifacts, ctx.settings.progress_interval_s,
                        ctx.notify)
+
+
+def _run_job_task(task: Any, job_id: str) -> str:
+    """``fitserve.run_job``, as Celery calls it."""
+    return execute(job_id)
 
 
 def _take_over_from_dead_holder(ctx: _Child, job_id: str) -> Any:
@@ -105,21 +110,11 @@ def _take_over_from_dead_holder(ctx: _Child, job_id: str) -> Any:
     if row.status != "running" or not row.worker:
         return None
     host, _, pid = row.worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+    if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
         return None
     log.warning("job %s: its process %s is gone; running it again", job_id, row.worker)
     ctx.meta.requeue_running([row.worker], ctx.settings.max_job_attempts)
     return ctx.meta.claim(job_id, ctx.name)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -155,10 +150,8 @@ def _init_child(**_: Any) -> None:
         _main.meta.engine.dispose(close=False)
     import torch
 
-    from service.worker.local import _warm_up
-
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _main_concurrency()))
-    _warm_up()
+    warm_up()
     try:
         _open_child()
     except Exception:  # e.g. the store is not reachable yet: the first task tries again
@@ -181,9 +174,6 @@ def _main_concurrency() -> int:
 def _on_ready(**_: Any) -> None:
     if _main is None:
         return
-    from service.worker.celery.app import publish, queue_size
-    from service.worker.reaper import Reaper
-
     m = _main
     s = m.settings
     m.meta = MetadataStore(s.resolved_database_url)
@@ -231,13 +221,13 @@ def run_worker(settings: Settings, device: str, concurrency: int,
                name: str | None = None) -> None:
     """Run a Celery worker on ``device``'s queue until it is stopped (blocks)."""
     global _main
-    from service.worker.celery.app import make_celery
-
     kind = device_kind(device)
     meta = MetadataStore(settings.resolved_database_url)
     meta.create_schema()  # the same migrations as the API's; they take turns on PostgreSQL
     meta.dispose()
     app = make_celery(settings)
+    app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
+             ignore_result=True)(_run_job_task)
     app.conf.worker_concurrency = concurrency
     nodename = name or f"{kind}-{os.getpid()}@{socket.gethostname()}"
     _main = _Main(settings=settings, kind=kind, nodename=nodename, app=app)
