@@ -1,0 +1,79 @@
+"""Dataset records: stored once per tenant and content (sha256)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from service.errors import Conflict, not_found
+from service.jobs.status import ACTIVE
+from service.store.session import Page, Records
+from service.store.tables import DatasetRow, JobRow, new_id, utcnow
+
+
+class DatasetRecords(Records):
+
+    def add_dataset(self, **values: Any) -> tuple[DatasetRow, bool]:
+        """Store a dataset record; the same content twice gives the first record back."""
+        tenant = values.get("tenant", "default")
+        with self.session() as s:
+            found = s.scalar(
+                select(DatasetRow).where(
+                    DatasetRow.tenant == tenant, DatasetRow.sha256 == values["sha256"]
+                )
+            )
+            if found is not None:
+                return found, False
+        row = DatasetRow(id=new_id("ds"), created_at=utcnow(), **values)
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError:  # the same content arrived concurrently
+            with self.session() as s:
+                found = s.scalar(
+                    select(DatasetRow).where(
+                        DatasetRow.tenant == tenant, DatasetRow.sha256 == values["sha256"]
+                    )
+                )
+            if found is None:
+                raise
+            return found, False
+        return row, True
+
+    def get_dataset(self, dataset_id: str, tenant: str = "default") -> DatasetRow:
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset_id)
+        if row is None or row.tenant != tenant:
+            raise not_found("dataset", dataset_id)
+        return row
+
+    def list_datasets(self, tenant: str, limit: int, cursor: str | None) -> Page:
+        return self._page(DatasetRow, [DatasetRow.tenant == tenant], limit, cursor)
+
+    def delete_dataset(self, dataset_id: str, tenant: str = "default") -> DatasetRow:
+        """Delete the record; returns it. 409 while a queued or running job uses it."""
+        with self.session() as s:
+            row = s.get(DatasetRow, dataset_id)
+            if row is None or row.tenant != tenant:
+                raise not_found("dataset", dataset_id)
+            busy = s.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.dataset_id == dataset_id, JobRow.status.in_(ACTIVE))
+            )
+            if busy:
+                raise Conflict(
+                    f"dataset {dataset_id!r} is used by {busy} queued or running job(s); "
+                    "cancel them or wait for them to finish"
+                )
+            s.delete(row)
+        return row
+
+    def sha_in_use(self, sha256: str) -> bool:
+        with self.session() as s:
+            return bool(
+                s.scalar(select(func.count()).select_from(DatasetRow).where(
+                    DatasetRow.sha256 == sha256))
+            )

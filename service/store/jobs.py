@@ -1,0 +1,282 @@
+"""Job records: the queue's truth. Claims, heartbeats, progress, ends and recovery are each
+one conditional UPDATE, so two workers never both hold a job and a finished job never
+changes again."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from service.errors import ActiveJobsExceeded, Conflict, not_found
+from service.jobs.status import ACTIVE, FINISHED
+from service.store.session import Page, Records
+from service.store.tables import JobRow, ModelRow, new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def _claim_values(worker: str) -> dict[str, Any]:
+    now = utcnow()
+    return {"status": "running", "worker": worker, "started_at": now, "heartbeat_at": now,
+            "attempts": JobRow.attempts + 1}
+
+
+def _recover(job: JobRow, max_attempts: int) -> bool:
+    """A job whose worker is gone: cancelled if that was asked, failed once it used up its
+    attempts, else queued again (returns True then)."""
+    if job.cancel_requested:
+        job.status = "cancelled"
+        job.error = {"type": "cancelled", "message": "cancelled"}
+        job.finished_at = utcnow()
+        return False
+    if job.attempts >= max_attempts:
+        job.status = "failed"
+        job.error = {
+            "type": "worker_lost",
+            "message": f"the worker running this job died {job.attempts} time(s); giving up",
+        }
+        job.finished_at = utcnow()
+        return False
+    job.status = "queued"
+    job.worker = None
+    job.heartbeat_at = None
+    job.progress_epoch = 0
+    job.progress_loss = None
+    job.progress_val_loss = None
+    return True
+
+
+class JobRecords(Records):
+
+    def create_job(self, *, max_active: int | None = None, **values: Any) -> JobRow:
+        """Insert a queued job. With ``max_active``, the tenant's queued + running jobs are
+        counted after the insert in the same transaction (SQLite's write lock, or an advisory
+        lock on PostgreSQL, keeps concurrent submits apart) and over the limit it rolls back
+        and raises ActiveJobsExceeded with the count."""
+        row = JobRow(id=new_id("job"), status="queued", created_at=utcnow(), **values)
+        with self.session() as s:
+            if max_active is not None and self.engine.dialect.name == "postgresql":
+                s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                    f"fitserve-active:{row.tenant}"))))
+            s.add(row)
+            if max_active is not None:
+                s.flush()
+                active = s.scalar(select(func.count()).select_from(JobRow).where(
+                    JobRow.tenant == row.tenant, JobRow.status.in_(ACTIVE))) or 0
+                if active > max_active:
+                    raise ActiveJobsExceeded(active - 1, max_active)
+        return row
+
+    def get_job(self, job_id: str, tenant: str | None = "default") -> JobRow:
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            raise not_found("job", job_id)
+        return row
+
+    def list_jobs(
+        self, tenant: str, status: str | None, limit: int, cursor: str | None
+    ) -> Page:
+        filters = [JobRow.tenant == tenant]
+        if status:
+            filters.append(JobRow.status == status)
+        return self._page(JobRow, filters, limit, cursor)
+
+    def request_cancel(self, job_id: str, tenant: str = "default") -> JobRow:
+        """A queued job is cancelled at once; a running one is flagged for its worker."""
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or row.tenant != tenant:
+                raise not_found("job", job_id)
+            if row.status in FINISHED:
+                raise Conflict(f"job {job_id!r} has already {row.status}; nothing to cancel")
+            row.cancel_requested = True
+            if row.status == "queued":
+                row.status = "cancelled"
+                row.finished_at = utcnow()
+                row.error = {"type": "cancelled", "message": "cancelled before it started"}
+        return row
+
+    def claim_next(self, worker: str) -> JobRow | None:
+        """Atomically move the oldest queued job to running for this worker."""
+        while True:
+            with self.session() as s:
+                job_id = s.scalar(
+                    select(JobRow.id)
+                    .where(JobRow.status == "queued")
+                    .order_by(JobRow.created_at, JobRow.id)
+                    .limit(1)
+                )
+                if job_id is None:
+                    return None
+                claimed = s.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == "queued")
+                    .values(**_claim_values(worker))
+                ).rowcount
+            if claimed == 1:
+                return self.get_job(job_id, tenant=None)
+            # another worker won this one; try the next
+
+    def claim(self, job_id: str, worker: str) -> JobRow | None:
+        """Atomically move this job from queued to running for this worker; None when it is
+        not queued (running elsewhere, finished, cancelled): a duplicate delivery."""
+        with self.session() as s:
+            claimed = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "queued")
+                .values(**_claim_values(worker))
+            ).rowcount
+        return self.get_job(job_id, tenant=None) if claimed == 1 else None
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        """The holder is alive; returns whether it still holds the job."""
+        with self.session() as s:
+            return s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "running", JobRow.worker == worker)
+                .values(heartbeat_at=utcnow())
+            ).rowcount == 1
+
+    def requeue_stale(self, cutoff: datetime, max_attempts: int) -> list[JobRow]:
+        """Running jobs whose holder last showed life before ``cutoff`` are recovered as
+        ``requeue_running`` does; returns those put back in the queue. Safe to run in many
+        processes at once: each row is re-checked under a row lock before it changes."""
+        last_seen = func.coalesce(JobRow.heartbeat_at, JobRow.started_at)
+        with self.session() as s:
+            candidates = s.execute(
+                select(JobRow.id, JobRow.worker).where(
+                    JobRow.status == "running", last_seen < cutoff)
+            ).all()
+        requeued = []
+        for job_id, holder in candidates:
+            with self.session() as s:
+                job = s.scalar(
+                    select(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == "running",
+                           JobRow.worker == holder, last_seen < cutoff)
+                    .with_for_update()
+                )
+                if job is None:  # it showed life, finished, or another reaper took it
+                    continue
+                log.warning("job %s: worker %s silent since %s; recovering it", job.id,
+                            holder, job.heartbeat_at)
+                if _recover(job, max_attempts):
+                    requeued.append(job)
+        return requeued
+
+    def queued_jobs(self, created_before: datetime, limit: int = 1000) -> list[JobRow]:
+        """Queued jobs older than ``created_before``, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(
+                select(JobRow)
+                .where(JobRow.status == "queued", JobRow.created_at < created_before)
+                .order_by(JobRow.created_at, JobRow.id)
+                .limit(limit)
+            ))
+
+    def update_progress(
+        self, job_id: str, epoch: int, loss: float | None, val_loss: float | None
+    ) -> bool:
+        """Write progress; returns whether cancellation was requested."""
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id)
+                .values(progress_epoch=epoch, progress_loss=loss, progress_val_loss=val_loss,
+                        heartbeat_at=utcnow())
+            )
+            return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.session() as s:
+            return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+    def finish_job(self, job_id: str, worker: str, **values: Any) -> bool:
+        """Record the end of a job, only if this worker still holds it."""
+        with self.session() as s:
+            done = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "running", JobRow.worker == worker)
+                .values(finished_at=utcnow(), **values)
+            ).rowcount
+        return done == 1
+
+    def finish_with_model(
+        self, job_id: str, worker: str, model: dict[str, Any], job_values: dict[str, Any]
+    ) -> ModelRow | None:
+        """Create the model and mark the job succeeded in one transaction."""
+        for attempt in range(10):
+            try:
+                with self.session() as s:
+                    # locked: a reaper cannot take the job between this check and the commit
+                    job = s.get(JobRow, job_id, with_for_update=True)
+                    if job is None or job.status != "running" or job.worker != worker:
+                        return None
+                    version = None
+                    if model.get("name"):
+                        if self.engine.dialect.name == "postgresql":
+                            # one version number at a time per name, held to the commit
+                            s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                                f"fitserve-model:{model['tenant']}:{model['name']}"))))
+                        latest = s.scalar(
+                            select(func.max(ModelRow.version)).where(
+                                ModelRow.tenant == model["tenant"], ModelRow.name == model["name"]
+                            )
+                        )
+                        version = (latest or 0) + 1
+                    row = ModelRow(version=version, created_at=utcnow(), **model)
+                    s.add(row)
+                    s.flush()
+                    for k, v in job_values.items():
+                        setattr(job, k, v)
+                    job.status = "succeeded"
+                    job.model_id = row.id
+                    job.finished_at = utcnow()
+                return row
+            except IntegrityError:  # two versions of one name at once: take the next number
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # spread the retries
+                continue
+        raise RuntimeError(f"could not allocate a model version for job {job_id}")
+
+    def requeue_running(
+        self, workers: Sequence[str] | None, max_attempts: int, *, refund: bool = False
+    ) -> list[str]:
+        """Jobs left running by dead workers (all running ones when ``workers`` is None) go
+        back to the queue, or fail once they used up their attempts. ``refund``: the worker was
+        stopped on purpose (a shutdown), so the attempt does not count."""
+        touched = []
+        with self.session() as s:
+            q = select(JobRow).where(JobRow.status == "running")
+            if workers is not None:
+                q = q.where(JobRow.worker.in_(list(workers)))
+            for job in s.scalars(q):
+                touched.append(job.id)
+                if refund:
+                    job.attempts = max(0, job.attempts - 1)
+                _recover(job, max_attempts)
+        if touched:
+            log.warning("recovered jobs from dead workers: %s", touched)
+        return touched
+
+    def count_active_jobs(self, tenant: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.tenant == tenant, JobRow.status.in_(ACTIVE))) or 0
+
+    def job_stats(self) -> tuple[dict[str, int], int]:
+        """Jobs per status, and the epochs they have run in all (one query, for /metrics)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(
+                    JobRow.status, func.count(), func.coalesce(func.sum(JobRow.progress_epoch), 0)
+                ).group_by(JobRow.status)
+            ).all()
+        return {status: int(n) for status, n, _ in rows}, sum(int(e) for _, _, e in rows)

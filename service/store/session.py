@@ -1,0 +1,83 @@
+"""The SQL engine, sessions and paging that every record store shares (SQLite by default,
+PostgreSQL in scale-out)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for the worker's writes
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Page:
+    def __init__(self, rows: Sequence[Any], count: int, next_cursor: str | None) -> None:
+        self.rows = rows
+        self.count = count
+        self.next = next_cursor
+
+
+class Records:
+    """The engine and sessions; the record stores of each aggregate extend it."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Migrate the schema to the newest revision (Alembic; see store/migrations/)."""
+        from service.store.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def ping(self) -> str:
+        """``ok`` when the database answers, else the error's type (for readiness)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            return f"error: {type(e).__name__}"
+        return "ok"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # ------------------------------------------------------------ generic
+
+    def _page(
+        self, model: Any, filters: list[Any], limit: int, cursor: str | None
+    ) -> Page:
+        with self.session() as s:
+            count = s.scalar(select(func.count()).select_from(model).where(*filters)) or 0
+            q = select(model).where(*filters)
+            if cursor:
+                q = q.where(model.id < cursor)
+            rows = list(s.scalars(q.order_by(model.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, count, rows[-1].id if more and rows else None)
