@@ -7,13 +7,15 @@ DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: serve test lint bench clean chromium
 
+# the server's dependencies: `fitserve[server]` (the base install is the client and CLI only)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@echo "installing fitserve[server] into $(VENV) (a few minutes the first time)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[server]'
 	touch $@
 
 $(DEVSTAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[server,dev]'
 	touch $@
 
 ## serve: API + training workers on $FITSERVE_HOST:$FITSERVE_PORT (127.0.0.1:8000), data in ./data
@@ -26,13 +28,15 @@ chromium:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	  >/dev/null; } || echo "chromium is missing: the browser tests skip (fail with CI=true)"
 
-## test: lint, then the whole suite
+## test: lint, type-check, then the whole suite (in parallel: pytest-xdist)
 test: $(DEVSTAMP) chromium
 	$(BIN)/ruff check service models tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check service models tests bench
+	$(BIN)/mypy
 
 bench: $(DEVSTAMP)
 	$(BIN)/python -m bench

@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import typer
 
 cli = typer.Typer(help="fitserve: train PyTorch models over REST and serve them.",
                   no_args_is_help=True)
+
+# commands that run the server side; the rest are HTTP clients (the base install)
+SERVER_COMMANDS = {"serve", "worker", "workers", "db", "keys"}
+_SERVER_MODULES = ("fastapi", "torch", "sqlalchemy", "pydantic_settings")
+
+
+@cli.callback()
+def _needs(ctx: typer.Context) -> None:
+    """Server commands say which install they need, not an ImportError."""
+    if ctx.invoked_subcommand not in SERVER_COMMANDS:
+        return
+    import importlib.util
+
+    missing = [m for m in _SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        typer.echo(f"`fitserve {ctx.invoked_subcommand}` runs the server, which needs "
+                   f"pip install 'fitserve[server]' (missing: {', '.join(missing)})", err=True)
+        raise typer.Exit(2)
+
+
+class _ServeOverrides(TypedDict, total=False):
+    """The Settings fields ``serve``'s options override (the rest come from the env)."""
+
+    host: str
+    port: int
+    workers: int
 
 
 @cli.command()
@@ -27,8 +55,13 @@ def serve(
     from service.logs import configure_logging
     from service.main import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
-                 if v is not None}
+    overrides: _ServeOverrides = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if workers is not None:
+        overrides["workers"] = workers
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     refusal = check_bind(settings, insecure)
