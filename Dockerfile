@@ -7,7 +7,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service service
 COPY models models
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" -e . \
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" -e '.[server]' \
     && useradd --create-home --uid 10001 fitserve \
     && mkdir -p /data && chown fitserve /data
 USER fitserve

@@ -16,7 +16,7 @@ from service.jobs.status import JobStatus
 from service.training.spec import TrainingSpec
 
 # strict: pydantic's lax mode would read true as 1.0 and "1.5" as 1.5, where the dataset
-# and predict routes (service/arrays.py) refuse both
+# and predict routes (service/data/arrays.py) refuse both
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Matrix = list[list[Number]]
 """Rows of numbers: ``[[x11, x12, ...], [x21, ...], ...]``."""

@@ -67,7 +67,7 @@ def worker_main(
 
     def notify(event: dict[str, Any]) -> None:
         if event["event"] in ("model_committing", "model_created"):
-            with catalog.get_lock():  # bumped before and after the commit: see predictor.py
+            with catalog.get_lock():  # bumped before and after the commit: see serving/predictor.py
                 catalog.value += 1
         if event["event"] != "model_committing":
             events.put(event)

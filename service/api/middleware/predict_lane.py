@@ -2,7 +2,7 @@
 
 FastAPI's routing, dependency resolution and response machinery cost more than a linear
 model's prediction; for the routes other services call in a loop, this lane reads the body,
-runs the same validation and prediction as the FastAPI routes (service/api/predict.py), and
+runs the same validation and prediction as the FastAPI routes (service/serving/predict.py), and
 writes the orjson bytes itself. The FastAPI routes stay for the OpenAPI docs and behave the
 same; any other request passes straight through.
 """

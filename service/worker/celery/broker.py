@@ -61,7 +61,7 @@ class WorkerRegistry:
 
 
 class CatalogCounter:
-    """A counter workers bump around every model commit (see predictor.py); API processes
+    """A counter workers bump around every model commit (see serving/predictor.py); API processes
     read it in a background thread, so the predict path reads a plain int, never Redis."""
 
     POLL_S = 0.05

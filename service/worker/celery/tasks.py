@@ -43,7 +43,7 @@ class _Child:
 
     def notify(self, event: dict[str, Any]) -> None:
         if event["event"] in ("model_committing", "model_created"):
-            try:  # bumped before and after the commit: see predictor.py
+            try:  # bumped before and after the commit: see serving/predictor.py
                 self.catalog.bump()
             except Exception as e:  # noqa: BLE001 - the API still sees the model, later
                 log.warning("could not bump the catalog counter: %s", e)
