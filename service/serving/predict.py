@@ -9,8 +9,11 @@ from typing import Any
 from anyio import to_thread
 
 from service.data.arrays import as_matrix, decode_json, is_json
-from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
+from service.errors import InvalidInput, LimitExceeded, ModelUnavailable, UnsupportedMediaType
 from service.serving.predictor import Predictor
+
+INLINE_PARAMETERS = 1_000_000
+"""Most values GET /v1/models/{id} writes out as JSON; a larger model's are in its checkpoint."""
 
 
 def parse_predict_body(
@@ -56,3 +59,20 @@ async def predict_result(
         result["labels"] = p.labels
         result["probabilities"] = p.probabilities
     return result
+
+
+async def model_parameters(
+    predictor: Predictor, model_id: str, tenant: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Every tensor of a model by name, as nested lists, read from its verified checkpoint
+    (what predict serves); None beyond INLINE_PARAMETERS values. Second: why the checkpoint
+    cannot be read, when it cannot (the model's record stays readable)."""
+    try:
+        model = predictor.cached(model_id, tenant)
+        if model is None:
+            model = await to_thread.run_sync(predictor.load, model_id, tenant)
+    except ModelUnavailable as e:
+        return None, e.message
+    if sum(v.size for v in model.state.values()) > INLINE_PARAMETERS:
+        return None, None
+    return {k: v.tolist() for k, v in model.state.items()}, None

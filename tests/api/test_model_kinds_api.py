@@ -29,7 +29,7 @@ def train(client, run_queued, **body):
 
 
 def test_binary_logistic_predicts_labels_and_probabilities(client, run_queued):
-    job, model = train(client, run_queued, **BINARY, model="logistic", epochs=2000, lr=0.5,
+    job, model = train(client, run_queued, **BINARY, model="logistic", epochs=300, lr=0.5,
                        model_name="clf")
     assert job["hyperparameters"]["loss"] == "bce"  # chosen at submit, from the targets
     assert job["hyperparameters"]["model"]["classes"] == 2
@@ -108,7 +108,7 @@ def test_mlp_parameters_are_readable_by_name_and_the_checkpoint_loads_them(clien
     assert client.get("/v1/models").json()["data"][0]["parameters"] is None  # lists stay light
     light = client.get(f"/v1/models/{model['id']}", params={"parameters": False}).json()
     assert light["parameters"] is None and light["checkpoint_error"] is None
-    monkeypatch.setattr("service.api.models.INLINE_PARAMETERS", 56)  # this one has 57
+    monkeypatch.setattr("service.serving.predict.INLINE_PARAMETERS", 56)  # this one has 57
     assert client.get(f"/v1/models/{model['id']}").json()["parameters"] is None
 
 

@@ -13,13 +13,9 @@ from service.api.responses import errors, json_body_doc
 from service.api.routes.predict import predict_response
 from service.api.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse
 from service.api.views import model_public
-from service.errors import ModelUnavailable
+from service.serving.predict import model_parameters
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-
-INLINE_PARAMETERS = 1_000_000
-"""Most values GET /v1/models/{id} writes out as JSON; a larger model's are in its checkpoint."""
-
 
 @router.get("", response_model=ModelsPublic)
 def list_models(
@@ -44,14 +40,8 @@ async def get_model(
 ) -> ModelPublic:
     """Weight, bias, every parameter by name, metrics, hyperparameters and lineage."""
     row = await run_in_threadpool(meta.get_model, model_id, tenant)
-    try:  # the verified checkpoint: the parameters as predict serves them
-        model = predictor.cached(row.id, tenant) or await run_in_threadpool(
-            predictor.load, row.id, tenant)
-    except ModelUnavailable as e:  # the record stays readable; it says what is wrong
-        return model_public(row, checkpoint_error=e.message)
-    if not parameters or sum(v.size for v in model.state.values()) > INLINE_PARAMETERS:
-        return model_public(row)
-    return model_public(row, {k: v.tolist() for k, v in model.state.items()})
+    tensors, error = await model_parameters(predictor, row.id, tenant)
+    return model_public(row, tensors if parameters else None, checkpoint_error=error)
 
 
 @router.get(
