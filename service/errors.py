@@ -187,8 +187,9 @@ class DatasetMissing(TrainingError):
 
 
 class ArtifactsFailed(TrainingError):
-    """The job's data or checkpoint could not be read or written."""
+    """The job's data or checkpoint could not be read or written (the server's storage)."""
 
+    status_code = 503
     type = "storage_error"
 
 
