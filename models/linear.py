@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -15,10 +16,24 @@ class LinearConfig:
     bias: bool = True
 
 
+class LinearShape(Protocol):
+    """What ``LinearModel`` reads of its config (the other kinds' configs have it too)."""
+
+    @property
+    def in_features(self) -> int: ...
+    @property
+    def out_features(self) -> int: ...
+    @property
+    def bias(self) -> bool: ...
+
+
 class LinearModel(nn.Module):
     """``y = x @ W.T + b``; the parameter is named ``linear`` as in the seed program."""
 
-    def __init__(self, config: LinearConfig) -> None:
+    config: LinearShape
+    linear: nn.Linear
+
+    def __init__(self, config: LinearShape) -> None:
         super().__init__()
         self.config = config
         self.linear = nn.Linear(config.in_features, config.out_features, bias=config.bias)

@@ -22,5 +22,7 @@ class LogisticConfig:
 class LogisticModel(LinearModel):
     """Logits ``z = x @ W.T + b`` (the service turns them into probabilities and labels)."""
 
-    def __init__(self, config: LogisticConfig) -> None:  # type: ignore[override]
-        super().__init__(config)  # type: ignore[arg-type]
+    config: LogisticConfig
+
+    def __init__(self, config: LogisticConfig) -> None:
+        super().__init__(config)

@@ -22,10 +22,12 @@ class PolynomialConfig:
 
 
 class PolynomialModel(LinearModel):
-    def __init__(self, config: PolynomialConfig) -> None:  # type: ignore[override]
+    config: PolynomialConfig
+
+    def __init__(self, config: PolynomialConfig) -> None:
         terms = term_count(config.in_features, config.degree, config.interactions)
-        super().__init__(_Inner(terms, config.out_features, config.bias))  # type: ignore[arg-type]
-        self.config = config  # type: ignore[assignment]
+        super().__init__(_Inner(terms, config.out_features, config.bias))
+        self.config = config
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         d = self.config.degree

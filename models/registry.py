@@ -43,7 +43,7 @@ class ModelKind:
 
     @property
     def config_cls(self) -> type:
-        return self._attr(0)  # type: ignore[no-any-return]
+        return self._attr(0)
 
     @property
     def module_cls(self) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +47,7 @@ class Services:
     def auth(self) -> Authenticator:
         if "auth" not in self.extra:
             self.extra["auth"] = Authenticator(self.settings, self.meta)
-        return self.extra["auth"]  # type: ignore[no-any-return]
+        return self.extra["auth"]
 
     async def authenticate(self, headers: Mapping[str, str], needed: str) -> str:
         """The caller's tenant, if its key allows ``needed`` (401/403 otherwise); a key not
@@ -104,7 +104,7 @@ def build_services(settings: Settings, *, with_workers: bool = True) -> Services
     meta.create_schema()
     artifacts = open_artifacts(settings.resolved_artifacts, settings.artifacts_endpoint_url)
     queue: JobQueue | None = None
-    catalog_version = None
+    catalog_version: Callable[[], int] | None = None
     pool = None
     if settings.queue == "celery":  # workers run elsewhere: this process only publishes
         from service.worker.celery.queue import CeleryQueue

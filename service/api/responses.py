@@ -10,6 +10,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import ErrorResponse
@@ -42,9 +43,10 @@ async def require_json(request: Request) -> None:
         )
 
 
-def json_body_doc(model: type, *, extra_content: dict[str, Any] | None = None) -> dict[str, Any]:
+def json_body_doc(model: type[BaseModel], *,
+                  extra_content: dict[str, Any] | None = None) -> dict[str, Any]:
     """OpenAPI for a route that parses its body itself (for speed or several media types)."""
-    content: dict[str, Any] = {"application/json": {"schema": model.model_json_schema()}}  # type: ignore[attr-defined]
+    content: dict[str, Any] = {"application/json": {"schema": model.model_json_schema()}}
     content.update(extra_content or {})
     return {"requestBody": {"required": True, "content": content}}
 
@@ -86,7 +88,7 @@ _UNIONS = ("optimizer", "model", "scheduler")
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str, str | None]:
     errs = exc.errors()
-    first = errs[0] if errs else {"msg": "invalid request", "loc": ()}
+    first: Mapping[str, Any] = errs[0] if errs else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
         why = (first.get("ctx") or {}).get("error") or first.get("msg")
         return 400, "malformed_body", f"the body is not valid JSON: {why}", None
@@ -119,8 +121,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         status, type_, msg, field = _validation_message(exc)
-        extra = {"field": field} if field else {}
-        return error_response(status, type_, msg, **extra)
+        if field:
+            return error_response(status, type_, msg, field=field)
+        return error_response(status, type_, msg)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

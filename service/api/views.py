@@ -11,6 +11,7 @@ from models.terms import term_names
 from service.api.schemas import (
     ColumnStats,
     DatasetPublic,
+    EarlyStop,
     JobError,
     JobProgress,
     JobPublic,
@@ -19,6 +20,7 @@ from service.api.schemas import (
     Normalization,
     TrainingSpec,
 )
+from service.jobs.status import JobStatus
 from service.store.tables import DatasetRow, JobRow, ModelRow
 
 
@@ -41,7 +43,7 @@ def dataset_public(row: DatasetRow) -> DatasetPublic:
 def job_public(row: JobRow, waiting_reason: str | None = None) -> JobPublic:
     return JobPublic(
         id=row.id,
-        status=row.status,  # type: ignore[arg-type]
+        status=JobStatus(row.status),  # the column is a str; pydantic would convert it alike
         dataset_id=row.dataset_id,
         model_id=row.model_id,
         model_name=row.model_name,
@@ -62,7 +64,8 @@ def job_public(row: JobRow, waiting_reason: str | None = None) -> JobPublic:
         started_at=row.started_at,
         finished_at=row.finished_at,
         waiting_reason=waiting_reason,
-        stopped_early=row.stopped_early,
+        stopped_early=(EarlyStop.model_validate(row.stopped_early)
+                       if row.stopped_early is not None else None),
     )
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:  # imported where used: the client-only install has no server modules
+    from service.auth.keys import Authenticator
 
 keys = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 
 
-def _auth():  # type: ignore[no-untyped-def]
+def _auth() -> Authenticator:
     from service.auth.keys import Authenticator
     from service.config import Settings
     from service.store.metadata import MetadataStore

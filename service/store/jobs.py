@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.errors import ActiveJobsExceeded, Conflict, not_found
 from service.jobs.status import ACTIVE, FINISHED
-from service.store.session import Page, Records
+from service.store.session import Page, Records, updated_rows
 from service.store.tables import JobRow, ModelRow, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,12 @@ class JobRecords(Records):
                 )
                 if job_id is None:
                     return None
-                claimed = s.execute(
+                claimed = updated_rows(
+                    s,
                     update(JobRow)
                     .where(JobRow.id == job_id, JobRow.status == "queued")
-                    .values(**_claim_values(worker))
-                ).rowcount
+                    .values(**_claim_values(worker)),
+                )
             if claimed == 1:
                 return self.get_job(job_id, tenant=None)
             # another worker won this one; try the next
@@ -129,21 +130,23 @@ class JobRecords(Records):
         """Atomically move this job from queued to running for this worker; None when it is
         not queued (running elsewhere, finished, cancelled): a duplicate delivery."""
         with self.session() as s:
-            claimed = s.execute(
+            claimed = updated_rows(
+                s,
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == "queued")
-                .values(**_claim_values(worker))
-            ).rowcount
+                .values(**_claim_values(worker)),
+            )
         return self.get_job(job_id, tenant=None) if claimed == 1 else None
 
     def heartbeat(self, job_id: str, worker: str) -> bool:
         """The holder is alive; returns whether it still holds the job."""
         with self.session() as s:
-            return s.execute(
+            return updated_rows(
+                s,
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == "running", JobRow.worker == worker)
-                .values(heartbeat_at=utcnow())
-            ).rowcount == 1
+                .values(heartbeat_at=utcnow()),
+            ) == 1
 
     def requeue_stale(self, cutoff: datetime, max_attempts: int) -> list[JobRow]:
         """Running jobs whose holder last showed life before ``cutoff`` are recovered as
@@ -202,11 +205,12 @@ class JobRecords(Records):
     def finish_job(self, job_id: str, worker: str, **values: Any) -> bool:
         """Record the end of a job, only if this worker still holds it."""
         with self.session() as s:
-            done = s.execute(
+            done = updated_rows(
+                s,
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == "running", JobRow.worker == worker)
-                .values(finished_at=utcnow(), **values)
-            ).rowcount
+                .values(finished_at=utcnow(), **values),
+            )
         return done == 1
 
     def finish_with_model(

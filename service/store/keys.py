@@ -6,6 +6,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.store.metadata import MetadataStore
+from service.store.session import updated_rows
 from service.store.tables import ApiKeyRow, IdempotencyRow, new_id, utcnow
 
 
@@ -31,11 +32,12 @@ class KeyRepository:
 
     def revoke(self, key_id: str) -> bool:
         with self.meta.session() as s:
-            return s.execute(
+            return updated_rows(
+                s,
                 update(ApiKeyRow)
                 .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            ).rowcount == 1
+                .values(revoked_at=utcnow()),
+            ) == 1
 
 
 class IdempotencyRepository:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import CursorResult, Engine, Update, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,12 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def updated_rows(s: Session, stmt: Update) -> int:
+    """Run an UPDATE; how many rows it matched. ``Session.execute`` is typed as returning a
+    ``Result``; for an UPDATE it is a ``CursorResult``, which has ``rowcount``."""
+    return cast(CursorResult[Any], s.execute(stmt)).rowcount
 
 
 class Page:

@@ -99,7 +99,9 @@ def sufficient_stats(x: np.ndarray, y: np.ndarray, bias: bool, device: str = "cp
 def drop_pages(a: np.ndarray, start: int, stop: int) -> None:
     """Let the kernel reclaim rows [start, stop) of a memory-mapped array (they are read
     again from the page cache if touched later); a no-op for arrays in memory."""
-    mm = getattr(a, "_mmap", None) if isinstance(a, np.memmap) else None
+    if not isinstance(a, np.memmap):
+        return
+    mm = getattr(a, "_mmap", None)
     if mm is None or not a.flags.c_contiguous or not hasattr(mmap, "MADV_DONTNEED"):
         return
     row = a.strides[0]

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from service.training.spec import EarlyStoppingSpec, PlateauLRSpec, SGDSpec, Tra
 
 ProgressFn = Callable[[int, float, float | None], None]
 StopFn = Callable[[], bool]
+HeadFn = Callable[[torch.Tensor], torch.Tensor]  # a registered kind's ``head(z)``
 
 _GATHER_ROWS = 1 << 16  # rows gathered at once for mini-batches
 _CHUNK_SECONDS = 0.1  # a chunk's length in time: bounds cancel latency and progress rate
@@ -124,7 +125,8 @@ class AutogradStep:
         self.tracer: _Tracer | None = None
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        out = self.model.head(xb)  # the data was transformed once, before the loop
+        head = cast(HeadFn, self.model.head)
+        out = head(xb)  # the data was transformed once, before the loop
         loss = self.crit(out, yb)
         tracer = self.tracer
         if tracer is not None:
@@ -148,7 +150,8 @@ class FusedSGD:
         opt = spec.optimizer
         assert isinstance(opt, SGDSpec)
         self.opt = opt
-        self.params = [p for p in (model.linear.weight, model.linear.bias) if p is not None]
+        linear = cast(nn.Linear, model.linear)  # the fused step runs only a linear_head kind
+        self.params = [p for p in (linear.weight, linear.bias) if p is not None]
         self.bufs: list[torch.Tensor | None] = [None] * len(self.params)
 
     @torch.no_grad()
@@ -357,11 +360,13 @@ def run_loop(
                 total += step(xb, ys[s : s + batch]) * xb.shape[0]
         return total / n
 
+    head = cast(HeadFn, model.head)
+
     def val() -> torch.Tensor | None:
         if xv is None:
             return None
         with torch.no_grad():
-            return crit(model.head(xv), yv)  # the same weights as this epoch's training loss
+            return crit(head(xv), yv)  # the same weights as this epoch's training loss
 
     logger = _Logger(spec)
     result = LoopResult(np.zeros(0, np.int32), np.zeros(0, np.float32), None)
@@ -377,6 +382,7 @@ def run_loop(
             for i in range(size):
                 if val_buf is not None:
                     v = val()
+                    assert v is not None  # val_buf is there only with a validation split
                     val_buf[i] = v
                     if stopper is not None:
                         stopper.observe(v)
@@ -406,7 +412,8 @@ def run_loop(
                 raise Cancelled(f"cancelled at epoch {done}", epoch=done)
             if tracer is not None and not tracer.done:
                 continue  # traced epochs go one at a time
-            if tracer is not None and step.tracer is not None:
+            # a tracer is only ever given to an AutogradStep
+            if tracer is not None and isinstance(step, AutogradStep) and step.tracer is not None:
                 step.tracer = None
                 chunk = 16
                 continue

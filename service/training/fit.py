@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from service.training import closed_form
 from service.training.engines import pick_engine
 from service.training.epoch_loop import (
     DIVERGED_HINT,
+    HeadFn,
     LoopResult,
     ProgressFn,
     StopFn,
@@ -236,11 +237,12 @@ def _closed_form(
     should_stop: StopFn | None,
 ) -> LoopResult:
     """Every epoch of full-batch SGD in closed form; the final weights go into the model."""
-    w0 = model.linear.weight.detach().double().numpy()  # (k, d)
+    linear = cast(nn.Linear, model.linear)  # the closed form runs only a linear_head kind
+    w0 = linear.weight.detach().double().numpy()  # (k, d)
     d = w0.shape[1]
     theta0 = w0.T
     if spec.model.bias:
-        theta0 = np.vstack([theta0, model.linear.bias.detach().double().numpy()[None, :]])
+        theta0 = np.vstack([theta0, linear.bias.detach().double().numpy()[None, :]])
     epochs = logged_epochs(spec)
     theta, losses, val_losses = closed_form.trajectory(
         spec, theta0, stats, val_stats, epochs, should_stop
@@ -248,16 +250,16 @@ def _closed_form(
     if not np.isfinite(losses).all():
         raise closed_form.Unstable("non-finite loss in the closed form")
     with torch.no_grad():
-        model.linear.weight.copy_(torch.from_numpy(theta[:d].T.astype(np.float32)))
+        linear.weight.copy_(torch.from_numpy(theta[:d].T.astype(np.float32)))
         if spec.model.bias:
-            model.linear.bias.copy_(torch.from_numpy(theta[d].astype(np.float32)))
+            linear.bias.copy_(torch.from_numpy(theta[d].astype(np.float32)))
     return LoopResult(epochs.astype(np.int32), losses.astype(np.float32),
                       None if val_losses is None else val_losses.astype(np.float32))
 
 
 def _forward(model: nn.Module, x: np.ndarray, transformed: bool) -> np.ndarray:
     """The model's output on rows of x, on the CPU, in blocks."""
-    fn = model.head if transformed else model
+    fn = cast(HeadFn, model.head) if transformed else model
     with torch.no_grad():
         return np.concatenate([
             fn(torch.as_tensor(x[s : s + _PREDICT_ROWS])).numpy()
@@ -305,6 +307,7 @@ def _result(spec: TrainingSpec, kind: ModelKind, model: nn.Module, config: Any,
         res.lstsq_loss = stats.loss_ls
     if run.stats is not None and norm is None and kind.name == "linear":
         # the rows need not be read again: squared loss and R^2 follow from the statistics
+        assert weight is not None  # the linear kind has a linear head, so it is reported
         theta = weight.T.astype(np.float64)
         if bias is not None:
             theta = np.vstack([theta, bias.astype(np.float64)[None, :]])

@@ -24,6 +24,8 @@ from models.defaults import (
 )
 from models.registry import get_kind
 
+LossName = Literal["mse", "l1", "huber", "bce", "cross_entropy"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -177,7 +179,7 @@ class TrainingSpec(_Strict):
     """Hyperparameters of one run. Defaults are the seed program's."""
 
     model: ModelSpec = Field(default_factory=LinearSpec)
-    loss: Literal["mse", "l1", "huber", "bce", "cross_entropy"] | None = Field(
+    loss: LossName | None = Field(
         default=None,
         description="Default `mse` for regression; `bce` for two classes, `cross_entropy` "
         "for more. Set at submit, so a job's hyperparameters always name it.",
@@ -247,10 +249,10 @@ class TrainingSpec(_Strict):
         # regression defaults to mse at once; a classifier's default waits for the targets
         # (two classes: bce, more: cross_entropy), which submit reads, unless classes is set
         if self.loss is None and (self.model.kind != "logistic" or self.model.classes):
-            self.loss = self.resolved_loss()  # type: ignore[assignment]
+            self.loss = self.resolved_loss()
         return self
 
-    def resolved_loss(self) -> str:
+    def resolved_loss(self) -> LossName:
         """The loss the job trains with (a spec validated at submit always names it)."""
         if self.loss is not None:
             return self.loss

@@ -24,14 +24,15 @@ api_router.include_router(health.router)
 api_router.include_router(metrics.router)
 api_router.include_router(dashboard.router)
 # a predict key predicts and reads models; train adds datasets and jobs (see SECURITY.md)
-_train = {"dependencies": [Depends(require("train"))], "responses": errors(401, 403)}
-_predict = {"dependencies": [Depends(require("predict"))], "responses": errors(401, 403)}
-api_router.include_router(datasets.router, **_train)
-api_router.include_router(jobs.router, **_train)
-api_router.include_router(events.router, **_train)
-api_router.include_router(models.router, **_predict)
-api_router.include_router(predict.router, **_predict)
-api_router.include_router(plots.router, **_predict)
+_train = [Depends(require("train"))]
+_predict = [Depends(require("predict"))]
+_auth_errors = errors(401, 403)
+api_router.include_router(datasets.router, dependencies=_train, responses=_auth_errors)
+api_router.include_router(jobs.router, dependencies=_train, responses=_auth_errors)
+api_router.include_router(events.router, dependencies=_train, responses=_auth_errors)
+api_router.include_router(models.router, dependencies=_predict, responses=_auth_errors)
+api_router.include_router(predict.router, dependencies=_predict, responses=_auth_errors)
+api_router.include_router(plots.router, dependencies=_predict, responses=_auth_errors)
 # v2: health and server metadata open (probes); every model route needs a key through its
 # tenant dependency, and any scope may predict
 api_router.include_router(v2.router, responses=errors(401, 403))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -14,7 +16,8 @@ from service.store.metadata import MetadataStore
 
 router = APIRouter()
 
-_PNG = {200: {"content": {"image/png": {}}, "description": "A PNG image"}}
+_PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "A PNG image"}}
 
 # matplotlib takes about half a second to import: it is imported in the worker thread by the
 # first plot, so neither the server's start nor the event loop pays for it

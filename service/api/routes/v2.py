@@ -6,7 +6,7 @@ request the protocol rejects and 404 for an unknown model or version.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -33,7 +33,7 @@ def _v2_error(status: int, message: str, headers: dict[str, str] | None = None) 
 class V2Route(APIRoute):
     """Turns the service's errors into the protocol's error body."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
@@ -60,7 +60,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def get_inference(request: Request) -> InferenceProtocol:
-    return request.app.state.inference  # type: ignore[no-any-return]
+    return request.app.state.inference
 
 
 InferenceDep = Annotated[InferenceProtocol, Depends(get_inference)]

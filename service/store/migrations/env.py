@@ -3,7 +3,7 @@ ini file, so the same code migrates SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy import TypeDecorator, text
@@ -14,7 +14,7 @@ from service.store.tables import Base
 _PG_LOCK = 0x66697473  # "fits"
 
 
-def _render_item(kind: str, obj: Any, autogen_context: Any) -> str | bool:
+def _render_item(kind: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Revisions name plain SQLAlchemy types, never our Python-side wrappers (UTCDateTime):
     a revision must not break when service code moves."""
     if kind == "type" and isinstance(obj, TypeDecorator):
