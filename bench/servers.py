@@ -62,7 +62,8 @@ def fitserve(data_dir: Path, workers: int = 2) -> Server:
 
 def _wait_workers_warm(s: Server) -> None:
     seed = {"x": [[1.0], [2.0]], "y": [[1.0], [2.0]], "epochs": 1, "seed": 0}
-    job = httpx.post(s.url + "/v1/jobs", json=seed, timeout=10).json()
+    # generous: on a loaded machine the first request waits behind the workers' torch import
+    job = httpx.post(s.url + "/v1/jobs", json=seed, timeout=120).json()
     httpx.get(f"{s.url}/v1/jobs/{job['id']}", params={"wait": 60}, timeout=70)
 
 
