@@ -53,7 +53,7 @@ async def _httpx(url: str, body: dict, seconds: float, connections: int) -> dict
     lat: list[float] = []
     end = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
         async def worker() -> None:
             while time.perf_counter() < end:
