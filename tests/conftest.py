@@ -2,23 +2,46 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from fastapi.testclient import TestClient
 
-from service.config import Settings
-from service.main import create_app
-from service.services import Services
-from service.worker.runner import run_job
+# the service (and torch with it) is imported by the fixtures, not here: every pytest process
+# loads this file, the xdist controller too, which runs no test
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from service.config import Settings
+    from service.services import Services
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start real servers first, in collection order otherwise: with xdist's
+    ``--dist loadfile --no-loadscope-reorder`` the long files start at once and the short
+    ones fill in around them, instead of a long file starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """One intra-op thread in each test process: xdist runs a process per core, and more
+    threads only spin against each other (the servers the tests start set their own)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    from service.config import Settings
+
     return Settings(data_dir=tmp_path / "data", workers=0, device="cpu")
 
 
 @pytest.fixture
 def app(settings: Settings):
+    from service.main import create_app
+
     return create_app(settings, start_workers=False)
 
 
@@ -29,6 +52,8 @@ def services(app) -> Services:
 
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:
+    from fastapi.testclient import TestClient
+
     with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
@@ -36,6 +61,7 @@ def client(app) -> Iterator[TestClient]:
 @pytest.fixture
 def run_queued(services: Services):
     """Run every queued job in this process, the way a worker would; returns their statuses."""
+    from service.worker.runner import run_job
 
     def run() -> list[str]:
         done = []

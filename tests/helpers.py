@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ def make_linear_data(
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 30.0, every: float = 0.05) -> T:
+def wait_for(check: Callable[[], T | None], timeout: float = 60.0, every: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy, or fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -69,6 +70,18 @@ def plain_torch_loop(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, lr: f
     return np.array(losses), w, b
 
 
+@functools.lru_cache(maxsize=8)
+def seed_plain_loop(epochs: int, seed: int = 0, lr: float = 0.01
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``plain_torch_loop`` on the seed data, run once per process (the 10 000-epoch reference
+    costs seconds): the same arrays, read-only, for every test that asks."""
+    losses, w, b = plain_torch_loop(*seed_arrays(), epochs, seed=seed, lr=lr)
+    for a in (losses, w, b):
+        if a is not None:
+            a.setflags(write=False)
+    return losses, w, b
+
+
 def finished_job(http: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
     """GET the job until it has ended (the server holds each poll up to 2 s, ``?wait=``)."""
 
@@ -81,7 +94,7 @@ def finished_job(http: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
 
 def linear_model(weight: Any, bias: Any) -> Any:
     """A served linear model with these weights, as the predictor holds one."""
-    from service.predictor import LoadedModel
+    from service.serving.predictor import LoadedModel
 
     w = np.asarray(weight, np.float32)
     return LoadedModel(

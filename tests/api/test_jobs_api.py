@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.helpers import plain_torch_loop, seed_arrays, seed_example
+from tests.helpers import seed_example, seed_plain_loop
 
 
 def _seed_job(client, **extra):
@@ -33,7 +33,7 @@ def test_seed_job_end_to_end_through_the_asgi_app(client, run_queued):
                                "loss": pytest.approx(0.168915, abs=1e-5), "val_loss": None}
     assert job["started_at"] and job["finished_at"] and job["attempts"] == 1
     history = client.get(f"/v1/jobs/{job_id}/history").json()
-    ref, _, _ = plain_torch_loop(*seed_arrays(), 10_000, seed=0)
+    ref, _, _ = seed_plain_loop(10_000)
     assert history["epoch"][0] == 1 and history["epoch"][-1] == 10_000
     np.testing.assert_allclose(history["loss"], ref, rtol=1e-5)
     assert history["val_loss"] is None

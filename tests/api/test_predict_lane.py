@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.predict_lane import PredictLane
+from service.api.middleware.predict_lane import PredictLane
 from service.main import create_app
 
 

@@ -81,7 +81,7 @@ def test_a_revoked_key_stops_working(secured, monkeypatch):
     key_id, key = services.auth.create("acme", "train")
     assert c.get("/v1/jobs", headers=_h(key)).status_code == 200
     assert services.auth.keys.revoke(key_id)
-    monkeypatch.setattr("service.auth._CACHE_SECONDS", 0.0)
+    monkeypatch.setattr("service.auth.keys._CACHE_SECONDS", 0.0)
     services.auth._cache.clear()
     assert c.get("/v1/jobs", headers=_h(key)).status_code == 401
 
@@ -94,7 +94,7 @@ def test_keys_are_stored_only_as_hashes(secured):
 
 
 def test_bind_refuses_a_public_address_without_auth():
-    from service.auth import check_bind
+    from service.auth.keys import check_bind
 
     assert check_bind(Settings(host="0.0.0.0", auth=False)) is not None
     assert "keys create" in check_bind(Settings(host="0.0.0.0", auth=False))

@@ -22,6 +22,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PortTaken(Exception):
+    """The server could not bind its port."""
+
+
 class ServerProcess:
     command: tuple[str, ...] = ("serve",)
     """The ``fitserve`` command line it runs (subclasses run other commands)."""
@@ -41,6 +45,15 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
+        for _ in range(3):
+            try:
+                return self._start()
+            except PortTaken:  # free_port's port was taken (by another xdist worker's
+                self.port = free_port()  # server, say) before this one bound it: another
+                self.log = self.data_dir.parent / f"server-{self.port}.log"
+        return self._start()
+
+    def _start(self) -> ServerProcess:
         env = {**os.environ, "FITSERVE_DATA_DIR": str(self.data_dir),
                "FITSERVE_WORKERS": str(self.workers), "FITSERVE_DEVICE": "cpu",
                "FITSERVE_PORT": str(self.port), **self.env}
@@ -53,7 +66,11 @@ class ServerProcess:
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
+                log = self.log.read_text()
+                self.proc = None
+                if "address already in use" in log.lower():
+                    raise PortTaken(self.port)
+                raise AssertionError(f"server exited: {log[-2000:]}")
             return self.is_ready()
 
         wait_for(ready, timeout=60)
@@ -104,5 +121,5 @@ def server(server_factory) -> ServerProcess:
 
 @pytest.fixture
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10) as c:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c

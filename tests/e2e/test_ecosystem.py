@@ -7,13 +7,12 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import httpx
 import numpy as np
 import pytest
-from httpx_sse import connect_sse
+from httpx_sse import EventSource, ServerSentEvent, connect_sse
 from typer.testing import CliRunner
 
 from service.cli import cli
@@ -21,6 +20,7 @@ from service.client import AsyncClient, Client, InvalidInputError, JobFailed, No
 from tests.e2e.conftest import ServerProcess
 from tests.helpers import plain_torch_loop, seed_arrays, seed_example, wait_for
 
+# one server for the module (its tests run on one xdist worker: --dist loadfile)
 pytestmark = pytest.mark.e2e
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +28,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("ecosystem") / "data", workers=1).start()
+    # progress written every 50 ms: a job of a few thousand epochs shows several updates
+    s = ServerProcess(tmp_path_factory.mktemp("ecosystem") / "data", workers=1,
+                      FITSERVE_PROGRESS_INTERVAL_S="0.05").start()
     yield s
     s.stop()
 
@@ -39,36 +41,48 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-def _long_job(http: httpx.Client, epochs: int = 40_000) -> str:
-    """A job of a few seconds: the autograd loop on the seed data."""
+LONG_EPOCHS = 5_000
+
+
+def _long_job(http: httpx.Client, epochs: int = LONG_EPOCHS, seed: int = 0) -> str:
+    """A job of a few seconds here (and still several progress updates on a fast machine):
+    the autograd loop on the seed data."""
     d = seed_example()
-    r = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": epochs, "seed": 0,
+    r = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": epochs, "seed": seed,
                                     "engine": "autograd"})
     assert r.status_code == 202, r.text
     return r.json()["id"]
+
+
+def _job_events(es: EventSource) -> Iterator[ServerSentEvent]:
+    """The stream's progress and end events. sse-starlette pings every 15 s with a comment,
+    which httpx-sse hands on as an empty "message" event: not an event of the job."""
+    for e in es.iter_sse():
+        if e.event in ("progress", "end"):
+            yield e
 
 
 # ---------------------------------------------------------------- events
 
 
 def test_events_follow_a_running_job_and_resume_after_a_drop(http):
-    job_id = _long_job(http, epochs=20_000)
+    job_id = _long_job(http)
     first: list[int] = []
     with connect_sse(http, "GET", f"/v1/jobs/{job_id}/events") as es:
-        for e in es.iter_sse():
+        for e in _job_events(es):
             assert e.event == "progress", e
             first.append(int(e.id))
             if len(first) == 2:
                 break  # the connection drops mid-job
-    assert first[0] < first[1] < 20_000
+    assert first[0] < first[1] < LONG_EPOCHS
 
     rest = []
     with connect_sse(http, "GET", f"/v1/jobs/{job_id}/events",
                      headers={"Last-Event-ID": str(first[-1])}) as es:
-        rest = [(e.event, e.id, e.json()) for e in es.iter_sse()]
+        rest = [(e.event, e.id, e.json()) for e in _job_events(es)]
     progress = [int(i) for ev, i, _ in rest if ev == "progress"]
     assert progress and progress[0] > first[-1] and progress == sorted(set(progress))
-    assert progress[-1] == 20_000
+    assert progress[-1] == LONG_EPOCHS
     end_event, end_id, job = rest[-1]
     assert (end_event, end_id) == ("end", "end")
     assert job["id"] == job_id and job["status"] == "succeeded" and job["model_id"]
@@ -258,33 +272,43 @@ def _chromium() -> str:
     return path
 
 
-@pytest.fixture
-def page(server: ServerProcess, tmp_path: Path) -> Iterator:
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """One headless Chromium for the module's pages (each test has a page of its own)."""
     from playwright.sync_api import sync_playwright
 
     executable = _chromium()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            # what the page asks for outside the app, and why each did not happen: "csp" is
-            # the app's own Content-Security-Policy refusing it before it leaves the browser
-            outside: dict[str, str | None] = {}
-            local = (server.url, f"blob:{server.url}", "data:")
-            page.on("request", lambda r: None if r.url.startswith(local)
-                    else outside.setdefault(r.url, None))
-            page.on("requestfailed", lambda r: outside.__setitem__(r.url, r.failure)
-                    if r.url in outside else None)
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            yield page
-            leaked = {url: why for url, why in outside.items() if why != "csp"}
-            assert leaked == {}, f"the page fetched things from outside the app: {leaked}"
-            errors = [e for e in errors if "Content Security Policy" not in e]
-            assert errors == [], f"the page logged errors: {errors}"
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(server: ServerProcess, browser) -> Iterator:
+    context = browser.new_context()  # nothing (cache, storage) carried over between tests
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        # what the page asks for outside the app, and why each did not happen: "csp" is
+        # the app's own Content-Security-Policy refusing it before it leaves the browser
+        outside: dict[str, str | None] = {}
+        local = (server.url, f"blob:{server.url}", "data:")
+        page.on("request", lambda r: None if r.url.startswith(local)
+                else outside.setdefault(r.url, None))
+        page.on("requestfailed", lambda r: outside.__setitem__(r.url, r.failure)
+                if r.url in outside else None)
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        yield page
+        leaked = {url: why for url, why in outside.items() if why != "csp"}
+        assert leaked == {}, f"the page fetched things from outside the app: {leaked}"
+        errors = [e for e in errors if "Content Security Policy" not in e]
+        assert errors == [], f"the page logged errors: {errors}"
+    finally:
+        context.close()
 
 
 @pytest.mark.browser
@@ -308,9 +332,15 @@ def test_docs_render_offline_with_every_operation(server, page):
 def test_dashboard_shows_a_job_live_until_it_succeeds(server, http, page):
     page.goto(f"{server.url}/")
     page.wait_for_selector("#jobs tr")
+    # the worker busy with another job first: this one waits in the queue until the page
+    # (refreshed every second) follows it, however fast a machine then trains it
+    blocker = _long_job(http, epochs=1_000_000, seed=1)
+    wait_for(lambda: http.get(f"/v1/jobs/{blocker}").json()["status"] == "running")
     job_id = _long_job(http)
     row = f"#job-{job_id}"
-    page.wait_for_selector(row)
+    page.wait_for_selector(f'{row}[data-status="queued"]')
+    assert http.post(f"/v1/jobs/{blocker}/cancel").status_code == 202
+    page.wait_for_selector(f'#job-{blocker}[data-status="cancelled"]')
     # the loss curve grows from the event stream while the job runs
     page.wait_for_function(
         """id => { const r = document.getElementById('job-' + id);

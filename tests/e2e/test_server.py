@@ -4,24 +4,45 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import ServerProcess
 from tests.helpers import finished_job, seed_example, wait_for
 
 pytestmark = pytest.mark.e2e
+
+# a job caught running before it ends: a few seconds here (some 450 us an epoch), and with
+# progress written every 50 ms still several updates long on a machine five times as fast
+LONG_EPOCHS = 5_000
+FAST_PROGRESS = {"FITSERVE_PROGRESS_INTERVAL_S": "0.05"}
 
 
 def _finished(http: httpx.Client, job_id: str, timeout: float = 60) -> dict:
     return finished_job(http, job_id, timeout)
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the tests that leave it serving (a killed training worker is restarted
+    by the server itself); the tests that restart or kill the server start their own."""
+    s = ServerProcess(tmp_path_factory.mktemp("shared") / "data", 1, **FAST_PROGRESS).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def http(shared: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=shared.url, timeout=30) as c:
+        yield c
+
+
 def test_seed_walkthrough_survives_a_restart(server_factory):
     server = server_factory().start()
     d = seed_example()
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
         ds = http.post("/v1/datasets", json={"name": "seed", "x": d["x"], "y": d["y"]}).json()
         r = http.post("/v1/jobs", json={"dataset_id": ds["id"], "seed": 0, "model_name": "seed"})
         assert r.status_code == 202 and r.headers["location"].endswith(r.json()["id"])
@@ -37,67 +58,63 @@ def test_seed_walkthrough_survives_a_restart(server_factory):
         assert before["model_id"] == model["id"] and before["version"] == 1
 
     server.stop()
-    again = server_factory(data_dir=server.data_dir).start()
-    with httpx.Client(base_url=again.url, timeout=10) as http:
+    again = server_factory(workers=0, data_dir=server.data_dir).start()  # serving only
+    with httpx.Client(base_url=again.url, timeout=30) as http:
         after = http.post(f"/v1/models/{model['id']}/predict", json={"x": [[3.3], [7.0]]})
         assert after.status_code == 200 and after.json()["y"] == before["y"]
         assert http.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
 
 
-def test_api_answers_while_training_and_cancel_stops_it(server, http):
+def test_api_answers_while_training_and_cancel_stops_it(http):
     d = seed_example()
-    http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 50, "seed": 0})
-    wait_for(lambda: http.get("/v1/models").json()["count"] == 1)
+    first = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 50, "seed": 0})
+    assert _finished(http, first.json()["id"])["status"] == "succeeded"  # a model to predict
     long = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 1_000_000,
                                        "engine": "autograd"}).json()
     wait_for(lambda: http.get(f"/v1/jobs/{long['id']}").json()["progress"]["epoch"] > 0)
-    worst = 0.0
+    # the API answers while the job trains (how fast: bench/, "predict 1 row while a large
+    # job trains")
     for _ in range(20):
-        t0 = time.perf_counter()
         assert http.get("/healthz").status_code == 200
         assert http.post("/predict", json={"x": [[1.0]]}).status_code == 200
-        worst = max(worst, time.perf_counter() - t0)
-    assert worst < 1.0, f"the API stalled {worst:.2f} s while a job trained"
     running = http.get(f"/v1/jobs/{long['id']}").json()
     assert running["status"] == "running"
 
-    t0 = time.perf_counter()
-    http.post(f"/v1/jobs/{long['id']}/cancel")
-    job = _finished(http, long["id"], timeout=10)
+    r = http.post(f"/v1/jobs/{long['id']}/cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True, r.text
+    job = _finished(http, long["id"])
     assert job["status"] == "cancelled" and job["model_id"] is None
-    assert time.perf_counter() - t0 < 3.0
-    assert job["progress"]["epoch"] < 1_000_000
+    assert 0 < job["progress"]["epoch"] < 1_000_000
 
 
-def test_a_killed_worker_gets_its_job_run_again(server, http):
+def test_a_killed_worker_gets_its_job_run_again(shared, http):
     d = seed_example()
-    job = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 40_000, "seed": 0,
-                                      "engine": "autograd"}).json()
+    job = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": LONG_EPOCHS,
+                                      "seed": 0, "engine": "autograd"}).json()
     wait_for(lambda: http.get(f"/v1/jobs/{job['id']}").json()["progress"]["epoch"] > 0)
-    holder = server.proc and _worker_pid(server.data_dir, job["id"])
-    os.kill(holder, signal.SIGKILL)
+    os.kill(_worker_pid(shared.data_dir, job["id"]), signal.SIGKILL)
     done = _finished(http, job["id"], timeout=90)
     assert done["status"] == "succeeded" and done["attempts"] == 2
-    assert len(http.get(f"/v1/jobs/{job['id']}/history").json()["loss"]) == 40_000
+    assert len(http.get(f"/v1/jobs/{job['id']}/history").json()["loss"]) == LONG_EPOCHS
 
 
 def test_queued_jobs_wait_for_a_restart_and_a_killed_server_loses_nothing(server_factory):
     idle = server_factory(workers=0).start()  # accepts jobs, trains none
     d = seed_example()
-    with httpx.Client(base_url=idle.url, timeout=10) as http:
+    with httpx.Client(base_url=idle.url, timeout=30) as http:
         queued = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 100}).json()
     idle.kill()  # no shutdown at all: the job was committed before the 202
 
     busy = server_factory(workers=1, data_dir=idle.data_dir).start()
-    with httpx.Client(base_url=busy.url, timeout=10) as http:
+    with httpx.Client(base_url=busy.url, timeout=30) as http:
         assert _finished(http, queued["id"])["status"] == "succeeded"
-        long = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 30_000,
+        long = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": LONG_EPOCHS,
                                            "engine": "autograd", "seed": 1}).json()
         wait_for(lambda: http.get(f"/v1/jobs/{long['id']}").json()["status"] == "running")
     busy.kill()  # the API and, with it, its worker
 
     last = server_factory(workers=1, data_dir=idle.data_dir).start()
-    with httpx.Client(base_url=last.url, timeout=10) as http:
+    with httpx.Client(base_url=last.url, timeout=30) as http:
         job = _finished(http, long["id"], timeout=90)
         assert job["status"] == "succeeded" and job["attempts"] == 2
 

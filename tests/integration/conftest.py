@@ -134,6 +134,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **S3_CREDENTIALS},
         )
     endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in S3_CREDENTIALS}
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -144,8 +145,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             return False
 
     try:
-        wait_for(up, timeout=30)
-        saved = {k: os.environ.get(k) for k in S3_CREDENTIALS}
+        wait_for(up, timeout=60)
         os.environ.update(S3_CREDENTIALS)  # s3fs in this process reads them too
         yield S3Server(endpoint, dict(S3_CREDENTIALS))
     finally:

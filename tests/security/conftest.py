@@ -69,7 +69,7 @@ def start_server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[StartSe
         started.append(s)
         s.start()
         if AUTH:  # the switch really is on: no key, no access
-            assert httpx.get(f"{s.url}/v1/datasets", timeout=10).status_code == 401
+            assert httpx.get(f"{s.url}/v1/datasets", timeout=30).status_code == 401
         return s
 
     yield start
@@ -82,7 +82,7 @@ def client_for(auth_headers: dict[str, str]) -> Iterator[Callable[[ServerProcess
     clients: list[httpx.Client] = []
 
     def make(server: ServerProcess) -> httpx.Client:
-        c = httpx.Client(base_url=server.url, headers=auth_headers, timeout=10)
+        c = httpx.Client(base_url=server.url, headers=auth_headers, timeout=30)
         clients.append(c)
         return c
 

@@ -106,15 +106,17 @@ def _upload_and_check(client, settings, body: Any) -> None:
     assert after == before + (r.status_code == 201)
 
 
+# every upload writes a dataset (a file and a row): 50 examples per test, and 10 per kind of
+# flaw, where one flaw of one kind in a small body is a small space to search
 @given(body=valid_bodies())
-@SECURITY
+@hypothesis.settings(SECURITY, max_examples=50)
 def test_valid_json_datasets_are_stored_as_sent(client, settings, body: Any) -> None:
     _upload_and_check(client, settings, body)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_CELLS))
 @given(data=st.data())
-@hypothesis.settings(SECURITY, max_examples=25)
+@hypothesis.settings(SECURITY, max_examples=10)
 def test_one_bad_cell_refuses_the_whole_upload(client, settings, kind: str, data) -> None:
     body = data.draw(valid_bodies())
     key = data.draw(st.sampled_from(["x", "y"]))
@@ -124,7 +126,7 @@ def test_one_bad_cell_refuses_the_whole_upload(client, settings, kind: str, data
 
 @pytest.mark.parametrize("how", SHAPES + BODY_FLAWS)
 @given(data=st.data())
-@hypothesis.settings(SECURITY, max_examples=20)
+@hypothesis.settings(SECURITY, max_examples=10)
 def test_misshapen_json_uploads_are_refused(client, settings, how: str, data) -> None:
     _upload_and_check(client, settings, data.draw(misshapen_bodies(how)))
 
@@ -189,7 +191,7 @@ def csv_tables(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
 
 
 @given(table=csv_tables())
-@SECURITY
+@hypothesis.settings(SECURITY, max_examples=50)
 def test_csv_uploads(client, settings, table: tuple[list[str], list[list[str]]]) -> None:
     header, rows = table
     text = "\n".join(",".join(r) for r in [header, *rows]) + "\n"

@@ -4,14 +4,19 @@ else is a 4xx in the one error shape, never a 5xx and never a wrong number."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import hypothesis
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from service.config import Settings
+from service.main import create_app
+from service.worker.runner import run_job
 from tests.helpers import make_linear_data
 from tests.security.conftest import SECURITY
 from tests.security.inputs import (
@@ -32,16 +37,36 @@ EPS32 = float(np.finfo(np.float32).eps)
 ROUTES = ("by_id", "by_name", "latest")
 
 
-@pytest.fixture
-def model(client, run_queued) -> dict[str, Any]:
-    """A fitted 3-feature, 2-target model: its public record (weight and bias)."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict]]:
+    """One app and one fitted 3-feature, 2-target model for the module (predicting changes
+    nothing these tests read): the client, and the model's public record."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("predict-input") / "data", workers=0,
+                        device="cpu")
+    app = create_app(settings, start_workers=False)
+    services = app.state.services
     x, y = make_linear_data(24, np.array([[1.5, -2.0, 0.5], [0.25, 3.0, -1.0]]),
                             np.array([0.5, -1.0]), noise=0.01, seed=0)
-    r = client.post("/v1/jobs", json={"x": x.tolist(), "y": y.tolist(), "epochs": 200,
-                                      "seed": 0, "lr": 0.1, "model_name": "fuzzed"})
-    assert r.status_code == 202, r.text
-    assert run_queued() == ["succeeded"]
-    return client.get(f"/v1/models/{client.get(r.headers['location']).json()['model_id']}").json()
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        r = client.post("/v1/jobs", json={"x": x.tolist(), "y": y.tolist(), "epochs": 200,
+                                          "seed": 0, "lr": 0.1, "model_name": "fuzzed"})
+        assert r.status_code == 202, r.text
+        job = services.meta.claim_next("test-worker")
+        assert job is not None
+        assert run_job(job, "test-worker", services.meta, services.artifacts,
+                       notify=services.on_event) == "succeeded"
+        model_id = client.get(r.headers["location"]).json()["model_id"]
+        yield client, client.get(f"/v1/models/{model_id}").json()
+
+
+@pytest.fixture
+def client(served: tuple[TestClient, dict]) -> TestClient:
+    return served[0]
+
+
+@pytest.fixture
+def model(served: tuple[TestClient, dict]) -> dict[str, Any]:
+    return served[1]
 
 
 def _post(client, model: dict[str, Any], route: str, body: Any):

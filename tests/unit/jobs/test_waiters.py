@@ -1,6 +1,6 @@
 import asyncio
 
-from service.job_waiters import JobWaiters
+from service.jobs.waiters import JobWaiters
 
 
 def test_a_finished_job_wakes_its_waiters_from_another_thread():
@@ -10,7 +10,7 @@ def test_a_finished_job_wakes_its_waiters_from_another_thread():
         b = waiters.subscribe("job_2")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, waiters.finished, "job_1")
-        await asyncio.wait_for(a[1].wait(), 1.0)
+        await asyncio.wait_for(a[1].wait(), 30.0)
         waiters.unsubscribe("job_1", a)
         waiters.unsubscribe("job_2", b)
         return [a[1].is_set(), b[1].is_set(), bool(waiters._waiting)]

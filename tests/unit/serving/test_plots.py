@@ -9,7 +9,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from PIL import Image
 
-from service.plots import MAX_POINTS, _subsample, fit_figure, loss_figure, png
+from service.serving.plots import MAX_POINTS, _subsample, fit_figure, loss_figure, png
 from tests.helpers import linear_model, make_linear_data, seed_arrays
 
 
@@ -102,7 +102,7 @@ def test_a_polynomial_draws_its_curve_and_a_classifier_its_probabilities():
     import torch
 
     from models.polynomial import PolynomialConfig, PolynomialModel
-    from service.predictor import LoadedModel
+    from service.serving.predictor import LoadedModel
 
     module = PolynomialModel(PolynomialConfig(degree=2))
     with torch.no_grad():

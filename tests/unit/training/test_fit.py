@@ -24,7 +24,6 @@ def seed_fit(request) -> tuple[str, Any]:
     return request.param, fit(TrainingSpec(seed=0, engine=request.param), *seed_arrays())
 
 
-@pytest.mark.xdist_group("seed")
 def test_seed_parity_with_reference_figures(seed_fit):
     engine, result = seed_fit
     ref = seed_example()["reference"]
@@ -37,7 +36,6 @@ def test_seed_parity_with_reference_figures(seed_fit):
     assert result.engine == ENGINES[engine]
 
 
-@pytest.mark.xdist_group("seed")
 def test_seed_history_matches_plain_loop_at_every_epoch(seed_fit):
     _, result = seed_fit
     losses, w, b = seed_plain_loop(10_000)

@@ -1,4 +1,4 @@
-from service.schemas import TrainingSpec
+from service.training.spec import TrainingSpec
 from service.worker.runner import _Reporter
 
 
