@@ -255,6 +255,8 @@ class Client:
                         _raise_for(es.response)
                     for sse in es.iter_sse():
                         failures = 0
+                        if sse.event == "message" and not sse.data:
+                            continue  # the server's keep-alive comment, not an event
                         event = _event(sse)
                         last_event_id = event.id or last_event_id
                         yield event
@@ -384,6 +386,8 @@ class AsyncClient:
                         _raise_for(es.response)
                     async for sse in es.aiter_sse():
                         failures = 0
+                        if sse.event == "message" and not sse.data:
+                            continue  # the server's keep-alive comment, not an event
                         event = _event(sse)
                         last_event_id = event.id or last_event_id
                         yield event
