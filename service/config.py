@@ -95,6 +95,44 @@ class Settings(BaseSettings):
     access_log: bool = True
     """One JSON log line per request (method, path, status, duration, request id)."""
 
+    # ---- faults (SECURITY.md "Faults"): bounded clients, storage, recovery
+
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Most time a client may take to send a request's line and headers (from the
+    connection's start, or from the end of its previous response): closed after it."""
+
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Most time between two parts of a request body (408 after it): a declared but unsent
+    body holds nothing for long."""
+
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Largest request head (request line and headers): 431 beyond."""
+
+    max_headers: int = Field(default=100, ge=8)
+    """Most header lines in one request: 431 beyond."""
+
+    max_connections: int = Field(default=2048, ge=1)
+    """Most connections open at once (503 beyond)."""
+
+    shutdown_timeout_s: float = Field(default=5.0, gt=0)
+    """On SIGTERM, the most time open requests get to finish (long polls and event streams
+    end at once)."""
+
+    idempotency_reservation_s: float = Field(default=60.0, gt=0)
+    """An Idempotency-Key whose request never finished (the server died mid-request) is
+    free again after this; a retry then does the work, or finds what it created."""
+
+    min_free_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    """Free space the data directory must keep: below it ``/readyz`` says not ready and new
+    uploads and jobs answer 507 (a full disk), while reads, predicts and deletes go on."""
+
+    sweep_interval_s: float = Field(default=300.0, gt=0)
+    """How often files that no record points to (left by a crash) are looked for."""
+
+    orphan_grace_s: float = Field(default=600.0, ge=0)
+    """A file no record points to is removed once it is this old (a younger one may be an
+    upload whose record is about to be committed)."""
+
     # ---- scale-out (README "Scale-out"): the backends; nothing else changes between modes
 
     queue: Literal["local", "celery"] = "local"

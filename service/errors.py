@@ -7,12 +7,21 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+MAX_MESSAGE_CHARS = 500
+"""Longest error message sent: a message quoting client input is cut (with an ellipsis)."""
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
 
 def error_body(type_: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The JSON error shape every route answers with."""
-    body: dict[str, Any] = {"type": type_, "message": message}
+    """The JSON error shape every route answers with. A message never carries more than
+    ``MAX_MESSAGE_CHARS`` characters, whatever client input it quotes."""
+    body: dict[str, Any] = {"type": type_, "message": clip(message, MAX_MESSAGE_CHARS)}
     if field is not None:
-        body["field"] = field
+        body["field"] = clip(field, 200)
     body.update(extra)
     return {"error": body}
 
@@ -146,6 +155,58 @@ class StorageUnavailable(ServiceError):
     type = "storage_error"
 
 
+class Unavailable(ServiceError):
+    """The server cannot do this now (its database is away or locked, it is stopping): the
+    same request may succeed later, after ``Retry-After`` seconds."""
+
+    status_code = 503
+    type = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, **extra)
+
+
+class InsufficientStorage(ServiceError):
+    """The disk under the data directory is full: nothing new can be stored until space is
+    freed (deleting datasets and models still works)."""
+
+    status_code = 507
+    type = "insufficient_storage"
+
+    def __init__(self, message: str = "the server's disk is full: nothing new can be stored "
+                 "until space is freed (deleting datasets or models frees some)",
+                 **extra: Any) -> None:
+        super().__init__(message, headers={"Retry-After": "30"}, **extra)
+
+
+_DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "disk is full" in text or "no space left" in text
+
+
+def fault_of(exc: BaseException) -> ServiceError | None:
+    """The client-facing error for a fault of the server's own (a full disk, the database
+    away or locked, storage refusing writes), or None for anything else (a bug: a 500).
+    Checked by type name so that this module imports no SQLAlchemy."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if is_disk_full(exc):
+        return InsufficientStorage()
+    module = type(exc).__module__ or ""
+    if module.startswith("sqlalchemy") and type(exc).__name__ in (
+            "OperationalError", "TimeoutError", "DisconnectionError", "InterfaceError"):
+        return Unavailable("the metadata database is unavailable; retry shortly")
+    if isinstance(exc, OSError) and exc.errno in (5, 30):  # EIO, EROFS
+        return StorageUnavailable("the server's storage refuses writes; retry later")
+    return None
+
+
 # ---------------------------------------------------------------- a job's end
 
 
@@ -194,4 +255,5 @@ class ArtifactsFailed(TrainingError):
 
 
 def not_found(kind: str, ident: str) -> NotFound:
-    return NotFound(f"{kind} {ident!r} not found")
+    # the id is client input (a 100 MB model name would be echoed whole): a short prefix
+    return NotFound(f"{kind} {clip(ident, 80)!r} not found")

@@ -15,6 +15,7 @@ from service.api.middleware.predict_lane import PredictLane
 from service.api.middleware.telemetry import RequestTelemetry
 from service.api.responses import install_error_handlers
 from service.api.routes import api_router
+from service.api.server import run_server as run_server  # the CLI's way into service.api
 from service.config import Settings
 from service.services import Services, build_services
 from service.serving.protocol import InferenceProtocol
@@ -72,7 +73,8 @@ def create_app(
     install_docs(app)
     app.include_router(api_router)
     app.add_middleware(PredictLane, services=services)
-    app.add_middleware(RequestGuard, settings=settings)  # before any route, the lane's too
+    # before any route, the lane's too
+    app.add_middleware(RequestGuard, settings=settings, services=services)
     # added last, so outermost: it sees every request, the fast lane's too
     app.add_middleware(RequestTelemetry, telemetry=app.state.telemetry,
                        log_requests=settings.access_log)

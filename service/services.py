@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.auth.keys import Authenticator, principal_of
 from service.config import Settings
+from service.errors import InsufficientStorage
 from service.jobs.waiters import JobWaiters
 from service.serving.predictor import Predictor
 from service.store.artifacts import ArtifactStore, open_artifacts
 from service.store.metadata import MetadataStore
 from service.store.tables import JobRow
+from service.store.upkeep import disk_state, has_room
 from service.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ class Services:
     queue: JobQueue | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     waiters: JobWaiters = field(default_factory=JobWaiters)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
+    """Called (from the signal handler's thread) when the server starts to stop."""
 
     @property
     def auth(self) -> Authenticator:
@@ -79,7 +85,9 @@ class Services:
         exists, and workers run (embedded) or the broker and object store answer (scale-out,
         where workers scale on their own and are not this API's readiness)."""
         checks = {"database": self.meta.ping(),
-                  "data_dir": "ok" if self.settings.data_dir.is_dir() else "missing"}
+                  "data_dir": disk_state(self.settings.data_dir, self.settings.min_free_bytes)}
+        if self.stopping.is_set():
+            checks["server"] = "stopping"
         readiness = getattr(self.queue, "readiness", None)
         if readiness is not None:
             checks.update(readiness())
@@ -91,6 +99,28 @@ class Services:
                  for v in checks.values())
         return ok, checks
 
+    def check_room(self) -> None:
+        """Before new data is stored: a 507 while the disk keeps less than
+        ``min_free_bytes`` (that space is for the jobs already running)."""
+        if not has_room(self.settings.data_dir, self.settings.min_free_bytes):
+            raise InsufficientStorage()
+
+    def free_reserve(self) -> bool:
+        """Give up the space reserve (the disk is full and a delete must commit)."""
+        reserve = getattr(self.queue, "reserve", None)
+        return bool(reserve is not None and reserve.release())
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM arrived: long polls and event streams answer now, the pool stops
+        replacing workers. Called from the signal handler, before open requests drain."""
+        self.stopping.set()
+        self.waiters.shutdown()
+        for hook in self.shutdown_hooks:
+            hook()
+        begin_stop = getattr(self.queue, "begin_stop", None)
+        if begin_stop is not None:
+            begin_stop()
+
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "model_created":
             self.predictor.catalog_changed()
@@ -99,9 +129,10 @@ class Services:
 
 
 def build_services(settings: Settings, *, with_workers: bool = True) -> Services:
+    """Everything one app runs with. The embedded pool takes the data directory's lock
+    first (a second server there exits with one line), before the schema is touched."""
     settings.ensure_dirs()
-    meta = MetadataStore(settings.resolved_database_url)
-    meta.create_schema()
+    meta = MetadataStore(settings.resolved_database_url)  # connects on first use
     artifacts = open_artifacts(settings.resolved_artifacts, settings.artifacts_endpoint_url)
     queue: JobQueue | None = None
     catalog_version: Callable[[], int] | None = None
@@ -115,9 +146,10 @@ def build_services(settings: Settings, *, with_workers: bool = True) -> Services
     elif with_workers and settings.workers > 0:
         from service.worker.local import LocalWorkerPool
 
-        pool = LocalWorkerPool(settings, meta)
+        pool = LocalWorkerPool(settings, meta, artifacts)
         queue = pool
         catalog_version = pool.catalog_version
+    meta.create_schema()
     predictor = Predictor(meta, artifacts, catalog_version)
     services = Services(settings, meta, artifacts, predictor, queue)
     if pool is not None:

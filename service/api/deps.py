@@ -72,3 +72,9 @@ MetaDep = Annotated[MetadataStore, Depends(get_meta)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def require_room(s: ServicesDep) -> None:
+    """Dependency of the routes that store new data: a 507 while the disk is full (reads,
+    predicts and deletes go on)."""
+    s.check_room()

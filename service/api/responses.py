@@ -64,6 +64,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Unsupported media type",
         422: "Invalid input (the message names the field or row)",
         503: "Unavailable: a checkpoint fails its checksum or cannot be read, or storage fails",
+        507: "The server's disk is full (see Retry-After); deletes still work",
     }.items()
 }
 
@@ -116,6 +117,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str, str
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> Response:
+        # the traceback's frames hold the request (its body) and, when the error came from a
+        # thread pool, a cycle through its future that only a full collection frees
+        exc.__traceback__ = None
         return JSONBytes(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -136,10 +140,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, type_, msg,
                               headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        rid = request.headers.get("x-request-id") or getattr(request.state, "request_id", "")
-        return error_response(
-            500, "internal_error", f"internal error; the server log has it (request id {rid})"
-        )
+    # no handler for Exception: Starlette's ServerErrorMiddleware would answer and then
+    # re-raise, and uvicorn would close the connection; RequestTelemetry (the outermost user
+    # middleware) answers unexpected errors instead, in the JSON shape, and keeps it open

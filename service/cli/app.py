@@ -48,12 +48,10 @@ def serve(
     """Start the API and its training workers (embedded mode)."""
     import logging
 
-    import uvicorn
-
     from service.auth.keys import check_bind
     from service.config import Settings
     from service.logs import configure_logging
-    from service.main import create_app
+    from service.main import create_app, run_server
 
     overrides: _ServeOverrides = {}
     if host is not None:
@@ -73,8 +71,8 @@ def serve(
             "INSECURE: listening on %s with authentication off; anyone who can reach this "
             "port can train, read and delete everything", settings.host)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, log_level=settings.log_level)
+    # uvicorn with the edge bounded: header and body deadlines, head size, connections
+    run_server(app, settings)
 
 
 def _add_keys() -> None:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
 from service.config import Settings
 from service.data.arrays import as_matrix, check_xy, decode_json
-from service.errors import InvalidInput, LimitExceeded, StorageUnavailable
+from service.errors import (
+    InsufficientStorage,
+    InvalidInput,
+    LimitExceeded,
+    StorageUnavailable,
+    is_disk_full,
+)
 from service.store.artifacts import ArtifactStore
 from service.store.idempotency import Replay, idempotent
 from service.store.metadata import MetadataStore
@@ -123,7 +131,8 @@ def _parse_numbers(body: bytes, header: list[str]) -> np.ndarray:
             new_columns=header,
             schema_overrides=[pl.Float32] * width,
         )
-    except (pl.exceptions.PolarsError, ValueError):
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError):
+        # a panic (a BaseException) in the reader is input it cannot take, not a bug of ours
         raise _find_bad_cell(body, width) from None
     if frame.width != width or frame.null_count().sum_horizontal().item() > 0:
         raise _find_bad_cell(body, width)
@@ -137,20 +146,49 @@ def _parse_numbers(body: bytes, header: list[str]) -> np.ndarray:
 
 
 def _find_bad_cell(body: bytes, width: int) -> InvalidInput:
-    reader = csv.reader(io.StringIO(body.decode("utf-8", errors="replace")))
-    next(reader, None)
-    for line, cells in enumerate(reader, start=2):
-        if not cells:
-            continue
-        if len(cells) != width:
-            return InvalidInput(f"CSV line {line} has {len(cells)} cells; the header has {width}")
-        for c, cell in enumerate(cells, start=1):
-            try:
-                float(cell)
-            except ValueError:
-                shown = cell if len(cell) <= 40 else cell[:37] + "..."
-                return InvalidInput(f"CSV line {line} column {c} is not a number: {shown!r}")
+    text = io.StringIO(body.decode("utf-8", errors="replace"))
+    reader = csv.reader(text)
+    try:
+        next(reader, None)
+        for cells in reader:
+            if not cells:
+                continue
+            line = reader.line_num
+            if len(cells) != width:
+                return InvalidInput(
+                    f"CSV line {line} has {len(cells)} cells; the header has {width}")
+            for c, cell in enumerate(cells, start=1):
+                try:
+                    float(cell)
+                except ValueError:
+                    return InvalidInput(
+                        f"CSV line {line} column {c} is not a number: {_shown(cell)!r}")
+    except csv.Error:  # a cell past the csv module's field limit (128 KiB): no number
+        return _oversized_cell(text.getvalue(), reader.line_num)
     return InvalidInput("the CSV could not be read as numbers")
+
+
+def _shown(cell: str) -> str:
+    return cell if len(cell) <= 40 else cell[:37] + "..."
+
+
+def _oversized_cell(text: str, line: int) -> InvalidInput:
+    """The error for a cell the csv module refused as too long, on (physical) ``line``:
+    the column is the first comma-separated piece of that line past the limit."""
+    start = 0
+    for _ in range(line - 1):
+        start = text.find("\n", start) + 1
+    row_end = text.find("\n", start)
+    row_end = len(text) if row_end < 0 else row_end
+    limit = csv.field_size_limit()
+    column = 1
+    while True:  # no split: the line may be hundreds of megabytes
+        comma = text.find(",", start, row_end)
+        if (comma if comma >= 0 else row_end) - start > limit or comma < 0:
+            break
+        start, column = comma + 1, column + 1
+    return InvalidInput(f"CSV line {line} column {column} has a cell of more than {limit} "
+                        f"characters: {_shown(text[start : start + 41])!r}")
 
 
 def column_stats(x: np.ndarray, y: np.ndarray, features: list[str], targets: list[str]) -> list:
@@ -199,24 +237,31 @@ def store_dataset(
             artifacts.put_dataset(
                 sha, artifacts.dataset_bytes(x, y, info["feature_names"], info["target_names"]))
         except OSError as e:  # read-only or full; the message names no path
+            if is_disk_full(e):
+                raise InsufficientStorage() from None
             raise StorageUnavailable(
                 f"the dataset could not be stored ({e.strerror or type(e).__name__}); "
-                "try again later"
+                "try again later", headers={"Retry-After": "30"}
             ) from None
 
     ensure_file()  # the file lands before any record can point at it
-    row, created = meta.add_dataset(
-        tenant=tenant,
-        name=info.get("name"),
-        sha256=sha,
-        rows=int(x.shape[0]),
-        features=int(x.shape[1]),
-        targets=int(y.shape[1]),
-        feature_names=info["feature_names"],
-        target_names=info["target_names"],
-        columns=column_stats(x, y, info["feature_names"], info["target_names"]),
-        size_bytes=int(x.nbytes + y.nbytes),  # the float32 values
-    )
+    try:
+        row, created = meta.add_dataset(
+            tenant=tenant,
+            name=info.get("name"),
+            sha256=sha,
+            rows=int(x.shape[0]),
+            features=int(x.shape[1]),
+            targets=int(y.shape[1]),
+            feature_names=info["feature_names"],
+            target_names=info["target_names"],
+            columns=column_stats(x, y, info["feature_names"], info["target_names"]),
+            size_bytes=int(x.nbytes + y.nbytes),  # the float32 values
+        )
+    except Exception:  # not recorded (a full disk, the database away): leave no file
+        with contextlib.suppress(Exception):  # else the sweep takes it later
+            artifacts.discard_dataset(sha, lambda: meta.sha_in_use(sha))
+        raise
     ensure_file()  # a delete of the last other record may have taken the file meanwhile
     return row, created
 
@@ -229,7 +274,10 @@ def upload_dataset(
     """Parse, check and store an upload (blocking: call it in a worker thread); returns the
     dataset and whether this request created it (False: the same content, or a replay)."""
     key_body = body + repr((target, features, name)).encode()  # the query is the request too
-    with idempotent(meta, tenant, "datasets", idempotency_key, key_body) as attempt:
+    # the record commits apart from the key's completion (store_dataset adds it): a retry
+    # after a crash between them stores the same content again, which finds that record
+    with idempotent(meta, tenant, "datasets", idempotency_key, key_body,
+                    reservation_s=settings.idempotency_reservation_s) as attempt:
         if isinstance(attempt, Replay):
             return meta.get_dataset(attempt.resource_id, tenant), attempt.status_code == 201
         if media == "json":
@@ -243,8 +291,15 @@ def upload_dataset(
 
 
 def delete_dataset(meta: MetadataStore, artifacts: ArtifactStore, dataset_id: str,
-                   tenant: str) -> None:
+                   tenant: str, free_reserve: Callable[[], bool] = lambda: False) -> None:
     """Delete the record (409 while a queued or running job uses it), then its file unless
-    another record shares the content."""
-    row = meta.delete_dataset(dataset_id, tenant)
+    another record shares the content. On a full disk the commit that frees space may
+    itself need some: ``free_reserve`` gives the data directory's reserve up, and it is
+    tried once more."""
+    try:
+        row = meta.delete_dataset(dataset_id, tenant)
+    except Exception as e:
+        if not is_disk_full(e) or not free_reserve():
+            raise
+        row = meta.delete_dataset(dataset_id, tenant)
     artifacts.discard_dataset(row.sha256, lambda: meta.sha_in_use(row.sha256))

@@ -20,6 +20,7 @@ from service.store.metadata import MetadataStore
 from service.store.tables import JobRow
 
 END_ID = "end"
+SHUTDOWN = "shutdown"
 POLL_S = 0.1
 """How often the job row is read: progress goes out at most this often."""
 
@@ -66,9 +67,12 @@ async def job_events(
     after_epoch: int,
     public: Callable[[JobRow], dict[str, Any]],
     poll_s: float = POLL_S,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[JobEvent]:
     """Progress newer than ``after_epoch`` until the job ends, then ``end`` with
-    ``public(row)``. The row is read in a thread: the event loop never waits on the store."""
+    ``public(row)``. The row is read in a thread: the event loop never waits on the store.
+    When the server stops first, the last event is ``shutdown`` (the job as it stands; its
+    id is the last epoch sent, so a reconnect to the next server resumes there)."""
     last = after_epoch
     attempts: int | None = None
     while True:
@@ -81,5 +85,10 @@ async def job_events(
             yield _progress(row)
         if row.status in FINISHED:
             yield JobEvent("end", END_ID, public(row))
+            return
+        if stopping():
+            yield JobEvent(SHUTDOWN, str(last), {
+                "message": "the server is stopping; reconnect with Last-Event-ID to resume",
+                "job": public(row)})
             return
         await anyio.sleep(poll_s)

@@ -20,6 +20,7 @@ from service.data.arrays import as_matrix, check_xy
 from service.data.datasets import check_table, store_dataset
 from service.errors import DeviceUnavailable, InvalidInput
 from service.jobs.limits import check_active, check_budget, check_model
+from service.store.idempotency import Completion, Replay, idempotent
 from service.store.tables import JobRow
 from service.training.spec import MAX_CLASSES, TrainingSpec
 from service.training.targets import class_indices
@@ -38,9 +39,11 @@ def submit_job(
     y: Any = None,
     device: str | None = None,
     model_name: str | None = None,
+    completion: Completion | None = None,
 ) -> JobRow:
     """Check, store and queue a job on a stored dataset (``dataset_id``) or on inline rows
-    (``x`` and ``y``); returns the queued job."""
+    (``x`` and ``y``); returns the queued job. ``completion`` runs in the transaction that
+    commits the job (an Idempotency-Key's record of it)."""
     settings, meta, artifacts = services.settings, services.meta, services.artifacts
     if spec.seed is None:  # every run is reproducible: the seed drawn is recorded
         spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
@@ -65,8 +68,16 @@ def submit_job(
         check_rows(dataset.rows)
         largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
                             if c["role"] == "feature"])
+
+        def stored_targets() -> np.ndarray:
+            try:
+                return artifacts.get_dataset(dataset.sha256)[1]
+            except FileNotFoundError:  # deleted since it was read: a 404, as below
+                meta.get_dataset(dataset.id, tenant)
+                raise
+
         spec = check_kind(spec, settings, dataset.rows, dataset.features, dataset.targets,
-                          lambda: artifacts.get_dataset(dataset.sha256)[1], largest)
+                          stored_targets, largest)
     else:
         xm = as_matrix(x, "x")
         ym = as_matrix(y, "y")
@@ -91,9 +102,31 @@ def submit_job(
         model_name=model_name,
         epochs=spec.epochs,
         max_active=settings.max_active_jobs,
+        check_dataset=True,  # in the insert's transaction: a dataset deleted meanwhile is a 404
+        then=completion,
     )
     services.job_submitted(job.id, job.device)
     return job
+
+
+def submit_job_once(
+    services: Services,
+    tenant: str,
+    spec: TrainingSpec,
+    *,
+    idempotency_key: str | None,
+    request_body: bytes,
+    **data: Any,
+) -> JobRow:
+    """``submit_job`` under an ``Idempotency-Key`` (when given): a retry with the key and
+    body gets the job the first request committed; the job and the key's record of it
+    commit in one transaction. ``data``: ``submit_job``'s keyword arguments."""
+    meta = services.meta
+    with idempotent(meta, tenant, "jobs", idempotency_key, request_body,
+                    reservation_s=services.settings.idempotency_reservation_s) as attempt:
+        if isinstance(attempt, Replay):
+            return meta.get_job(attempt.resource_id, tenant)
+        return submit_job(services, tenant, spec, completion=attempt.completion(202), **data)
 
 
 def check_kind(spec: TrainingSpec, settings: Settings, rows: int, features: int, targets: int,

@@ -22,6 +22,7 @@ from service.store.tables import JobRow
 class JobWaiters:
     def __init__(self) -> None:
         self.pushed = False  # set when a queue backend reports job ends here
+        self.closing = False  # the server is stopping: waits end at once
         self._lock = threading.Lock()
         self._waiting: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
@@ -40,6 +41,14 @@ class JobWaiters:
                 entries.discard(entry)
                 if not entries:
                     del self._waiting[job_id]
+
+    def shutdown(self) -> None:
+        """The server is stopping: every long poll answers with what it has, now."""
+        self.closing = True
+        with self._lock:
+            entries = [e for group in self._waiting.values() for e in group]
+        for loop, event in entries:
+            loop.call_soon_threadsafe(event.set)
 
     def finished(self, job_id: str) -> None:
         """Called from any thread when a job has ended."""
@@ -63,7 +72,7 @@ async def wait_for_end(
         try:
             row = await to_thread.run_sync(meta.get_job, job_id, tenant)
             left = deadline - time.monotonic()
-            if row.status in FINISHED or left <= 0 or entry is None:
+            if row.status in FINISHED or left <= 0 or entry is None or waiters.closing:
                 return row
             if waiters.pushed:
                 with contextlib.suppress(TimeoutError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from service.errors import Conflict, not_found
@@ -53,22 +53,30 @@ class DatasetRecords(Records):
         return self._page(DatasetRow, [DatasetRow.tenant == tenant], limit, cursor)
 
     def delete_dataset(self, dataset_id: str, tenant: str = "default") -> DatasetRow:
-        """Delete the record; returns it. 409 while a queued or running job uses it."""
+        """Delete the record; returns it. 409 while a queued or running job uses it.
+
+        The DELETE comes first and the count of active jobs after it, in one transaction:
+        on SQLite the DELETE takes the write lock, so no job insert commits between them; on
+        PostgreSQL it takes the row's lock, which waits for submits holding it FOR KEY SHARE
+        (``create_job``), and the count, a later statement, sees the jobs they committed."""
         with self.session() as s:
-            row = s.get(DatasetRow, dataset_id)
-            if row is None or row.tenant != tenant:
+            row = s.scalars(
+                delete(DatasetRow)
+                .where(DatasetRow.id == dataset_id, DatasetRow.tenant == tenant)
+                .returning(DatasetRow)
+            ).one_or_none()
+            if row is None:
                 raise not_found("dataset", dataset_id)
             busy = s.scalar(
                 select(func.count())
                 .select_from(JobRow)
                 .where(JobRow.dataset_id == dataset_id, JobRow.status.in_(ACTIVE))
             )
-            if busy:
+            if busy:  # rolls the DELETE back
                 raise Conflict(
                     f"dataset {dataset_id!r} is used by {busy} queued or running job(s); "
                     "cancel them or wait for them to finish"
                 )
-            s.delete(row)
         return row
 
     def sha_in_use(self, sha256: str) -> bool:

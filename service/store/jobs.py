@@ -7,17 +7,18 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.errors import ActiveJobsExceeded, Conflict, not_found
 from service.jobs.status import ACTIVE, FINISHED
 from service.store.session import Page, Records, updated_rows
-from service.store.tables import JobRow, ModelRow, new_id, utcnow
+from service.store.tables import DatasetRow, JobRow, ModelRow, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +56,43 @@ def _recover(job: JobRow, max_attempts: int) -> bool:
 
 class JobRecords(Records):
 
-    def create_job(self, *, max_active: int | None = None, **values: Any) -> JobRow:
-        """Insert a queued job. With ``max_active``, the tenant's queued + running jobs are
-        counted after the insert in the same transaction (SQLite's write lock, or an advisory
-        lock on PostgreSQL, keeps concurrent submits apart) and over the limit it rolls back
-        and raises ActiveJobsExceeded with the count."""
+    def create_job(
+        self, *, max_active: int | None = None, check_dataset: bool = False,
+        then: Callable[[Session, str], None] | None = None, **values: Any,
+    ) -> JobRow:
+        """Insert a queued job, in one transaction with:
+
+        - with ``check_dataset`` (submit sets it), the check that its dataset (``dataset_id``
+          of ``tenant``) still exists: NotFound (a 404) when it is gone, nothing stored. The
+          insert comes first, so on SQLite the write lock is held before the check reads (a
+          concurrent delete waits; a transaction that read first could not upgrade); on
+          PostgreSQL the dataset row is locked FOR KEY SHARE, which ``delete_dataset``'s
+          DELETE waits for (and a check made after that DELETE commits finds no row).
+        - with ``max_active``, the count of the tenant's queued + running jobs after the
+          insert (SQLite's write lock, or an advisory lock on PostgreSQL, keeps concurrent
+          submits apart): over the limit it rolls back and raises ActiveJobsExceeded.
+        - ``then(session, job_id)``, last: what else must commit with the job (the
+          completion of its Idempotency-Key)."""
         row = JobRow(id=new_id("job"), status="queued", created_at=utcnow(), **values)
         with self.session() as s:
             if max_active is not None and self.engine.dialect.name == "postgresql":
                 s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
                     f"fitserve-active:{row.tenant}"))))
             s.add(row)
+            s.flush()
+            if check_dataset and s.scalar(
+                select(DatasetRow.id)
+                .where(DatasetRow.id == row.dataset_id, DatasetRow.tenant == row.tenant)
+                .with_for_update(key_share=True)
+            ) is None:
+                raise not_found("dataset", row.dataset_id)
             if max_active is not None:
-                s.flush()
                 active = s.scalar(select(func.count()).select_from(JobRow).where(
                     JobRow.tenant == row.tenant, JobRow.status.in_(ACTIVE))) or 0
                 if active > max_active:
                     raise ActiveJobsExceeded(active - 1, max_active)
+            if then is not None:
+                then(s, row.id)
         return row
 
     def get_job(self, job_id: str, tenant: str | None = "default") -> JobRow:

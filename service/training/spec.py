@@ -28,7 +28,8 @@ LossName = Literal["mse", "l1", "huber", "bce", "cross_entropy"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # every float refuses inf and nan (JSON's 1e400 parses as inf): a 422 naming the field
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LinearSpec(_Strict):

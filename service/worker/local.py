@@ -15,11 +15,14 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from service.config import Settings
+from service.store.idempotency import release_unfinished
+from service.store.upkeep import DataDirLock, Reserve, has_room, sweep_orphans
 from service.worker.identity import worker_name
 
 log = logging.getLogger(__name__)
@@ -72,21 +75,72 @@ def worker_main(
         if event["event"] != "model_committing":
             events.put(event)
 
+    backoff = _Backoff(stop)
+    room = max(settings.min_free_bytes, 1 << 20)
     while not stop.is_set() and os.getppid() == parent:
-        job = meta.claim_next(name)
+        if not has_room(settings.data_dir, room):  # a job now would fail at its checkpoint
+            backoff.wait(f"worker {name}: the disk under {settings.data_dir} is full")
+            continue
+        try:
+            job = meta.claim_next(name)
+        except Exception as e:  # the store is away or its disk is full: wait, do not die
+            backoff.wait(f"worker {name} cannot claim jobs ({type(e).__name__}: {e})")
+            continue
+        backoff.reset()
         if job is None:
             wake.acquire(timeout=1.0)
             continue
         log.info("worker %s took job %s", name, job.id)
-        run_job(job, name, meta, artifacts, settings.progress_interval_s, notify)
+        try:
+            run_job(job, name, meta, artifacts, settings.progress_interval_s, notify)
+        except Exception:  # its end could not be recorded: the job goes back to the queue
+            log.exception("worker %s: the store failed under job %s; it goes back to the queue",
+                          name, job.id)
+            _give_back(meta, name, settings.max_job_attempts, backoff)
+
+
+class _Backoff:
+    """Waits that grow from half a second to five while a fault lasts; a stop ends them."""
+
+    def __init__(self, stop: Any) -> None:
+        self.stop = stop
+        self.delay = 0.5
+        self.said = False
+
+    def wait(self, why: str) -> None:
+        if not self.said:  # once per fault, not once per retry
+            log.warning("%s; retrying until it clears", why)
+            self.said = True
+        self.stop.wait(self.delay)
+        self.delay = min(self.delay * 2, 5.0)
+
+    def reset(self) -> None:
+        if self.said:
+            log.info("the fault cleared; back at work")
+        self.delay, self.said = 0.5, False
+
+
+def _give_back(meta: Any, name: str, max_attempts: int, backoff: _Backoff) -> None:
+    """Put this worker's job back in the queue, the attempt refunded (the job did nothing
+    wrong), once the store takes the write; a stop leaves it to the pool's own recovery."""
+    while not backoff.stop.is_set():
+        try:
+            meta.requeue_running([name], max_attempts, refund=True)
+        except Exception as e:
+            backoff.wait(f"worker {name} cannot give its job back ({type(e).__name__})")
+            continue
+        backoff.reset()
+        return
 
 
 class LocalWorkerPool:
     """Starts, watches and stops the worker processes of the embedded mode."""
 
-    def __init__(self, settings: Settings, meta: Any, on_event: EventFn | None = None) -> None:
+    def __init__(self, settings: Settings, meta: Any, artifacts: Any,
+                 on_event: EventFn | None = None) -> None:
         self.settings = settings
         self.meta = meta
+        self.artifacts = artifacts
         self.on_event = on_event
         self._ctx = mp.get_context("spawn")
         self._wake = self._ctx.Semaphore(0)
@@ -96,6 +150,12 @@ class LocalWorkerPool:
         self._procs: list[BaseProcess] = []
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
+        self._lost: dict[str, bool] = {}  # dead workers whose jobs are still to recover
+        self.reserve = Reserve(settings.data_dir)
+        # before anything is touched: a second server here would recover (and so run twice)
+        # the jobs this one runs
+        self._lock = DataDirLock(settings.data_dir)
+        self._lock.acquire()
 
     @property
     def alive(self) -> int:
@@ -105,6 +165,8 @@ class LocalWorkerPool:
         # this server is the only one running jobs on this store, so a job still "running"
         # was cut off by the last shutdown or crash
         self.meta.requeue_running(None, self.settings.max_job_attempts)
+        release_unfinished(self.meta)  # Idempotency-Keys of requests the last run cut off
+        self._upkeep(grace_s=0.0)  # no other server writes here: every orphan is one
         for _ in range(self.settings.workers):
             self._procs.append(self._spawn())
         for target in (self._watch, self._pump_events):
@@ -141,15 +203,52 @@ class LocalWorkerPool:
         return resolve_device(requested, default)
 
     def _watch(self) -> None:
-        """Replace dead workers and put their jobs back in the queue."""
+        """Replace dead workers and put their jobs back in the queue; now and then, sweep
+        the data directory. A fault here (the store away, the disk full) is retried on the
+        next turn: this thread never dies of one."""
+        next_sweep = time.monotonic() + self.settings.sweep_interval_s
         while not self._closing.wait(0.5):
             for i, p in enumerate(self._procs):
                 if p.is_alive() or self._closing.is_set():
                     continue
+                # stopped by a signal meant for the whole server (SIGTERM to its process
+                # group): not the job's fault, so its attempt does not count
+                on_purpose = p.exitcode in (-signal.SIGTERM, -signal.SIGINT)
                 log.error("worker pid %s died (exit code %s); restarting it", p.pid, p.exitcode)
-                self.meta.requeue_running([worker_name(p.pid)], self.settings.max_job_attempts)
+                self._lost[worker_name(p.pid)] = on_purpose
                 self._procs[i] = self._spawn()
                 self._wake.release()
+            self._recover_lost()
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.settings.sweep_interval_s
+                self._upkeep(self.settings.orphan_grace_s)
+
+    def _recover_lost(self) -> None:
+        for name, on_purpose in list(self._lost.items()):
+            if self._closing.is_set():
+                return  # stop() recovers them, refunded
+            try:
+                self.meta.requeue_running([name], self.settings.max_job_attempts,
+                                          refund=on_purpose)
+            except Exception as e:  # the store is away or full: next turn
+                log.warning("could not recover the jobs of worker %s yet (%s)", name,
+                            type(e).__name__)
+                return
+            del self._lost[name]
+            self._wake.release()
+
+    def _upkeep(self, grace_s: float) -> None:
+        """Remove files a crash left behind; put the space reserve back when there is room."""
+        try:
+            sweep_orphans(self.meta, self.artifacts, grace_s)
+            self.reserve.ensure()
+        except Exception:
+            log.exception("the data directory sweep failed; it runs again later")
+
+    def begin_stop(self) -> None:
+        """The server is stopping (SIGTERM): from now on a worker that exits is not replaced,
+        and its job is recovered by ``stop`` with its attempt refunded."""
+        self._closing.set()
 
     def _pump_events(self) -> None:
         while not self._closing.is_set():
@@ -178,8 +277,13 @@ class LocalWorkerPool:
                 p.kill()
                 p.join(timeout)
         names = [worker_name(p.pid) for p in self._procs if p.pid is not None]
-        if names:
-            self.meta.requeue_running(names, self.settings.max_job_attempts, refund=True)
+        names += list(self._lost)
+        try:
+            if names:
+                self.meta.requeue_running(names, self.settings.max_job_attempts, refund=True)
+        except Exception:  # the next start recovers every running job
+            log.exception("could not put the stopped workers' jobs back in the queue")
         for t in self._threads:
             t.join(1.0)
         self._events.close()
+        self._lock.release()

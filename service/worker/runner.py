@@ -16,13 +16,17 @@ from service.errors import (
     Cancelled,
     DatasetMissing,
     NotFound,
+    ServiceError,
     TrainingError,
+    fault_of,
+    is_disk_full,
 )
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 from service.store.tables import JobRow, new_id
 from service.training.fit import FitResult, fit
 from service.training.spec import TrainingSpec
+from service.worker.faults import pause_at
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +84,39 @@ class _Reporter:
         self.interval = interval
         self.last = 0.0
         self.cancel = False
+        self.faulted = False
+        self.reported = False
 
     def progress(self, epoch: int, loss: float, val_loss: float | None) -> None:
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
-            self.cancel = self.meta.update_progress(self.job_id, epoch, loss, val_loss)
+            try:
+                self.cancel = self.meta.update_progress(self.job_id, epoch, loss, val_loss)
+                if not self.reported:
+                    self.reported = True
+                    pause_at("training", self.job_id)
+            except Exception as e:  # the store is away or full: train on; the end is what
+                self._skipped(e)      # must be recorded, and it is retried until it is
 
     def should_stop(self) -> bool:
         # paths that report no progress for a while (the closed form's passes) still look
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
-            self.cancel = self.meta.cancel_requested(self.job_id)
+            try:
+                self.cancel = self.meta.cancel_requested(self.job_id)
+            except Exception as e:
+                self._skipped(e)
         return self.cancel
+
+    def _skipped(self, e: Exception) -> None:
+        if fault_of(e) is None:
+            raise e
+        if not self.faulted:
+            log.warning("job %s: a progress write failed (%s); training goes on",
+                        self.job_id, type(e).__name__)
+            self.faulted = True
 
 
 def warm_up() -> None:
@@ -113,6 +136,7 @@ def run_job(
     """Train a job this worker has claimed (status running); returns its final status."""
     spec = TrainingSpec.model_validate(job.spec)
     reporter = _Reporter(meta, job.id, progress_interval)
+    pause_at("claimed", job.id)
     try:
         dataset = meta.get_dataset(job.dataset_id, tenant=job.tenant)
         x, y = artifacts.get_dataset(dataset.sha256)
@@ -132,6 +156,8 @@ def run_job(
             f"the job's data could not be read ({e.strerror or type(e).__name__})")
         return _end(meta, job, worker, "failed", err, notify)
     except Exception as e:  # a bug or the machine: typed, without the traceback
+        if not isinstance(e, ServiceError) and fault_of(e) is not None:
+            raise  # the store failed, not the job: the worker puts it back in the queue
         log.exception("job %s failed", job.id)
         # the type says what kind of failure it was; its text (library internals, paths)
         # stays in the worker's log
@@ -147,7 +173,8 @@ def run_job(
     try:
         path, sha = artifacts.put_checkpoint(model_id, tensors, metadata)
     except OSError as e:
-        err = ArtifactsFailed(f"could not write the checkpoint: {e.strerror or e}")
+        why = "the disk is full" if is_disk_full(e) else (e.strerror or type(e).__name__)
+        err = ArtifactsFailed(f"could not write the checkpoint: {why}")
         return _end(meta, job, worker, "failed", err, notify)
 
     model = {
@@ -193,11 +220,17 @@ def run_job(
     }
     if notify:
         notify({"event": "model_committing", "job_id": job.id, "model_id": model_id})
-    row = meta.finish_with_model(job.id, worker, model, job_values)
+    pause_at("checkpoint", job.id)
+    try:
+        row = meta.finish_with_model(job.id, worker, model, job_values)
+    except BaseException:  # not recorded: the file would point nowhere
+        artifacts.delete_checkpoint(model_id)
+        raise
     if row is None:  # the job was taken from us (cancelled or recovered): leave no orphan file
         artifacts.delete_checkpoint(model_id)
         log.warning("job %s was no longer held by %s; checkpoint discarded", job.id, worker)
         return meta.get_job(job.id, tenant=None).status
+    pause_at("commit", job.id)
     if notify:
         notify({"event": "model_created", "job_id": job.id, "model_id": row.id})
     log.info("job %s succeeded: model %s (%s, %s)", job.id, row.id, result.engine, result.device)

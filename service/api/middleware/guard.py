@@ -1,8 +1,11 @@
 """A pure ASGI guard in front of every route: the Host a request names, the Origin of
-state-changing browser requests (DNS rebinding, CSRF), and the body size."""
+state-changing browser requests (DNS rebinding, CSRF), the size and count of its headers
+(431), the body size (413), and how long the body may take to come (408)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -18,9 +21,16 @@ _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, services: Any = None) -> None:
         self.app = app
+        self._reading: set[_TimedBody] = set()  # requests whose body is still coming
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if services is not None:  # SIGTERM: bodies still coming are answered 503 at once
+            services.shutdown_hooks.append(self._end_reads)
         self.limit = settings.max_body_bytes
+        self.max_headers = settings.max_headers
+        self.max_header_bytes = settings.max_header_bytes
+        self.body_timeout = settings.body_timeout_s
         self.origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
         if settings.trusted_hosts is not None:
             self.hosts: frozenset[str] | None = frozenset(h.lower() for h in
@@ -33,7 +43,19 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = Headers(scope=scope)
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if len(raw_headers) > self.max_headers:
+            return await _refuse(send, 431, "headers_too_large",
+                                 f"{len(raw_headers)} headers exceed the limit of "
+                                 f"{self.max_headers} (FITSERVE_MAX_HEADERS)", close=True)
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + \
+            sum(len(n) + len(v) + 4 for n, v in raw_headers)
+        if head > self.max_header_bytes:
+            return await _refuse(send, 431, "headers_too_large",
+                                 f"the request's headers ({head} bytes) exceed the limit of "
+                                 f"{self.max_header_bytes} (FITSERVE_MAX_HEADER_BYTES)",
+                                 close=True)
+        headers = Headers(raw=raw_headers)
         host = headers.get("host", "").lower()
         if self.hosts is not None and _hostname(host) not in self.hosts:
             return await _refuse(send, 403, "forbidden",
@@ -53,16 +75,38 @@ class RequestGuard:
             return await _refuse(send, 413, "payload_too_large",
                                  f"the body of {int(length)} bytes exceeds the limit of "
                                  f"{self.limit} (FITSERVE_MAX_BODY_BYTES)")
-        if length is None and scope["method"] in _UNSAFE:
-            # a chunked body: read it here, up to the limit, and hand it on; the app would
-            # turn an error raised mid-read into a 400 (FastAPI) or a 500
-            messages = await self._buffer(receive)
-            if messages is None:
-                return await _refuse(send, 413, "payload_too_large",
-                                     f"the body exceeds the limit of {self.limit} bytes "
-                                     "(FITSERVE_MAX_BODY_BYTES)")
-            receive = _replay(messages, receive)
-        await self.app(scope, receive, send)
+        if (length is None or length == "0") and "transfer-encoding" not in headers:
+            return await self.app(scope, receive, send)  # no body: nothing to wait for
+        timed = _TimedBody(receive, send, self.body_timeout)
+        self._loop = asyncio.get_running_loop()
+        self._reading.add(timed)
+        try:
+            if length is None and scope["method"] in _UNSAFE:
+                # a chunked body: read it here, up to the limit, and hand it on; the app would
+                # turn an error raised mid-read into a 400 (FastAPI) or a 500
+                messages = await self._buffer(timed.receive)
+                if messages is None:
+                    return await _refuse(send, 413, "payload_too_large",
+                                         f"the body exceeds the limit of {self.limit} bytes "
+                                         "(FITSERVE_MAX_BODY_BYTES)", close=True)
+                await self.app(scope, _replay(messages, timed.receive), timed.send)
+            else:
+                await self.app(scope, timed.receive, timed.send)
+        except Exception:
+            if not timed.timed_out:  # the app saw "disconnect" after the 408: its error
+                raise
+        finally:
+            self._reading.discard(timed)
+
+    def _end_reads(self) -> None:
+        """From any thread (the signal handler's): stop every body read in progress."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop_reads)
+
+    def _stop_reads(self) -> None:
+        for timed in list(self._reading):
+            timed.stop()
 
     async def _buffer(self, receive: Receive) -> list[Message] | None:
         messages: list[Message] = []
@@ -84,6 +128,75 @@ class RequestGuard:
         return parts.scheme in ("http", "https") and parts.netloc == host
 
 
+class _TimedBody:
+    """``receive`` with a deadline on each part of the body: past ``timeout`` seconds the
+    client gets a 408 (when no response has started), the app sees it as gone, and whatever
+    the app sends after that is dropped. Once the body is complete, ``receive`` (which then
+    waits for a disconnect) has no deadline."""
+
+    def __init__(self, receive: Receive, send: Send, timeout: float) -> None:
+        self._receive = receive
+        self._send = send
+        self.timeout = timeout
+        self.body_done = False
+        self.started = False
+        self.timed_out = False
+        self.stopping = False
+        self._waiting: asyncio.Task[Any] | None = None
+
+    def stop(self) -> None:
+        """The server is stopping: a body still coming is not waited for (503, retry)."""
+        self.stopping = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def receive(self) -> Message:
+        if self.timed_out:
+            return {"type": "http.disconnect"}
+        if self.body_done:
+            return await self._receive()
+        if self.stopping:
+            return await self._stopped()
+        try:
+            self._waiting = asyncio.current_task()
+            async with asyncio.timeout(self.timeout):
+                message = await self._receive()
+        except asyncio.CancelledError:
+            if not self.stopping or self._waiting is None:
+                raise
+            self._waiting.uncancel()
+            return await self._stopped()
+        except TimeoutError:
+            self.timed_out = True
+            if not self.started:
+                self.started = True
+                await _refuse(self._send, 408, "request_timeout",
+                              f"no part of the request body came for {self.timeout:g} s "
+                              "(FITSERVE_BODY_TIMEOUT_S)", close=True)
+            return {"type": "http.disconnect"}
+        finally:
+            self._waiting = None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.body_done = True
+        return message
+
+    async def _stopped(self) -> Message:
+        self.timed_out = True  # from here the app sees the client gone, and says nothing
+        if not self.started:
+            self.started = True
+            await _refuse(self._send, 503, "unavailable",
+                          "the server is stopping; send the request again in a moment",
+                          close=True, retry_after=5)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.timed_out:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 def _replay(messages: list[Message], receive: Receive) -> Receive:
     pending = list(messages)
 
@@ -99,9 +212,16 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-async def _refuse(send: Send, status: int, type_: str, message: str) -> None:
+async def _refuse(send: Send, status: int, type_: str, message: str, *,
+                  close: bool = False, retry_after: int | None = None) -> None:
+    """The JSON error answer; ``close``: the connection is closed after it (the rest of
+    the request, unread, cannot be told from a next one)."""
     body = orjson.dumps(error_body(type_, message))
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

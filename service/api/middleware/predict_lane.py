@@ -16,7 +16,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import BadRequest, PayloadTooLarge, ServiceError, error_body
+from service.errors import PayloadTooLarge, ServiceError
 from service.serving.predict import parse_predict_body, predict_result
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,22 @@ class PredictLane:
             raw = await _body(receive, self.services.settings.max_body_bytes)
             ref, x = parse_predict_body(raw, headers.get("content-type"), ref, by_path=by_path,
                                         max_rows=self.services.settings.max_predict_rows)
+            del raw
             result = await predict_result(self.services.predictor, tenant, ref, x)
             await _send(send, 200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
+        except _ClientGone:
+            return  # nobody to answer; the telemetry layer logs it as a 499
         except ServiceError as e:
+            # the traceback's frames hold the body, and a model load's thread-pool future
+            # makes a cycle with it that only a full collection frees
+            e.__traceback__ = None
             extra = [(k.lower().encode(), v.encode()) for k, v in (e.headers or {}).items()]
             await _send(send, e.status_code, orjson.dumps(e.to_dict()), extra)
-        except Exception:
-            log.exception("predict failed on %s", path)
-            body = error_body("internal_error", "internal error; the server log has it")
-            await _send(send, 500, orjson.dumps(body))
+        # anything else goes to RequestTelemetry: a 503/507 for a fault, a logged 500 else
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was read."""
 
 
 async def _body(receive: Receive, limit: int) -> bytes:
@@ -65,7 +72,7 @@ async def _body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise BadRequest("the client went away")
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

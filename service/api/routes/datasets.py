@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from service.api.deps import ArtifactsDep, MetaDep, SettingsDep, TenantDep
+from service.api.deps import (
+    ArtifactsDep,
+    MetaDep,
+    ServicesDep,
+    SettingsDep,
+    TenantDep,
+    require_room,
+)
 from service.api.responses import JSONBytes, errors, json_body_doc
 from service.api.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
 from service.api.views import dataset_public
@@ -39,8 +46,9 @@ def _split(values: list[str] | None) -> list[str]:
     status_code=201,
     response_model=DatasetPublic,
     responses={200: {"model": DatasetPublic, "description": "Same content already stored"},
-               **errors(400, 409, 413, 415, 422, 503)},
+               **errors(400, 409, 413, 415, 422, 503, 507)},
     openapi_extra=json_body_doc(DatasetCreate, extra_content=_CSV_DOC),
+    dependencies=[Depends(require_room)],
 )
 async def create_dataset(
     request: Request,
@@ -91,9 +99,8 @@ def get_dataset(dataset_id: str, meta: MetaDep, tenant: TenantDep) -> DatasetPub
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=errors(404, 409))
-def delete_dataset(
-    dataset_id: str, meta: MetaDep, artifacts: ArtifactsDep, tenant: TenantDep
-) -> Response:
-    """Delete a dataset (409 while a queued or running job uses it)."""
-    delete_dataset_and_file(meta, artifacts, dataset_id, tenant)
+def delete_dataset(dataset_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Delete a dataset (409 while a queued or running job uses it); works on a full disk."""
+    delete_dataset_and_file(services.meta, services.artifacts, dataset_id, tenant,
+                            services.free_reserve)
     return Response(status_code=204)

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service.api.deps import MetaDep, TenantDep
+from service.api.deps import MetaDep, ServicesDep, TenantDep
 from service.api.responses import errors
 from service.api.views import job_public
 from service.jobs.events import END_ID, job_events, parse_last_event_id
@@ -23,7 +23,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _STREAM_DOC = """`event: progress` with `{"epoch", "epochs", "loss", "val_loss"}` at most every
 100 ms (its id is the epoch), then one `event: end` with the finished job (its id is `end`),
 and the stream closes. Reconnecting with `Last-Event-ID` resumes after that event; after `end`
-the answer is 204, which tells an EventSource to stop."""
+the answer is 204, which tells an EventSource to stop. A server that stops first sends
+`event: shutdown` (the job as it stands) and closes: reconnect to resume."""
 
 
 def _public(row: JobRow) -> dict[str, Any]:
@@ -45,6 +46,7 @@ async def _sse(events: AsyncIterator[Any]) -> AsyncIterator[ServerSentEvent]:
 async def stream_job_events(
     job_id: str,
     meta: MetaDep,
+    services: ServicesDep,
     tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(description="Resume after this event.")] = None,
 ) -> Response:
@@ -54,4 +56,5 @@ async def stream_job_events(
     if after == END_ID and row.status in FINISHED:
         return Response(status_code=204)
     start = after if isinstance(after, int) else 0
-    return EventSourceResponse(_sse(job_events(meta, job_id, tenant, start, _public)))
+    return EventSourceResponse(_sse(job_events(meta, job_id, tenant, start, _public,
+                                               stopping=services.stopping.is_set)))

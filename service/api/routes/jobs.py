@@ -7,15 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service.api.deps import MetaDep, ServicesDep, TenantDep
+from service.api.deps import MetaDep, ServicesDep, TenantDep, require_room
 from service.api.responses import JSONBytes, errors, require_json
 from service.api.schemas import JobCreate, JobHistory, JobPublic, JobsPublic, JobTrace
 from service.api.views import job_history, job_public
 from service.jobs import control
 from service.jobs.status import JobStatus
-from service.jobs.submit import submit_job
+from service.jobs.submit import submit_job_once
 from service.jobs.waiters import wait_for_end
-from service.store.idempotency import Replay, idempotent
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -33,8 +32,8 @@ IdempotencyKey = Annotated[str | None, Header(
     "",
     status_code=202,
     response_model=JobPublic,
-    responses=errors(400, 404, 409, 413, 415, 422, 429, 503),
-    dependencies=[Depends(require_json)],
+    responses=errors(400, 404, 409, 413, 415, 422, 429, 503, 507),
+    dependencies=[Depends(require_json), Depends(require_room)],
 )
 def create_job(
     body: JobCreate,
@@ -44,15 +43,10 @@ def create_job(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Submit a training job; it is stored as queued before this answers 202."""
-    meta = services.meta
-    with idempotent(meta, tenant, "jobs", idempotency_key, raw) as attempt:
-        if isinstance(attempt, Replay):
-            job = meta.get_job(attempt.resource_id, tenant)
-        else:
-            job = submit_job(services, tenant, body.training_spec(),
-                             dataset_id=body.dataset_id, x=body.x, y=body.y,
-                             device=body.device, model_name=body.model_name)
-            attempt.created(job.id, 202)
+    job = submit_job_once(services, tenant, body.training_spec(),
+                          idempotency_key=idempotency_key, request_body=raw,
+                          dataset_id=body.dataset_id, x=body.x, y=body.y,
+                          device=body.device, model_name=body.model_name)
     # written here, not by FastAPI: the response model would validate the job a second time
     return JSONBytes(job_public(job, services.waiting_reason(job)).model_dump(mode="json"),
                      status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})

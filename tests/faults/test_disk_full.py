@@ -1,0 +1,147 @@
+"""The disk under the data directory fills up (a small tmpfs, filled on purpose), at each of
+the server's write points, and then space comes back. Nothing answers 500; what cannot be
+stored answers 507 in the JSON error shape; space can be freed through the API while the
+disk is full; ``/readyz`` says not ready; no worker dies for good; every accepted job ends
+with its history; no file is left that no record points to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import ServerProcess
+from tests.faults.disk import Filler, small_disk
+from tests.faults.invariants import check_invariants, stray_files, wait_readiness
+from tests.helpers import finished_job, seed_example, wait_for
+
+pytestmark = pytest.mark.e2e
+
+FAST_SWEEP = {"FITSERVE_SWEEP_INTERVAL_S": "1", "FITSERVE_ORPHAN_GRACE_S": "1"}
+SLOW_JOB = {"model": {"kind": "mlp", "hidden": [16]}, "epochs": 4000, "seed": 0,
+            "engine": "autograd"}
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    with small_disk(tmp_path / "disk", size_mb=48) as d:
+        yield d
+
+
+def _start(server_factory, disk: Path, workers: int = 1, **env: str) -> ServerProcess:
+    return server_factory(workers=workers, data_dir=disk, **FAST_SWEEP, **env).start()
+
+
+def _random_csv(rows: int, seed: int) -> bytes:
+    table = np.random.default_rng(seed).standard_normal((rows, 2)).round(5)
+    return ("a,y\n" + "\n".join(f"{a},{b}" for a, b in table.tolist()) + "\n").encode()
+
+
+def _assert_error(r: httpx.Response, status: int, type_: str) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"]["type"] == type_, body
+    assert "Retry-After" in r.headers
+
+
+def test_a_full_disk_answers_507_serves_on_and_frees_space_through_the_api(server_factory,
+                                                                          disk):
+    server = _start(server_factory, disk)
+    d = seed_example()
+    filler = Filler(disk)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        job = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 100}).json()
+        model_id = finished_job(http, job["id"])["model_id"]
+        big = http.post("/v1/datasets?target=y", content=_random_csv(200_000, 1),
+                        headers={"content-type": "text/csv"})
+        assert big.status_code == 201, big.text
+
+        filler.fill()
+        ready = wait_readiness(server, ready=False)
+        assert ready["checks"]["data_dir"].startswith("full"), ready
+        _assert_error(http.post("/v1/datasets?target=y", content=_random_csv(10, 2),
+                                headers={"content-type": "text/csv"}),
+                      507, "insufficient_storage")
+        _assert_error(http.post("/v1/jobs", json={"x": d["x"], "y": d["y"]}),
+                      507, "insufficient_storage")
+        # what is stored is still served
+        predicted = http.post(f"/v1/models/{model_id}/predict", json={"x": [[1.0]]})
+        assert predicted.status_code == 200, predicted.text
+        assert http.get(f"/v1/jobs/{job['id']}").status_code == 200
+        # and space can be freed through the API, on a disk with no byte left
+        gone = http.delete(f"/v1/datasets/{big.json()['id']}")
+        assert gone.status_code == 204, gone.text
+        assert http.get(f"/v1/datasets/{big.json()['id']}").status_code == 404
+
+        filler.free()
+        wait_readiness(server, ready=True)
+        again = http.post("/v1/datasets?target=y", content=_random_csv(10, 2),
+                          headers={"content-type": "text/csv"})
+        assert again.status_code == 201, again.text
+    check_invariants(server, [job["id"]])
+
+
+@pytest.mark.parametrize("leave", [0, 2048, 40_000])
+def test_writes_that_hit_a_full_disk_answer_507_and_leave_nothing(server_factory, disk, leave):
+    """No free-space margin (FITSERVE_MIN_FREE_BYTES=0): the write itself fails, at the
+    dataset file or at the record's commit, depending on how much room is left."""
+    server = _start(server_factory, disk, workers=1, FITSERVE_MIN_FREE_BYTES="0")
+    filler = Filler(disk)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/v1/datasets?target=y", content=_random_csv(10, 0),
+                         headers={"content-type": "text/csv"}).status_code == 201
+        filler.fill(leave=leave)
+        answers = [http.post("/v1/datasets?target=y", content=_random_csv(3000, seed),
+                             headers={"content-type": "text/csv"}) for seed in range(3, 9)]
+        statuses = {r.status_code for r in answers}
+        assert statuses <= {201, 507}, [r.text for r in answers]
+        assert 507 in statuses, "the disk never filled"
+        for r in answers:
+            if r.status_code == 507:
+                _assert_error(r, 507, "insufficient_storage")
+        filler.free()
+    check_invariants(server)
+
+
+def test_the_disk_fills_while_jobs_train_and_they_all_end_once_it_clears(server_factory, disk):
+    server = _start(server_factory, disk, workers=2, FITSERVE_MIN_FREE_BYTES="0")
+    d = seed_example()
+    filler = Filler(disk)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        accepted = [http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], **SLOW_JOB,
+                                                "seed": i}).json()["id"] for i in range(3)]
+
+        def status(job_id: str) -> str:
+            return http.get(f"/v1/jobs/{job_id}").json()["status"]
+
+        wait_for(lambda: [status(j) for j in accepted].count("running") == 2)
+        running = [j for j in accepted if status(j) == "running"]
+        waiting = next(j for j in accepted if j not in running)
+        filler.fill()
+        # the running jobs meet the full disk at their ends (progress writes may go on: the
+        # database's log has room of its own)...
+        wait_for(lambda: "full" in http.get("/readyz").json()["checks"]["data_dir"])
+        def met_the_wall(job_id: str) -> bool:  # ended, or its end could not be recorded
+            log = server.log.read_text(errors="replace")
+            return status(job_id) != "running" or f"the store failed under job {job_id}" in log
+
+        wait_for(lambda: all(met_the_wall(j) for j in running), timeout=90, every=0.2)
+        # ... the queued one is not taken while there is no room for its checkpoint ...
+        assert status(waiting) == "queued"
+        workers = http.get("/readyz").json()["checks"]["workers"]
+        assert workers == "2 alive", workers  # no worker died of it
+        filler.free()
+    # ... and once it clears, every job ends, each once, and nothing is left behind
+    jobs = check_invariants(server, accepted)
+    assert jobs[waiting]["status"] == "succeeded", jobs[waiting]
+    for job_id in running:
+        job = jobs[job_id]
+        if job["status"] == "failed":  # its checkpoint met the full disk: said so
+            assert job["error"]["type"] == "storage_error", job
+            assert "disk is full" in job["error"]["message"], job
+        else:  # its end could not be committed: it went back to the queue and ran again
+            assert job["status"] == "succeeded", job
+    assert not stray_files(disk)
