@@ -260,11 +260,17 @@ def test_too_many_or_too_large_headers_are_a_431(server, count, size):
     check_invariants(server, [])
 
 
-def test_a_signal_tells_the_services_before_uvicorn_stops(tmp_path):
+def test_a_signal_tells_the_services_before_uvicorn_stops(tmp_path, monkeypatch):
     """SIGTERM/SIGINT: ``Services.begin_shutdown`` (long polls and streams end at once) is
     called before uvicorn's own handling, once; an app without it stops all the same."""
     import signal
     from types import SimpleNamespace
+
+    from sse_starlette.sse import AppStatus
+
+    # uvicorn's handle_exit, as sse-starlette patches it, ends every event stream of this
+    # process: put that flag back for the tests that run here after this one
+    monkeypatch.setattr(AppStatus, "should_exit", False)
 
     calls: list[str] = []
     services = SimpleNamespace(begin_shutdown=lambda: calls.append("begin"))

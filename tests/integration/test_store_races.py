@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import event, func, select
 
 from service.errors import Conflict, NotFound
-from service.store.metadata import MetadataStore
 from service.store.tables import JobRow
 from tests.unit.store.test_dataset_jobs import (
     WAIT,
@@ -23,6 +22,7 @@ from tests.unit.store.test_dataset_jobs import (
     on_statement,
     submit,
     submit_after_a_delete,
+    two_stores,
 )
 
 pytestmark = pytest.mark.integration
@@ -30,13 +30,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def stores(new_database):
-    url = new_database()
-    a = MetadataStore(url)
-    a.create_schema()
-    b = MetadataStore(url)
-    yield a, b
-    a.dispose()
-    b.dispose()
+    yield from two_stores(new_database())
 
 
 def test_delete_sees_a_submit_committing_meanwhile(stores):

@@ -107,16 +107,19 @@ def delete_of_a_dataset_in_use(meta: MetadataStore) -> None:
     assert meta.get_dataset(ds).id == ds
 
 
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, MetadataStore]]:
-    """Two stores on one SQLite file, as the API and another process would be."""
-    url = f"sqlite:///{tmp_path / 'm.db'}"
+def two_stores(url: str) -> Iterator[tuple[MetadataStore, MetadataStore]]:
+    """Two stores on one database, as the API and another process would be."""
     a = MetadataStore(url)
     a.create_schema()
     b = MetadataStore(url)
     yield a, b
     a.dispose()
     b.dispose()
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, MetadataStore]]:
+    yield from two_stores(f"sqlite:///{tmp_path / 'm.db'}")
 
 
 def test_delete_sees_a_submit_committing_meanwhile(stores):
