@@ -39,6 +39,8 @@ def resolve_device(requested: str | None, default: str) -> str:
     Raises LookupError with the available devices when the device is absent.
     """
     name = parse_device_name(requested or default, allow_auto=True)
+    if name == "cpu":  # every machine has one: no need to import torch to know (the API
+        return name    # process then starts and submits without it)
     have = available_devices()
     if name == "auto":
         if "cuda" in have:

@@ -3,15 +3,39 @@ job stands at a point, then kill or signal whatever the case needs, then let it 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from service.worker.faults import POINTS
-from tests.helpers import wait_for
+from tests.helpers import finished_job, seed_example, wait_for
 
 ALL_POINTS = ",".join(POINTS)
+FAST_SWEEP = {"FITSERVE_SWEEP_INTERVAL_S": "1", "FITSERVE_ORPHAN_GRACE_S": "1"}
+"""A crash's leftovers go within seconds (the defaults: 600 s old, every 300 s)."""
+JOB = {"epochs": 300, "engine": "autograd", "seed": 0}
+"""A seed job that trains epoch by epoch (so it has a first progress write) in a second."""
+
+
+def submit(server: Any) -> str:
+    """Submit ``JOB`` on the seed data; its id."""
+    d = seed_example()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], **JOB})
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+
+def ended(server: Any, job_id: str) -> dict[str, Any]:
+    """The job once it has ended; a succeeded one has its whole loss history, one value an
+    epoch, whatever runs before it were cut off."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        job = finished_job(http, job_id, timeout=90)
+        if job["status"] == "succeeded":
+            history = http.get(f"/v1/jobs/{job_id}/history").json()
+            assert len(history["loss"]) == JOB["epochs"], history
+        return job
 
 
 def pause_env(folder: Path) -> dict[str, str]:
@@ -44,20 +68,6 @@ class Pauses:
             self.release(job_id, p)
         raise ValueError(point)
 
-    @contextmanager
-    def released(self, job_id: str) -> Iterator[None]:
+    def go(self, job_id: str) -> None:
         """From now on the job passes every point (its runs after a crash too)."""
-        done = threading.Event()
-
-        def loop() -> None:
-            while not done.wait(0.02):
-                for p in POINTS:
-                    self.release(job_id, p)
-
-        t = threading.Thread(target=loop, daemon=True)
-        t.start()
-        try:
-            yield
-        finally:
-            done.set()
-            t.join(5)
+        (self.folder / f"{job_id}.go").write_text("")

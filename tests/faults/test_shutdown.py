@@ -18,20 +18,10 @@ import pytest
 
 from tests.e2e.conftest import ServerProcess
 from tests.faults.invariants import check_invariants
-from tests.faults.pauses import Pauses, pause_env
-from tests.helpers import finished_job, seed_example, wait_for
+from tests.faults.pauses import Pauses, pause_env, submit
+from tests.helpers import finished_job, wait_for
 
 pytestmark = pytest.mark.e2e
-
-JOB = {"epochs": 300, "engine": "autograd", "seed": 0}
-
-
-def _submit(http: httpx.Client) -> str:
-    d = seed_example()
-    r = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], **JOB})
-    assert r.status_code == 202, r.text
-    return r.json()["id"]
-
 
 class _Background(threading.Thread):
     def __init__(self, fn) -> None:
@@ -76,8 +66,7 @@ def test_sigterm_ends_polls_and_streams_at_once_and_the_job_runs_once(server_fac
     pauses = Pauses(tmp_path / "pauses")
     server = server_factory(workers=1, **pause_env(pauses.folder),
                             FITSERVE_SHUTDOWN_TIMEOUT_S="3").start()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        job_id = _submit(http)
+    job_id = submit(server)
     pauses.walk_to(job_id, "training")  # the job is running, held at its first progress
 
     poll = _Background(lambda: httpx.get(f"{server.url}/v1/jobs/{job_id}",
@@ -111,11 +100,11 @@ def test_sigterm_ends_polls_and_streams_at_once_and_the_job_runs_once(server_fac
     assert upload.result == 503 or isinstance(upload.result, httpx.TransportError), \
         upload.result
 
-    with pauses.released(job_id):
-        again = server_factory(workers=1, data_dir=server.data_dir,
-                               **pause_env(pauses.folder)).start()
-        with httpx.Client(base_url=again.url, timeout=30) as http:
-            job = finished_job(http, job_id, timeout=90)
+    pauses.go(job_id)
+    again = server_factory(workers=1, data_dir=server.data_dir,
+                           **pause_env(pauses.folder)).start()
+    with httpx.Client(base_url=again.url, timeout=30) as http:
+        job = finished_job(http, job_id, timeout=90)
     assert job["status"] == "succeeded" and job["attempts"] == 1, job
     check_invariants(again, [job_id])
 
@@ -125,7 +114,7 @@ def test_a_second_server_on_the_same_data_dir_refuses_to_start(server_factory,
     pauses = Pauses(tmp_path / "pauses")
     first = server_factory(workers=1, **pause_env(pauses.folder)).start()
     with httpx.Client(base_url=first.url, timeout=30) as http:
-        job_id = _submit(http)
+        job_id = submit(first)
         pauses.walk_to(job_id, "training")
 
         second = ServerProcess(first.data_dir, 1, **pause_env(pauses.folder))
@@ -142,8 +131,8 @@ def test_a_second_server_on_the_same_data_dir_refuses_to_start(server_factory,
 
         running = http.get(f"/v1/jobs/{job_id}").json()
         assert running["status"] == "running" and running["attempts"] == 1, running
-        with pauses.released(job_id):
-            job = finished_job(http, job_id, timeout=90)
+        pauses.go(job_id)
+        job = finished_job(http, job_id, timeout=90)
     assert job["status"] == "succeeded" and job["attempts"] == 1, job
     check_invariants(first, [job_id])
     wait_for(lambda: first.is_ready())
