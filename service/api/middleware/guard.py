@@ -5,6 +5,7 @@ state-changing browser requests (DNS rebinding, CSRF), the size and count of its
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +17,8 @@ from service.auth.keys import is_loopback
 from service.config import Settings
 from service.errors import error_body
 
+_SWEEP_S = 0.5
+"""How often reads of request bodies are checked against the body deadline."""
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -25,6 +28,7 @@ class RequestGuard:
         self.app = app
         self._reading: set[_TimedBody] = set()  # requests whose body is still coming
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watching = False  # the sweep of slow bodies is scheduled
         if services is not None:  # SIGTERM: bodies still coming are answered 503 at once
             services.shutdown_hooks.append(self._end_reads)
         self.limit = settings.max_body_bytes
@@ -78,8 +82,11 @@ class RequestGuard:
         if (length is None or length == "0") and "transfer-encoding" not in headers:
             return await self.app(scope, receive, send)  # no body: nothing to wait for
         timed = _TimedBody(receive, send, self.body_timeout)
-        self._loop = asyncio.get_running_loop()
         self._reading.add(timed)
+        if not self._watching:  # one timer for all bodies, not one per request
+            self._watching = True
+            self._loop = asyncio.get_running_loop()
+            self._loop.call_later(_SWEEP_S, self._expire_slow_bodies)
         try:
             if length is None and scope["method"] in _UNSAFE:
                 # a chunked body: read it here, up to the limit, and hand it on; the app would
@@ -108,6 +115,18 @@ class RequestGuard:
         for timed in list(self._reading):
             timed.stop()
 
+    def _expire_slow_bodies(self) -> None:
+        """Every ``_SWEEP_S`` while bodies are coming: a read that has waited longer than
+        the body deadline ends (408)."""
+        now = time.monotonic()
+        for timed in list(self._reading):
+            if timed.since is not None and now - timed.since > timed.timeout:
+                timed.expire()
+        if self._reading and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_later(_SWEEP_S, self._expire_slow_bodies)
+        else:
+            self._watching = False
+
     async def _buffer(self, receive: Receive) -> list[Message] | None:
         messages: list[Message] = []
         seen = 0
@@ -132,7 +151,9 @@ class _TimedBody:
     """``receive`` with a deadline on each part of the body: past ``timeout`` seconds the
     client gets a 408 (when no response has started), the app sees it as gone, and whatever
     the app sends after that is dropped. Once the body is complete, ``receive`` (which then
-    waits for a disconnect) has no deadline."""
+    waits for a disconnect) has no deadline. The guard's sweep, not a timer per request,
+    ends a wait past the deadline (``expire``), and a server that stops ends every wait
+    (``stop``: 503, send again)."""
 
     def __init__(self, receive: Receive, send: Send, timeout: float) -> None:
         self._receive = receive
@@ -142,11 +163,19 @@ class _TimedBody:
         self.started = False
         self.timed_out = False
         self.stopping = False
+        self.expired = False
+        self.since: float | None = None  # when the read in progress began
         self._waiting: asyncio.Task[Any] | None = None
 
     def stop(self) -> None:
         """The server is stopping: a body still coming is not waited for (503, retry)."""
         self.stopping = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def expire(self) -> None:
+        """The read in progress has waited past the deadline."""
+        self.expired = True
         if self._waiting is not None:
             self._waiting.cancel()
 
@@ -157,28 +186,30 @@ class _TimedBody:
             return await self._receive()
         if self.stopping:
             return await self._stopped()
+        self._waiting = asyncio.current_task()
+        self.since = time.monotonic()
         try:
-            self._waiting = asyncio.current_task()
-            async with asyncio.timeout(self.timeout):
-                message = await self._receive()
+            message = await self._receive()
         except asyncio.CancelledError:
-            if not self.stopping or self._waiting is None:
+            if not (self.stopping or self.expired) or self._waiting is None:
                 raise
             self._waiting.uncancel()
-            return await self._stopped()
-        except TimeoutError:
-            self.timed_out = True
-            if not self.started:
-                self.started = True
-                await _refuse(self._send, 408, "request_timeout",
-                              f"no part of the request body came for {self.timeout:g} s "
-                              "(FITSERVE_BODY_TIMEOUT_S)", close=True)
-            return {"type": "http.disconnect"}
+            return await (self._stopped() if self.stopping else self._timed_out())
         finally:
             self._waiting = None
+            self.since = None
         if message["type"] != "http.request" or not message.get("more_body", False):
             self.body_done = True
         return message
+
+    async def _timed_out(self) -> Message:
+        self.timed_out = True
+        if not self.started:
+            self.started = True
+            await _refuse(self._send, 408, "request_timeout",
+                          f"no part of the request body came for {self.timeout:g} s "
+                          "(FITSERVE_BODY_TIMEOUT_S)", close=True)
+        return {"type": "http.disconnect"}
 
     async def _stopped(self) -> Message:
         self.timed_out = True  # from here the app sees the client gone, and says nothing
