@@ -26,8 +26,8 @@ SLOW_JOB = {"model": {"kind": "mlp", "hidden": [16]}, "epochs": 4000, "seed": 0,
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    with small_disk(tmp_path / "disk", size_mb=48) as d:
+def disk() -> Iterator[Path]:
+    with small_disk(size_mb=48) as d:
         yield d
 
 
