@@ -73,7 +73,14 @@ class ServerProcess:
                 raise AssertionError(f"server exited: {log[-2000:]}")
             return self.is_ready()
 
-        wait_for(ready, timeout=60)
+        try:
+            wait_for(ready, timeout=60)
+        except BaseException:  # never ready: leave no server behind
+            if self.proc is not None:
+                self.proc.kill()
+                self.proc.wait(5)
+                self.proc = None
+            raise
         return self
 
     def is_ready(self) -> bool:
@@ -98,6 +105,16 @@ class ServerProcess:
         self.proc.kill()
         self.proc.wait(5)
         self.proc = None
+
+
+def module_server(tmp_path_factory: pytest.TempPathFactory, name: str, workers: int = 1,
+                  **env: str) -> Iterator[ServerProcess]:
+    """A server shared by a module's tests: its module-scoped fixture yields from this."""
+    s = ServerProcess(tmp_path_factory.mktemp(name) / "data", workers, **env).start()
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture

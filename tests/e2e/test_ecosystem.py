@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from service.cli import cli
 from service.client import AsyncClient, Client, InvalidInputError, JobFailed, NotFoundError
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, module_server
 from tests.helpers import plain_torch_loop, seed_arrays, seed_example, wait_for
 
 # one server for the module (its tests run on one xdist worker: --dist loadfile)
@@ -29,10 +29,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # progress written every 50 ms: a job of a few thousand epochs shows several updates
-    s = ServerProcess(tmp_path_factory.mktemp("ecosystem") / "data", workers=1,
-                      FITSERVE_PROGRESS_INTERVAL_S="0.05").start()
-    yield s
-    s.stop()
+    yield from module_server(tmp_path_factory, "ecosystem", 1,
+                             FITSERVE_PROGRESS_INTERVAL_S="0.05")
 
 
 @pytest.fixture

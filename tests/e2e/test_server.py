@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, module_server
 from tests.helpers import finished_job, seed_example, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,9 +25,7 @@ def _finished(http: httpx.Client, job_id: str, timeout: float = 60) -> dict:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the tests that leave it serving (a killed training worker is restarted
     by the server itself); the tests that restart or kill the server start their own."""
-    s = ServerProcess(tmp_path_factory.mktemp("shared") / "data", 1, **FAST_PROGRESS).start()
-    yield s
-    s.stop()
+    yield from module_server(tmp_path_factory, "shared", 1, **FAST_PROGRESS)
 
 
 @pytest.fixture

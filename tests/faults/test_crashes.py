@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, module_server
 from tests.faults.invariants import check_invariants
 from tests.faults.pauses import FAST_SWEEP, Pauses, ended, pause_env, submit
 
@@ -22,11 +22,10 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Pauses]]:
     """One server for the cases that kill only a worker (the server replaces it)."""
-    root = tmp_path_factory.mktemp("crashes")
-    pauses = Pauses(root / "pauses")
-    server = ServerProcess(root / "data", 1, **pause_env(pauses.folder), **FAST_SWEEP).start()
-    yield server, pauses
-    server.stop()
+    pauses = Pauses(tmp_path_factory.mktemp("pauses"))
+    for server in module_server(tmp_path_factory, "crashes", 1, **pause_env(pauses.folder),
+                                **FAST_SWEEP):
+        yield server, pauses
 
 
 @pytest.mark.parametrize(("point", "sig", "attempts"), [

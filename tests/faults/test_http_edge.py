@@ -17,7 +17,7 @@ import pytest
 from service.api.server import FitserveServer, server_config
 from service.config import Settings
 from service.main import create_app
-from tests.e2e.conftest import ServerProcess, free_port
+from tests.e2e.conftest import ServerProcess, free_port, module_server
 from tests.faults.invariants import check_invariants
 from tests.helpers import wait_for
 
@@ -29,9 +29,7 @@ EDGE_ENV = {"FITSERVE_HEADER_TIMEOUT_S": "1", "FITSERVE_BODY_TIMEOUT_S": "1"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module, its header and body deadlines at 1 s."""
-    s = ServerProcess(tmp_path_factory.mktemp("edge") / "data", 0, **EDGE_ENV).start()
-    yield s
-    s.stop()
+    yield from module_server(tmp_path_factory, "edge", 0, **EDGE_ENV)
 
 
 def _connect(server: ServerProcess) -> socket.socket:
