@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load, save
 
+from service import faults
+
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^[a-z]{2,4}_[0-9a-f]{24}$")
 
@@ -34,6 +36,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
+            faults.check_write(path)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -182,6 +185,9 @@ class ArtifactStore:
         except FileNotFoundError:
             return None
 
+    def delete_trace(self, job_id: str) -> None:
+        (self.root / _trace_key(job_id)).unlink(missing_ok=True)
+
 
 class ObjectArtifactStore(ArtifactStore):
     """The same layout as objects under ``root`` ("bucket/prefix") of an fsspec filesystem;
@@ -261,6 +267,9 @@ class ObjectArtifactStore(ArtifactStore):
             return bytes(self.fs.cat_file(self._key(_trace_key(job_id))))
         except FileNotFoundError:
             return None
+
+    def delete_trace(self, job_id: str) -> None:
+        self._delete(_trace_key(job_id))
 
     def _delete(self, rel: str) -> None:
         try:

@@ -4,12 +4,15 @@ PostgreSQL in scale-out)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, Update, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
+
+from service import faults
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,21 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        if os.environ.get("FITSERVE_FAULT_DISK"):  # the fault suite's simulated full disk
+            event.listen(engine, "checkout", _simulated_disk)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _simulated_disk(conn: Any, _record: Any, _proxy: Any) -> None:
+    """While the simulated disk is full, the database cannot grow past its current pages."""
+    cur = conn.cursor()
+    if faults.db_full():
+        pages = cur.execute("PRAGMA page_count").fetchone()[0]
+        cur.execute(f"PRAGMA max_page_count = {int(pages)}")
+    else:
+        cur.execute("PRAGMA max_page_count = 4294967294")
+    cur.close()
 
 
 def updated_rows(s: Session, stmt: Update) -> int:

@@ -13,13 +13,13 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import IO
 
 from sqlalchemy import select
 
+from service import faults
 from service.jobs.status import ACTIVE
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
@@ -74,11 +74,12 @@ def disk_state(data_dir: Path, min_free: int) -> str:
     """``ok``, or what stops the data directory from taking writes (for readiness)."""
     if not data_dir.is_dir():
         return "missing"
-    free = shutil.disk_usage(data_dir).free
+    free = faults.free_bytes(data_dir)
     if free < min_free:
         return f"full: {free // 1024} KiB free, below FITSERVE_MIN_FREE_BYTES ({min_free})"
     probe = data_dir / f".probe-{os.getpid()}"
     try:
+        faults.check_write(probe)
         probe.write_bytes(b"ok")
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -93,7 +94,7 @@ def has_room(data_dir: Path, min_free: int) -> bool:
     """Whether new data may be stored: the disk keeps ``min_free`` bytes for the writes
     already under way (progress, checkpoints, the records of jobs that run)."""
     try:
-        return shutil.disk_usage(data_dir).free >= min_free
+        return faults.free_bytes(data_dir) >= min_free
     except OSError:
         return True  # the write itself will say what is wrong
 
@@ -112,7 +113,7 @@ class Reserve:
         if self.path.exists():
             return True
         try:
-            if shutil.disk_usage(self.path.parent).free < 4 * self.size:
+            if faults.free_bytes(self.path.parent) < 4 * self.size:
                 return False
             with self.path.open("wb") as f:
                 os.posix_fallocate(f.fileno(), 0, self.size)

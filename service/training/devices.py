@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
+import sys
 from functools import lru_cache
 
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
@@ -18,9 +20,22 @@ def parse_device_name(name: str, *, allow_auto: bool = False) -> str:
     return name
 
 
+def _cpu_only_build() -> bool:
+    """Whether the installed torch is a CPU-only wheel, which says so in its version
+    (``2.13.0+cpu``) on Linux and Windows: known without importing torch, so that an API
+    process with ``device=auto`` submits jobs without loading it."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return version.endswith("+cpu") and sys.platform != "darwin"
+
+
 @lru_cache(maxsize=1)
 def available_devices() -> tuple[str, ...]:
     """The devices present on this machine, cpu always among them."""
+    if _cpu_only_build():
+        return ("cpu",)
     import torch
 
     found = ["cpu"]

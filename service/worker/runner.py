@@ -21,12 +21,12 @@ from service.errors import (
     fault_of,
     is_disk_full,
 )
+from service.faults import pause_at
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 from service.store.tables import JobRow, new_id
 from service.training.fit import FitResult, fit
 from service.training.spec import TrainingSpec
-from service.worker.faults import pause_at
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 """A small disk that can be filled on purpose: a tmpfs mounted for the test (root can mount
-one on Linux), and a filler file that takes every free byte until it is removed."""
+one on Linux) and filled by a file that takes every free byte; or, where no tmpfs can be
+mounted, the server's simulated full disk (``FITSERVE_FAULT_DISK``, service/faults.py), so
+that the disk-full suite runs everywhere. ``FITSERVE_TEST_DISK=tmpfs|simulated`` chooses."""
 
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(tempfile.gettempdir()) / "fitserve-test-disks"
 """Where the disks are mounted: outside pytest's own temporary directories, whose cleanup
@@ -38,11 +38,84 @@ def _forget_stale_disks() -> None:
             shutil.rmtree(where.parent, ignore_errors=True)
 
 
+def _can_mount() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+def default_kind() -> str:
+    """The disk the suite fills: a tmpfs where one can be mounted, else the simulated one."""
+    chosen = os.environ.get("FITSERVE_TEST_DISK")
+    if chosen in ("tmpfs", "simulated"):
+        return chosen
+    return "tmpfs" if _can_mount() else "simulated"
+
+
+class Disk:
+    """Where a test's server keeps its data (``path``), what else it needs (``env``), and how
+    to fill the disk: ``fill("all")`` leaves no room at all, ``fill("records")`` leaves a
+    little room for files but not for the records' commits; ``free()`` gives it back."""
+
+    path: Path
+    env: dict[str, str]
+
+    def fill(self, what: str = "all") -> None:
+        raise NotImplementedError
+
+    def free(self) -> None:
+        raise NotImplementedError
+
+
+class MountedDisk(Disk):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.env = {}
+        self._filler = Filler(path)
+
+    def fill(self, what: str = "all") -> None:
+        self._filler.fill(leave=0 if what == "all" else 40_000)
+
+    def free(self) -> None:
+        self._filler.free()
+
+
+class SimulatedDisk(Disk):
+    def __init__(self, home: Path) -> None:
+        self.path = home / "disk"
+        self.path.mkdir()
+        self._flag = home / "full"  # outside the data dir: not a file of the server's
+        self.env = {"FITSERVE_FAULT_DISK": str(self._flag)}
+
+    def fill(self, what: str = "all") -> None:
+        self._flag.write_text("all" if what == "all" else "db")
+
+    def free(self) -> None:
+        self._flag.unlink(missing_ok=True)
+
+
 @contextmanager
-def small_disk(size_mb: int = 48) -> Iterator[Path]:
-    """A tmpfs of ``size_mb``, mounted for the test; unmounted and removed at the end."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small disk needs root")
+def small_disk(kind: str | None = None, size_mb: int = 48) -> Iterator[Disk]:
+    """A tmpfs of ``size_mb`` mounted for the test (unmounted and removed at the end), or the
+    simulated disk where none can be mounted (unless the tmpfs was asked for by name)."""
+    kind = kind or default_kind()
+    if kind == "tmpfs":
+        with _mounted(size_mb, must=kind == os.environ.get("FITSERVE_TEST_DISK")) as where:
+            if where is not None:
+                yield MountedDisk(where)
+                return
+    home = Path(tempfile.mkdtemp(prefix="fitserve-simulated-disk-"))
+    try:
+        yield SimulatedDisk(home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def _mounted(size_mb: int, must: bool) -> Iterator[Path | None]:
+    """A tmpfs, or None where none can be mounted (a failure when ``must``)."""
+    if not _can_mount():
+        assert not must, "FITSERVE_TEST_DISK=tmpfs needs root and mount(8)"
+        yield None
+        return
     _forget_stale_disks()
     home = ROOT / f"{os.getpid()}-{secrets.token_hex(4)}"
     where = home / "disk"
@@ -51,7 +124,9 @@ def small_disk(size_mb: int = 48) -> Iterator[Path]:
                            str(where)], capture_output=True, text=True)
     if made.returncode != 0:
         shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+        assert not must, f"cannot mount a tmpfs here: {made.stderr.strip()}"
+        yield None
+        return
     try:
         yield where
     finally:

@@ -1,4 +1,4 @@
-"""Driving the workers' fault points (service/worker/faults.py) from a test: wait until a
+"""Driving the workers' fault points (service/faults.py) from a test: wait until a
 job stands at a point, then kill or signal whatever the case needs, then let it go on."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from service.worker.faults import POINTS
+from service.faults import POINTS
 from tests.helpers import finished_job, seed_example, wait_for
 
 ALL_POINTS = ",".join(POINTS)

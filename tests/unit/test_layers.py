@@ -14,12 +14,12 @@ WEB = ("fastapi", "starlette", "sse_starlette", "uvicorn")
 # package -> the service packages and top-level modules it may import (itself always)
 ALLOWED: dict[str, set[str]] = {
     "training": {"errors"},
-    "store": {"errors", "config", "jobs.status"},
+    "store": {"errors", "config", "faults", "jobs.status"},
     "data": {"errors", "config", "store", "training"},
     "serving": {"errors", "config", "data", "store", "training"},
     "jobs": {"errors", "config", "data", "store", "training"},
     "auth": {"errors", "config", "store"},
-    "worker": {"errors", "config", "logs", "store", "training", "jobs.status"},
+    "worker": {"errors", "config", "faults", "logs", "store", "training", "jobs.status"},
     "client": {"jobs.status"},
 }
 
