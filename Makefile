@@ -1,5 +1,7 @@
 # Two commands do all the set-up: `make serve` and `make test`.
 PYTHON ?= python3
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -8,18 +10,28 @@ DEVSTAMP := $(VENV)/.installed-dev
 .PHONY: serve test lint bench clean chromium
 
 # the server's dependencies: `fitserve[server]` (the base install is the client and CLI only)
+# pip talks (what it fetches, its progress bars) but not about what is already there
+PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
+QUIETER := grep -v --line-buffered '^Requirement already satisfied' || true
+
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing fitserve[server] into $(VENV) (a few minutes the first time)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[server]'
-	touch $@
+	@test -x $(BIN)/python || { echo "[1/2] creating the virtualenv $(VENV) ($(PYTHON))"; \
+	  $(PYTHON) -m venv $(VENV); }
+	@echo "[2/2] installing fitserve[server] into $(VENV): torch, FastAPI, SQLAlchemy, ..." \
+	  "(a few minutes the first time)"
+	@$(PIP) -e '.[server]' | { $(QUIETER); }
+	@touch $@
 
 $(DEVSTAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[server,dev]'
-	touch $@
+	@echo "installing the test tools into $(VENV): pytest, mypy, ruff, schemathesis, ..."
+	@$(PIP) -e '.[server,dev]' | { $(QUIETER); }
+	@touch $@
 
 ## serve: API + training workers on $FITSERVE_HOST:$FITSERVE_PORT (127.0.0.1:8000), data in ./data
 serve: $(STAMP)
+	@echo "starting fitserve: the API, its docs at /docs and the dashboard at / (the address"
+	@echo "is in the 'ready' line below). The CLI is $(BIN)/fitserve: run"
+	@echo "'source $(BIN)/activate' in another shell to have 'fitserve' on your PATH."
 	$(BIN)/fitserve serve
 
 ## chromium: Debian's headless browser, for the browser tests (installed when missing, as root)
