@@ -5,6 +5,8 @@ the Origin/Host guard and the predict lane all call it). Nothing here imports Fa
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 MAX_MESSAGE_CHARS = 500
@@ -252,6 +254,82 @@ class ArtifactsFailed(TrainingError):
 
     status_code = 503
     type = "storage_error"
+
+
+def job_already_finished(job_id: str, status: str) -> Conflict:
+    """The 409 for cancelling a job that has ended."""
+    if status == "cancelled":
+        return Conflict(f"job {clip(job_id, 80)!r} is already cancelled")
+    return Conflict(f"job {clip(job_id, 80)!r} has already finished ({status}); there is "
+                    "nothing to cancel")
+
+
+# ---------------------------------------------------------------- unknown fields
+
+# names people reach for, from PyTorch, scikit-learn and Keras, and the field each means here;
+# one is offered only where that field exists (an optimizer's ``lr``, a job's ``epochs``)
+_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("lr",), "learningrate": ("lr",), "lr0": ("lr",),
+    "n_epochs": ("epochs",), "num_epochs": ("epochs",), "epoch": ("epochs",),
+    "max_epochs": ("epochs",), "max_iter": ("epochs",), "iterations": ("epochs",),
+    "steps": ("epochs",), "batch": ("batch_size",), "batchsize": ("batch_size",),
+    "optim": ("optimizer",), "opt": ("optimizer",), "solver": ("optimizer",),
+    "lr_scheduler": ("scheduler",), "schedule": ("scheduler",),
+    "random_state": ("seed",), "random_seed": ("seed",),
+    "val_fraction": ("validation_fraction",), "validation_split": ("validation_fraction",),
+    "val_split": ("validation_fraction",), "test_size": ("validation_fraction",),
+    "normalize": ("standardize",), "normalise": ("standardize",), "scale": ("standardize",),
+    "standardise": ("standardize",), "loss_fn": ("loss",), "criterion": ("loss",),
+    "objective": ("loss",), "hidden_layers": ("hidden",), "hidden_sizes": ("hidden",),
+    "hidden_units": ("hidden",), "layers": ("hidden",), "type": ("kind", "name"),
+    "model_type": ("kind", "model"), "activation_fn": ("activation",),
+    "clip_grad_norm": ("grad_clip",), "max_grad_norm": ("grad_clip",),
+    "gradient_clip": ("grad_clip",), "clipnorm": ("grad_clip",), "decay": ("weight_decay",),
+    "l2": ("weight_decay",), "wd": ("weight_decay",), "beta": ("betas",),
+    "epsilon": ("eps",), "intercept": ("bias",),
+    "fit_intercept": ("bias",), "use_bias": ("bias",), "n_classes": ("classes",),
+    "num_classes": ("classes",), "features": ("x", "feature_names"), "inputs": ("x",),
+    "input": ("x",), "data": ("x",), "targets": ("y", "target_names"), "labels": ("y",),
+    "target": ("y",), "outputs": ("y",), "dataset": ("dataset_id",), "name": ("model_name",),
+    "model_id": ("model",),
+}
+
+
+def closest_name(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` most likely meant: the same name in another case, a common
+    synonym (``learning_rate`` for ``lr``), or the closest spelling; None when none is close."""
+    known = list(known)
+    if len(name) > 100:  # client input: no name here is that long
+        return None
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    by_key = {k.lower(): k for k in known}
+    if key in by_key:
+        return by_key[key]
+    for candidate in _SYNONYMS.get(key, ()):
+        if candidate in known:
+            return candidate
+    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.6)
+    return by_key[close[0]] if close else None
+
+
+def unknown_field_message(names: Iterable[str], known: Iterable[str], prefix: str = "") -> str:
+    """``unknown field 'learning_rate'; did you mean 'lr'?``, or the known names when none is
+    close. ``prefix``: where the object sits in the body (``optimizer.``)."""
+    names, known = sorted(names), sorted(known)
+    guesses = [(prefix + clip(n, 60), closest_name(n, known)) for n in names[:5]]
+    if len(guesses) == 1:
+        text = f"unknown field {guesses[0][0]!r}"
+        if guesses[0][1]:
+            return f"{text}; did you mean {prefix + guesses[0][1]!r}?"
+    else:
+        shown = [repr(n) + (f" (did you mean {prefix + g!r}?)" if g else "") for n, g in guesses]
+        if len(names) > 5:
+            shown.append(f"and {len(names) - 5} more")
+        text = f"unknown fields {', '.join(shown)}"
+    if known and not any(g for _, g in guesses):
+        where = f" of {prefix[:-1]}" if prefix else ""
+        text += f"; the fields{where} are {', '.join(known)}"
+    return text
 
 
 def not_found(kind: str, ident: str) -> NotFound:

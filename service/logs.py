@@ -37,6 +37,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+QUIET = {"alembic": logging.WARNING}
+"""Libraries whose INFO lines are their internals: alembic says a line per plugin, one for
+its context and one per revision at every start (``migrate.upgrade`` says one instead)."""
+
+
 def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
@@ -44,3 +49,7 @@ def configure_logging(level: str = "info") -> None:
     handler.addFilter(RequestIdFilter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name, quiet in QUIET.items():
+        # the "debug" log level still shows them all
+        logging.getLogger(name).setLevel(
+            root.level if root.level <= logging.DEBUG else max(quiet, root.level))

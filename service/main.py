@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,8 +19,6 @@ from service.config import Settings
 from service.services import Services, build_services
 from service.serving.protocol import InferenceProtocol
 from service.telemetry import Telemetry
-
-log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Train PyTorch models on data you send, and serve them.
@@ -49,7 +46,7 @@ def create_app(
             # the local pool first recovers jobs cut off by the last shutdown (it is the only
             # runner on its store); the Celery queue starts its reaper instead
             services.queue.start()
-        log.info("fitserve %s ready on %s:%s", __version__, settings.host, settings.port)
+        # "ready" is the server's to say, once its port is bound (service/api/server.py)
         try:
             yield
         finally:

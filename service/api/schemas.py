@@ -23,6 +23,11 @@ Matrix = list[list[Number]]
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
+PATTERN_WORDS = {
+    _NAME_PATTERN: "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+}
+"""Each pattern a field must match, in words (an error quotes them after the pattern)."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -8,25 +8,34 @@ connection's start (or of its previous response's end), and answers 431 to a hea
 ``HEAD_LIMIT_FACTOR`` times ``max_header_bytes`` before reading more of it. The finer limits
 (``max_headers``, ``max_header_bytes``: 431) and the body's deadline (``body_timeout_s``:
 408) are ``RequestGuard``'s, in the JSON error shape. The server also bounds its
-connections (``max_connections``: 503 beyond) and its graceful shutdown
-(``shutdown_timeout_s``), and tells the services a shutdown began before uvicorn stops
-accepting requests.
+connections (``max_connections``: a JSON 503 beyond, ``ConnectionLimit``) and its graceful
+shutdown (``shutdown_timeout_s``), and tells the services a shutdown began before uvicorn
+stops accepting requests.
+
+``FitserveServer`` binds its port before the app's lifespan starts (workers, job recovery):
+a busy port ends the start with one line on stderr and exit code 1, and "ready" is logged
+only once the port is bound and the app started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
+import socket
+import time
 from types import FrameType
 from typing import Any
 
 import orjson
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
+from service import __version__
 from service.config import Settings
-from service.errors import error_body
+from service.errors import Unavailable, error_body
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +145,114 @@ def head_limit(settings: Settings) -> int:
     return HEAD_LIMIT_FACTOR * settings.max_header_bytes
 
 
+class ConnectionLimit:
+    """uvicorn's ``limit_concurrency``, answered in the JSON error shape with ``Retry-After``
+    (uvicorn's own answer is a plain-text 503). Outermost, before uvicorn's own wrappers: a
+    request is refused while more than ``limit`` connections are open, or more than
+    ``limit`` requests are in progress (this one counted)."""
+
+    LOG_EVERY_S = 10.0
+    """A flood of refusals is logged once per this many seconds, with its count."""
+
+    def __init__(self, app: Any, state: ServerState, limit: int) -> None:
+        self.app = app
+        self.state = state
+        self.limit = limit
+        self._refused = 0
+        self._logged_at = -math.inf
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or (len(self.state.connections) <= self.limit
+                                       and len(self.state.tasks) <= self.limit):
+            await self.app(scope, receive, send)
+            return
+        self._log_refusal()
+        error = Unavailable(
+            f"the server is at its limit of {self.limit} open connections "
+            "(FITSERVE_MAX_CONNECTIONS); retry shortly", retry_after=1)
+        body = orjson.dumps(error.to_dict())
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
+        await send({"type": "http.response.start", "status": error.status_code,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _log_refusal(self) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.LOG_EVERY_S:
+            log.warning("refused %d request(s) past the connection limit (%d, "
+                        "FITSERVE_MAX_CONNECTIONS)", self._refused, self.limit)
+            self._logged_at, self._refused = now, 0
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port``, as uvicorn binds one for its workers;
+    uvicorn listens on it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_refusal(host: str, port: int, exc: OSError) -> str:
+    """The one line a start that cannot bind its port ends with."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"fitserve: cannot listen on {where}: address already in use; stop the other "
+                "server there or set FITSERVE_PORT (or --port)")
+    reason = exc.strerror or str(exc)
+    return (f"fitserve: cannot listen on {where}: {reason}; "
+            "check FITSERVE_HOST and FITSERVE_PORT (or --host, --port)")
+
+
 class FitserveServer(uvicorn.Server):
-    """uvicorn's server; on SIGTERM or SIGINT it first tells the app's services that a
-    shutdown began (long polls and event streams end at once), then stops as uvicorn does."""
+    """uvicorn's server. It binds its port before the app's lifespan starts, so that a busy
+    port stops it before any worker starts (exit code 1, one line), and logs "ready" once
+    serving. On SIGTERM or SIGINT it first tells the app's services that a shutdown began
+    (long polls and event streams end at once), then stops as uvicorn does."""
 
     def __init__(self, config: uvicorn.Config, app: Any) -> None:
         super().__init__(config)
         self._app = app
         self._told = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        if config.limit_concurrency is not None:  # answered by ConnectionLimit instead
+            config.loaded_app = ConnectionLimit(config.loaded_app, self.server_state,
+                                                config.limit_concurrency)
+            config.limit_concurrency = None
+        if sockets is None:
+            try:
+                sockets = [listen_socket(config.host, config.port)]
+            except OSError as e:
+                self._close_app()
+                raise SystemExit(bind_refusal(config.host, config.port, e)) from None
+        await super().startup(sockets=sockets)
+        if self.started:
+            host, port = sockets[0].getsockname()[:2]
+            log.info("fitserve %s ready on %s:%s", __version__, host, port)
+
+    def _close_app(self) -> None:
+        """What the app's lifespan would have closed, for a start that ends before it: the
+        worker pool (its data-dir lock, its semaphores; no worker was started yet) and the
+        database's connections."""
+        services = getattr(getattr(self._app, "state", None), "services", None)
+        queue = getattr(services, "queue", None)
+        try:
+            if queue is not None:
+                queue.stop()
+            if services is not None:
+                services.meta.dispose()
+        except Exception:  # the start fails with its own line all the same
+            log.exception("could not close the app's services")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self._told:

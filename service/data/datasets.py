@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -20,11 +20,15 @@ from service.errors import (
     LimitExceeded,
     StorageUnavailable,
     is_disk_full,
+    unknown_field_message,
 )
 from service.store.artifacts import ArtifactStore
 from service.store.idempotency import Replay, idempotent
 from service.store.metadata import MetadataStore
 from service.store.tables import DatasetRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 def check_table(settings: Settings, rows: int, features: int, targets: int) -> None:
@@ -50,13 +54,16 @@ def _names(given: Any, count: int, prefix: str, field: str) -> list[str]:
     return list(given)
 
 
+_JSON_FIELDS = ("name", "x", "y", "feature_names", "target_names")
+
+
 def from_json(body: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """``{"name"?, "x", "y", "feature_names"?, "target_names"?}`` -> (x, y, descriptors)."""
     if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object with x and y")
-    unknown = set(body) - {"name", "x", "y", "feature_names", "target_names"}
+        raise InvalidInput('the body must be a JSON object: {"x": [[...]], "y": [[...]]}')
+    unknown = set(body) - set(_JSON_FIELDS)
     if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}",
+        raise InvalidInput(unknown_field_message(unknown, _JSON_FIELDS),
                            field=sorted(unknown)[0])
     for key in ("x", "y"):
         if key not in body:
@@ -74,48 +81,65 @@ def from_json(body: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     }
 
 
+_DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
+
+
+def _delimiter(header_line: str) -> str:
+    """The header's separator: commas, or semicolons or tabs (Excel in many locales saves
+    "CSV" with semicolons) when the header has more of those. Read once, from the header."""
+    counts = [header_line.count(d) for d in _DELIMITERS]
+    return _DELIMITERS[counts.index(max(counts))] if max(counts) else ","
+
+
 def from_csv(
     body: bytes, targets: list[str], features: list[str] | None, name: str | None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """A CSV with a header row; ``targets`` name the target columns, the rest are features."""
+    """A CSV with a header row, its columns separated by commas, semicolons or tabs;
+    ``targets`` name the target columns, the rest are features."""
     if not targets:
         raise InvalidInput("name the target column(s): ?target=y (repeat or comma-separate)",
                            field="target")
-    text_start = body[:65536].decode("utf-8", errors="replace")
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would otherwise
+    # stick, invisibly, to the first column's name
+    text_start = body[:65536].decode("utf-8-sig", errors="replace")
     header_line = text_start.splitlines()[0] if text_start.strip() else ""
-    header = next(csv.reader([header_line]), [])
+    delimiter = _delimiter(header_line)
+    header = next(csv.reader([header_line], delimiter=delimiter), [])
     header = [h.strip() for h in header]
     if not header or not any(header):
         raise InvalidInput("the CSV is empty: send a header row and at least one data row")
     if len(set(header)) != len(header):
         raise InvalidInput("the CSV header has duplicate column names")
+    one_column = ("; the header is one column: separate the columns with commas "
+                  "(semicolons and tabs are read too)" if len(header) == 1 else "")
     missing = [t for t in targets if t not in header]
     if missing:
         raise InvalidInput(
             f"target column(s) {', '.join(map(repr, missing))} not in the CSV header "
-            f"({', '.join(header)})",
+            f"({', '.join(header)}){one_column}",
             field="target",
         )
     if features:
         absent = [f for f in features if f not in header]
         if absent:
             raise InvalidInput(f"feature column(s) {', '.join(map(repr, absent))} not in the "
-                               "CSV header", field="features")
+                               f"CSV header ({', '.join(header)})", field="features")
     else:
         features = [h for h in header if h not in targets]
     if not features:
-        raise InvalidInput("the CSV has no feature columns besides the target(s)",
+        raise InvalidInput(f"the CSV has no feature columns besides the target(s){one_column}",
                            field="features")
     if set(features) & set(targets):
         raise InvalidInput("a column cannot be both a feature and a target", field="features")
-    table = _parse_numbers(body, header)
+    table = _parse_numbers(body, header, delimiter)
     col = {h: i for i, h in enumerate(header)}
     x = np.ascontiguousarray(table[:, [col[f] for f in features]])
     y = np.ascontiguousarray(table[:, [col[t] for t in targets]])
     return x, y, {"name": name, "feature_names": features, "target_names": targets}
 
 
-def _parse_numbers(body: bytes, header: list[str]) -> np.ndarray:
+def _parse_numbers(body: bytes, header: list[str], delimiter: str = ",") -> np.ndarray:
     """All cells as float32, parsed by polars' multithreaded reader; on any problem a slow
     pass with the csv module finds the line and column to name."""
     import polars as pl
@@ -129,13 +153,14 @@ def _parse_numbers(body: bytes, header: list[str]) -> np.ndarray:
             io.BytesIO(body),
             has_header=True,
             new_columns=header,
+            separator=delimiter,
             schema_overrides=[pl.Float32] * width,
         )
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError):
         # a panic (a BaseException) in the reader is input it cannot take, not a bug of ours
-        raise _find_bad_cell(body, width) from None
+        raise _find_bad_cell(body, width, delimiter) from None
     if frame.width != width or frame.null_count().sum_horizontal().item() > 0:
-        raise _find_bad_cell(body, width)
+        raise _find_bad_cell(body, width, delimiter)
     table = np.ascontiguousarray(frame.to_numpy())
     if not np.isfinite(table).all():
         row, c = np.argwhere(~np.isfinite(table))[0]
@@ -145,9 +170,10 @@ def _parse_numbers(body: bytes, header: list[str]) -> np.ndarray:
     return table
 
 
-def _find_bad_cell(body: bytes, width: int) -> InvalidInput:
+def _find_bad_cell(body: bytes, width: int, delimiter: str = ",") -> InvalidInput:
     text = io.StringIO(body.decode("utf-8", errors="replace"))
-    reader = csv.reader(text)
+    reader = csv.reader(text, delimiter=delimiter)
+    separated = f" (the header's columns are separated by {_DELIMITER_NAMES[delimiter]})"
     try:
         next(reader, None)
         for cells in reader:
@@ -156,25 +182,36 @@ def _find_bad_cell(body: bytes, width: int) -> InvalidInput:
             line = reader.line_num
             if len(cells) != width:
                 return InvalidInput(
-                    f"CSV line {line} has {len(cells)} cells; the header has {width}")
+                    f"CSV line {line} has {len(cells)} cell{'' if len(cells) == 1 else 's'}; "
+                    f"the header has {width}"
+                    f"{separated if len(cells) == 1 or delimiter != ',' else ''}")
             for c, cell in enumerate(cells, start=1):
                 try:
                     float(cell)
                 except ValueError:
-                    return InvalidInput(
-                        f"CSV line {line} column {c} is not a number: {_shown(cell)!r}")
+                    return InvalidInput(f"CSV line {line} column {c} is not a number: "
+                                        f"{_shown(cell)!r}{_decimal_hint(cell)}")
     except csv.Error:  # a cell past the csv module's field limit (128 KiB): no number
-        return _oversized_cell(text.getvalue(), reader.line_num)
+        return _oversized_cell(text.getvalue(), reader.line_num, delimiter)
     return InvalidInput("the CSV could not be read as numbers")
+
+
+def _decimal_hint(cell: str) -> str:
+    """A decimal comma (``1,5``, as semicolon-separated files from many locales have)."""
+    try:
+        number = float(cell.strip().replace(",", "."))
+    except ValueError:
+        return ""
+    return f" (write decimals with a point: {number:g})" if "," in cell else ""
 
 
 def _shown(cell: str) -> str:
     return cell if len(cell) <= 40 else cell[:37] + "..."
 
 
-def _oversized_cell(text: str, line: int) -> InvalidInput:
+def _oversized_cell(text: str, line: int, delimiter: str = ",") -> InvalidInput:
     """The error for a cell the csv module refused as too long, on (physical) ``line``:
-    the column is the first comma-separated piece of that line past the limit."""
+    the column is the first separated piece of that line past the limit."""
     start = 0
     for _ in range(line - 1):
         start = text.find("\n", start) + 1
@@ -183,7 +220,7 @@ def _oversized_cell(text: str, line: int) -> InvalidInput:
     limit = csv.field_size_limit()
     column = 1
     while True:  # no split: the line may be hundreds of megabytes
-        comma = text.find(",", start, row_end)
+        comma = text.find(delimiter, start, row_end)
         if (comma if comma >= 0 else row_end) - start > limit or comma < 0:
             break
         start, column = comma + 1, column + 1
@@ -225,8 +262,10 @@ def store_dataset(
     y: np.ndarray,
     info: dict[str, Any],
     tenant: str = "default",
+    then: Callable[[Session, str, bool], None] | None = None,
 ) -> tuple[DatasetRow, bool]:
-    """Write the arrays (once per content) and then the record; returns (row, created)."""
+    """Write the arrays (once per content) and then the record; returns (row, created).
+    ``then``: what commits with the record (see ``add_dataset``)."""
     check_xy(x, y)
     sha = content_sha256(x, y, info["feature_names"], info["target_names"])
 
@@ -247,6 +286,7 @@ def store_dataset(
     ensure_file()  # the file lands before any record can point at it
     try:
         row, created = meta.add_dataset(
+            then,
             tenant=tenant,
             name=info.get("name"),
             sha256=sha,
@@ -274,8 +314,6 @@ def upload_dataset(
     """Parse, check and store an upload (blocking: call it in a worker thread); returns the
     dataset and whether this request created it (False: the same content, or a replay)."""
     key_body = body + repr((target, features, name)).encode()  # the query is the request too
-    # the record commits apart from the key's completion (store_dataset adds it): a retry
-    # after a crash between them stores the same content again, which finds that record
     with idempotent(meta, tenant, "datasets", idempotency_key, key_body,
                     reservation_s=settings.idempotency_reservation_s) as attempt:
         if isinstance(attempt, Replay):
@@ -285,8 +323,16 @@ def upload_dataset(
         else:
             x, y, info = from_csv(body, target, features, name)
         check_table(settings, x.shape[0], x.shape[1], y.shape[1])
-        row, created = store_dataset(meta, artifacts, x, y, info, tenant)
-        attempt.created(row.id, 201 if created else 200)
+        stored, found = attempt.completion(201), attempt.completion(200)
+
+        def then(s: Session, dataset_id: str, created: bool) -> None:
+            # the key names the dataset in the transaction that records it: a retry after a
+            # crash right after the commit answers as the first request would have (201)
+            complete = stored if created else found
+            if complete is not None:
+                complete(s, dataset_id)
+
+        row, created = store_dataset(meta, artifacts, x, y, info, tenant, then)
     return row, created
 
 

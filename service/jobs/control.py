@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, job_already_finished
 from service.jobs.status import FINISHED
 from service.store.tables import JobRow
 
@@ -13,8 +13,15 @@ if TYPE_CHECKING:
 
 
 def cancel_job(services: Services, job_id: str, tenant: str) -> JobRow:
-    """Cancel a queued job at once; a running one stops at its next progress check."""
-    row = services.meta.request_cancel(job_id, tenant)
+    """Cancel a queued job at once; a running one stops at its next progress check. A job
+    that has ended is a 409 that says how it ended."""
+    try:
+        row = services.meta.request_cancel(job_id, tenant)
+    except Conflict:
+        job = services.meta.get_job(job_id, tenant)
+        if job.status not in FINISHED:
+            raise
+        raise job_already_finished(job.id, job.status) from None
     if row.status in FINISHED:
         services.waiters.finished(job_id)
     return row

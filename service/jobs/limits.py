@@ -9,6 +9,12 @@ from service.errors import LimitExceeded, TooManyJobs
 from service.training.spec import TrainingSpec
 
 
+def check_epochs(settings: Settings, epochs: int) -> None:
+    if epochs > settings.max_epochs:
+        raise LimitExceeded(f"epochs must be at most {settings.max_epochs} "
+                            "(FITSERVE_MAX_EPOCHS)", field="epochs")
+
+
 def check_budget(settings: Settings, epochs: int, rows: int) -> None:
     if epochs * rows > settings.max_epoch_rows:
         raise LimitExceeded(
@@ -22,10 +28,10 @@ def check_active(settings: Settings, active: int) -> None:
     if active >= settings.max_active_jobs:
         raise TooManyJobs(
             f"this tenant has {active} queued or running jobs, the limit "
-            f"(FITSERVE_MAX_ACTIVE_JOBS); retry when some have finished",
+            f"({settings.max_active_jobs}, FITSERVE_MAX_ACTIVE_JOBS); retry when some have "
+            "finished",
             headers={"Retry-After": "5"},
         )
-
 
 
 def check_model(settings: Settings, spec: TrainingSpec, in_features: int,

@@ -19,7 +19,7 @@ from service.config import Settings
 from service.data.arrays import as_matrix, check_xy
 from service.data.datasets import check_table, store_dataset
 from service.errors import DeviceUnavailable, InvalidInput
-from service.jobs.limits import check_active, check_budget, check_model
+from service.jobs.limits import check_active, check_budget, check_epochs, check_model
 from service.store.idempotency import Completion, Replay, idempotent
 from service.store.tables import JobRow
 from service.training.spec import MAX_CLASSES, TrainingSpec
@@ -47,8 +47,7 @@ def submit_job(
     settings, meta, artifacts = services.settings, services.meta, services.artifacts
     if spec.seed is None:  # every run is reproducible: the seed drawn is recorded
         spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
-    if spec.epochs > settings.max_epochs:
-        raise InvalidInput(f"epochs must be at most {settings.max_epochs}", field="epochs")
+    check_epochs(settings, spec.epochs)
     try:
         resolved_device = services.resolve_device(device)
     except (LookupError, ValueError) as e:

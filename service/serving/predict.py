@@ -9,7 +9,13 @@ from typing import Any
 from anyio import to_thread
 
 from service.data.arrays import as_matrix, decode_json, is_json
-from service.errors import InvalidInput, LimitExceeded, ModelUnavailable, UnsupportedMediaType
+from service.errors import (
+    InvalidInput,
+    LimitExceeded,
+    ModelUnavailable,
+    UnsupportedMediaType,
+    unknown_field_message,
+)
 from service.serving.predictor import Predictor
 
 INLINE_PARAMETERS = 1_000_000
@@ -30,7 +36,7 @@ def parse_predict_body(
         allowed = {"x"} if by_path else {"x", "model"}
         unknown = set(body) - allowed
         if unknown:
-            raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}",
+            raise InvalidInput(unknown_field_message(unknown, allowed),
                                field=sorted(unknown)[0])
         if "x" not in body:
             raise InvalidInput("x is required", field="x")

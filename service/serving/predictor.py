@@ -46,14 +46,35 @@ class LoadedModel:
     module: Any = None  # the nn.Module, for kinds the fast path does not cover
     scaling: Scaling | None = None  # what standardize learnt
     classes: int | None = None
+    feature_names: tuple[str, ...] = ()  # the training data's columns, when known
+
+    def expects(self) -> str:
+        """``2 features per row (a, b)``: what a row of x must hold."""
+        n, names = self.in_features, list(self.feature_names)
+        if len(names) != n:
+            names = []
+        if len(names) > 10:
+            names = [*names[:8], "...", names[-1]]
+        return (f"{n} feature{'' if n == 1 else 's'} per row"
+                + (f" ({', '.join(names)})" if names else ""))
 
     def _check(self, x: np.ndarray) -> None:
         if x.shape[1] != self.in_features:
-            raise ShapeMismatch(
-                f"model expects {self.in_features} feature(s) per row, got {x.shape[1]} "
-                "in row 0",
-                field="x",
-            )
+            raise ShapeMismatch(self._shape_message(x), field="x")
+
+    def _shape_message(self, x: np.ndarray) -> str:
+        """Names the features and the form: a flat ``[100, 3]`` reads as one column, where
+        a 2-feature model needs ``[[100, 3]]``."""
+        text = f"model expects {self.expects()}, got {x.shape[1]} in row 0"
+        n = self.in_features
+        if x.shape[1] == 1 and x.shape[0] == n and n <= 10:
+            row = ", ".join(f"{float(v):g}" for v in x[:, 0])
+            return f"{text}: x is a list of rows; send one row as [[{row}]]"
+        if x.shape[1] == 1:
+            example = ", ".join(f"{i + 1}.0" for i in range(min(n, 4)))
+            example += f", ..., {n}.0" if n > 4 else ""
+            return f"{text}: x is a list of rows, each a list of {n} numbers: [[{example}]]"
+        return f"{text}: each row of x needs {n} value{'' if n == 1 else 's'}"
 
     def _outputs(self, x: np.ndarray) -> np.ndarray:
         """The module's raw outputs (logits for a classifier), in the original units."""
@@ -201,6 +222,7 @@ class Predictor:
             module=module,
             scaling=Scaling.from_normalization(row.normalization),
             classes=classes,
+            feature_names=tuple(row.feature_names or ()),
         )
 
 

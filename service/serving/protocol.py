@@ -57,6 +57,10 @@ def version_number(version: str) -> int:
     return int(version)
 
 
+_EXAMPLE = ('{"name": "x", "shape": [N, features], "datatype": "FP32", '
+            '"data": [...]}')
+
+
 def _fail(message: str) -> InferenceError:
     return InferenceError(message)
 
@@ -80,8 +84,12 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if rid is not None and not isinstance(rid, str):
         raise _fail("id must be a string")
     inputs = req.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise _fail(f'inputs is required: a list with one tensor named "{INPUT}"')
+    if inputs is None:
+        raise _fail(f"inputs is required: a list with one input tensor, {_EXAMPLE}")
+    if not isinstance(inputs, list):
+        raise _fail(f"inputs must be a list with one input tensor, {_EXAMPLE}")
+    if not inputs:
+        raise _fail(f"inputs needs at least one input tensor: [{_EXAMPLE}]")
     if len(inputs) != 1:
         raise _fail(f"this model takes one input ({INPUT!r}); got {len(inputs)}")
     tensor = inputs[0]
@@ -213,12 +221,12 @@ class InferenceProtocol:
         elif len(req.shape) == 1 and model.in_features == 1:
             x = req.data.reshape(-1, 1)  # a flat batch of one-feature rows
         else:
-            raise _fail(f"input {INPUT!r}: shape must be [N, {model.in_features}], got "
-                        f"{list(req.shape)}")
+            raise _fail(f"input {INPUT!r}: shape must be [N, {model.in_features}] for "
+                        f"{model.expects()}, got {list(req.shape)}")
         if x.shape[1] != model.in_features:
             raise InvalidInput(
-                f"input {INPUT!r}: model {name!r} expects {model.in_features} feature(s) per "
-                f"row, got shape {list(req.shape)}"
+                f"input {INPUT!r}: model {name!r} expects {model.expects()}, got shape "
+                f"{list(req.shape)}; send shape [N, {model.in_features}]"
             )
         p = model.infer(np.ascontiguousarray(x, dtype=np.float32))
         self.predictor.rows_predicted += len(p.y)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.errors import Conflict, not_found
 from service.jobs.status import ACTIVE
@@ -15,28 +17,35 @@ from service.store.tables import DatasetRow, JobRow, new_id, utcnow
 
 class DatasetRecords(Records):
 
-    def add_dataset(self, **values: Any) -> tuple[DatasetRow, bool]:
-        """Store a dataset record; the same content twice gives the first record back."""
+    def add_dataset(
+        self, then: Callable[[Session, str, bool], None] | None = None, **values: Any
+    ) -> tuple[DatasetRow, bool]:
+        """Store a dataset record; the same content twice gives the first record back.
+        ``then(session, dataset_id, created)``: what else must commit with the answer (the
+        Idempotency-Key's completion), in the same transaction."""
         tenant = values.get("tenant", "default")
+
+        def same_content(s: Session) -> DatasetRow | None:
+            found = s.scalar(select(DatasetRow).where(
+                DatasetRow.tenant == tenant, DatasetRow.sha256 == values["sha256"]))
+            if found is not None and then is not None:
+                then(s, found.id, False)
+            return found
+
         with self.session() as s:
-            found = s.scalar(
-                select(DatasetRow).where(
-                    DatasetRow.tenant == tenant, DatasetRow.sha256 == values["sha256"]
-                )
-            )
-            if found is not None:
-                return found, False
+            found = same_content(s)
+        if found is not None:
+            return found, False
         row = DatasetRow(id=new_id("ds"), created_at=utcnow(), **values)
         try:
             with self.session() as s:
                 s.add(row)
+                if then is not None:
+                    s.flush()
+                    then(s, row.id, True)
         except IntegrityError:  # the same content arrived concurrently
             with self.session() as s:
-                found = s.scalar(
-                    select(DatasetRow).where(
-                        DatasetRow.tenant == tenant, DatasetRow.sha256 == values["sha256"]
-                    )
-                )
+                found = same_content(s)
             if found is None:
                 raise
             return found, False

@@ -26,8 +26,6 @@ BASELINE = "0001"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
-    # a line per plugin at every start says nothing; "Running upgrade ..." lines stay
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("path_separator", "os")
@@ -38,15 +36,20 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; one transaction (on PostgreSQL, also one lock)."""
+    """Bring the schema to ``revision``; one transaction (on PostgreSQL, also one lock).
+    Says where the database is in one line (alembic's own lines are quieted in logs.py)."""
     with engine.begin() as conn:
         tables = set(inspect(conn).get_table_names())
         cfg = alembic_config(conn)
+        before = MigrationContext.configure(conn).get_current_revision()
+        came_from = f"migrated from {before}" if before else "new"
         if "jobs" in tables and "alembic_version" not in tables:
             # a store made by an older fitserve with create_all: it is the baseline schema
-            log.info("stamping a pre-migration metadata store as %s", BASELINE)
             command.stamp(cfg, BASELINE)
+            came_from = "adopted a store from before migrations"
         command.upgrade(cfg, revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    log.info("database at revision %s%s", after, f" ({came_from})" if after != before else "")
 
 
 def current(engine: Engine) -> str | None:

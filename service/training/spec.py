@@ -5,7 +5,7 @@ stored with the job; the worker reads them back. The HTTP request (``JobCreate``
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -178,6 +178,10 @@ class EarlyStoppingSpec(_Strict):
 
 class TrainingSpec(_Strict):
     """Hyperparameters of one run. Defaults are the seed program's."""
+
+    FLAT_FIELDS: ClassVar[tuple[str, ...]] = ("bias", "lr")
+    """Keys the flat form takes besides the fields (``_accept_flat_form``): an unknown key
+    may have meant one of them."""
 
     model: ModelSpec = Field(default_factory=LinearSpec)
     loss: LossName | None = Field(

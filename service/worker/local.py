@@ -143,8 +143,8 @@ class LocalWorkerPool:
         self.artifacts = artifacts
         self.on_event = on_event
         self._ctx = mp.get_context("spawn")
-        self._wake = self._ctx.Semaphore(0)
-        self._stop = self._ctx.Event()
+        self._wake: Any = self._ctx.Semaphore(0)
+        self._stop: Any = self._ctx.Event()
         self._events: Any = self._ctx.Queue()
         self._catalog: Any = self._ctx.Value("q", 0)
         self._procs: list[BaseProcess] = []
@@ -286,4 +286,10 @@ class LocalWorkerPool:
         for t in self._threads:
             t.join(1.0)
         self._events.close()
+        self._events.join_thread()
+        # their 10 semaphores (the queue's 3, the event's 5, the wake's, the catalog's lock)
+        # are unlinked when freed, here: at exit is too late after a SIGTERM, which uvicorn
+        # raises again once stopped, so the process ends by the signal and runs no atexit
+        # (the resource tracker then warned of "leaked semaphore objects")
+        self._wake = self._stop = self._events = self._catalog = None
         self._lock.release()

@@ -71,7 +71,7 @@ def test_delete_conflicts_while_a_job_uses_it(client, run_queued):
         ({"x": [[1], [1e39]], "y": [[1], [2]]}, "overflows float32"),
         ({"x": [[1]], "y": [[True]]}, "y row 0 column 0 is not a number"),
         ({"y": [[1]]}, "x is required"),
-        ({"x": [[1]], "y": [[1]], "bogus": 1}, "unknown field(s): bogus"),
+        ({"x": [[1]], "y": [[1]], "bogus": 1}, "unknown field 'bogus'"),
         ([1, 2], "JSON object"),
     ],
 )
@@ -87,7 +87,7 @@ def test_bad_json_uploads_are_422_naming_the_problem(client, settings, body, nee
     ("csv", "query", "needle"),
     [
         (b"a,y\n1,2\n3,x\n", "target=y", "CSV line 3 column 2 is not a number: 'x'"),
-        (b"a,y\n1,2\n3\n", "target=y", "CSV line 3 has 1 cells"),
+        (b"a,y\n1,2\n3\n", "target=y", "CSV line 3 has 1 cell;"),
         (b"a,y\n1,2\n", "target=z", "target column(s) 'z' not in the CSV header"),
         (b"a,y\n1,2\n", "", "name the target column"),
         (b"a,y\n", "target=y", "no data rows"),

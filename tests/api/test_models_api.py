@@ -31,7 +31,8 @@ def test_predict_shape_mismatch_never_leaks_torch(client, model_id):
     assert r.status_code == 422
     err = r.json()["error"]
     assert err["type"] == "shape_mismatch"
-    assert err["message"] == "model expects 2 feature(s) per row, got 1 in row 0"
+    assert err["message"] == ("model expects 2 features per row (x0, x1), got 1 in row 0: x is "
+                              "a list of rows, each a list of 2 numbers: [[1.0, 2.0]]")
     assert "mat1" not in r.text
 
 

@@ -135,7 +135,7 @@ def _input(**over) -> dict:
     ("/v2/models/nobody/infer", _input(), 404, "nobody"),
     ("/v2/models/line/versions/9/infer", _input(), 404, "no version 9"),
     ("/v2/models/line/versions/one/infer", _input(), 404, "versions are numbers"),
-    ("/v2/models/line/infer", {"inputs": []}, 400, "inputs is required"),
+    ("/v2/models/line/infer", {"inputs": []}, 400, "at least one input tensor"),
     ("/v2/models/line/infer", {"id": 7, **_input()}, 400, "id must be a string"),
     ("/v2/models/line/infer", _input(name="input0"), 400, "this model's input is 'x'"),
     ("/v2/models/line/infer", _input(datatype="BYTES"), 400, "send FP32 or FP64"),

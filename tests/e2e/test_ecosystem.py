@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from service.cli import cli
 from service.client import AsyncClient, Client, InvalidInputError, JobFailed, NotFoundError
 from tests.e2e.conftest import ServerProcess, module_server
-from tests.helpers import plain_torch_loop, seed_arrays, seed_example, wait_for
+from tests.helpers import finished_job, plain_torch_loop, seed_arrays, seed_example, wait_for
 
 # one server for the module (its tests run on one xdist worker: --dist loadfile)
 pytestmark = pytest.mark.e2e
@@ -358,3 +358,25 @@ def test_dashboard_shows_a_job_live_until_it_succeeds(server, http, page):
         arg=job_id)
     for link in (f"/v1/models/{model_id}/plot.png", f"/v1/jobs/{job_id}/loss.png", "/docs"):
         assert page.locator(f'a[href="{link}"]').count() == 1
+
+
+@pytest.mark.browser
+def test_dashboard_shows_how_far_a_failed_job_got_and_why(server, http, page):
+    d = seed_example()
+    r = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 10_000, "lr": 1.0,
+                                    "seed": 0})
+    assert r.status_code == 202, r.text
+    job = finished_job(http, r.json()["id"])
+    assert job["status"] == "failed" and job["error"]["type"] == "diverged", job
+    reached = http.get(f"/v1/jobs/{job['id']}/history").json()["epoch"][-1]
+    # it diverged before its first progress write: only its history says how far it got
+    assert job["progress"]["epoch"] < reached
+    page.goto(f"{server.url}/")
+    row = f"#job-{job['id']}"
+    page.wait_for_selector(f'{row}[data-status="failed"]')
+    page.wait_for_function(
+        """([id, shown]) => document.querySelector(`#job-${id} .epoch`).textContent === shown""",
+        arg=[job["id"], f"{reached} / 10000"])
+    error = page.locator(f"{row} .job-error")
+    assert error.is_visible()  # in the row, not only in a tooltip
+    assert error.text_content() == f"{job['error']['message']} {job['error']['hint']}"

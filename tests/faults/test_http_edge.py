@@ -9,7 +9,9 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from service.api.server import FitserveServer, server_config
 from service.config import Settings
 from service.main import create_app
-from tests.e2e.conftest import ServerProcess, free_port, module_server
+from tests.e2e.conftest import ServerProcess, module_server
 from tests.faults.invariants import check_invariants
 from tests.helpers import wait_for
 
@@ -126,17 +128,30 @@ def _boom_app(settings: Settings):
     return app
 
 
+@contextmanager
+def _inprocess_server(app: Any, settings: Settings) -> Iterator[str]:
+    """``app`` under ``run_server``'s uvicorn, in a thread; yields its URL."""
+    server = FitserveServer(server_config(app, settings), app)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=30)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def _inprocess_settings(tmp_path: Path, **fields: Any) -> Settings:
+    return Settings(data_dir=tmp_path / "data", workers=0, device="cpu", port=0, **fields)
+
+
 @pytest.fixture
 def inprocess(tmp_path: Path) -> Iterator[str]:
     """The app with failing routes under ``run_server``'s uvicorn, in a thread."""
-    settings = Settings(data_dir=tmp_path / "data", workers=0, device="cpu", port=free_port())
-    server = FitserveServer(server_config(_boom_app(settings), settings), None)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=30)
-    yield f"http://127.0.0.1:{settings.port}"
-    server.should_exit = True
-    thread.join(15)
+    settings = _inprocess_settings(tmp_path)
+    with _inprocess_server(_boom_app(settings), settings) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("kind", "status", "type_"), [
@@ -161,6 +176,31 @@ def test_an_unexpected_error_answers_json_and_keeps_the_connection(inprocess, ki
 
 
 # ---------------------------------------------------------------- slow and hostile (item 9)
+
+
+def test_past_the_connection_limit_a_json_503_with_retry_after(tmp_path: Path):
+    """uvicorn's own answer past ``limit_concurrency`` is a plain-text 503."""
+    settings = _inprocess_settings(tmp_path, max_connections=2)
+    with _inprocess_server(create_app(settings, start_workers=False), settings) as url:
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        held = [socket.create_connection(address, timeout=30) for _ in range(2)]
+        try:
+            for sock in held:  # each a head begun: open, no request yet
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            with socket.create_connection(address, timeout=30) as third:
+                third.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                status, headers, body = _read_response(third)
+                assert third.recv(10) == b""  # and the connection is closed
+        finally:
+            for sock in held:
+                sock.close()
+        assert status == 503, body
+        assert headers["content-type"] == "application/json"
+        assert headers["retry-after"] == "1" and headers["connection"] == "close"
+        error = _error(body)
+        assert error["type"] == "unavailable" and "FITSERVE_MAX_CONNECTIONS" in error["message"]
+        # the held connections gone, requests are served again
+        wait_for(lambda: httpx.get(f"{url}/healthz", timeout=10).status_code == 200, timeout=10)
 
 
 def test_slowloris_connections_are_closed_while_others_are_served(server):

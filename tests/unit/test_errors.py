@@ -36,10 +36,10 @@ def test_a_type_means_one_status():
 def test_the_body_names_the_field_only_when_there_is_one():
     assert error_body("invalid_input", "bad") == {"error": {"type": "invalid_input",
                                                             "message": "bad"}}
-    e = ShapeMismatch("model expects 1 feature(s) per row, got 2 in row 0", field="x")
+    e = ShapeMismatch("model expects 1 feature per row, got 2 in row 0", field="x")
     assert (e.status_code, e.to_dict()) == (422, {"error": {
         "type": "shape_mismatch", "field": "x",
-        "message": "model expects 1 feature(s) per row, got 2 in row 0"}})
+        "message": "model expects 1 feature per row, got 2 in row 0"}})
 
 
 def test_too_many_active_jobs_names_the_setting_and_says_when_to_retry():

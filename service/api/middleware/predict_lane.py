@@ -76,7 +76,7 @@ async def _body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body exceeds {limit} bytes")
+            raise PayloadTooLarge(f"the body exceeds {limit} bytes (FITSERVE_MAX_BODY_BYTES)")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from service.config import Settings
+from service.data.datasets import upload_dataset
 from service.errors import Conflict, NotFound
+from service.store.artifacts import open_artifacts
 from service.store.idempotency import Attempt, Replay, idempotent, release_unfinished
 from service.store.keys import IdempotencyRepository, Reservation
 from service.store.metadata import MetadataStore
@@ -71,6 +74,36 @@ def test_the_job_and_its_key_commit_together(meta):
         assert row is not None and (row.resource_id, row.status_code) == (job_id, 202)
     with idempotent(meta, "default", "jobs", "k1", BODY, reservation_s=60) as again:
         assert isinstance(again, Replay) and again.resource_id == job_id
+
+
+class _Crash(BaseException):
+    """The server dying: nothing after it runs (an exception handler does not catch it)."""
+
+
+def test_an_upload_and_its_key_commit_together(meta, tmp_path, monkeypatch):
+    """The server dies right after the dataset's record commits: the retry with the key is
+    answered as the first request would have been (201, that dataset), not 409 or 200."""
+    settings = Settings(data_dir=tmp_path / "data", workers=0)
+    artifacts = open_artifacts(tmp_path / "artifacts")
+
+    def upload() -> tuple[str, bool]:
+        row, created = upload_dataset(meta, artifacts, settings, "default", media="csv",
+                                      body=b"x,y\n1,2\n3,4\n", target=["y"], features=None,
+                                      name=None, idempotency_key="up-1")
+        return row.id, created
+
+    def crash(*_args: object) -> None:
+        raise _Crash
+
+    with monkeypatch.context() as m:  # whatever runs after the work dies with the server
+        m.setattr(IdempotencyRepository, "complete", crash)
+        m.setattr(IdempotencyRepository, "release", crash)
+        with pytest.raises(_Crash):
+            upload()
+            raise _Crash  # the new code records the key in the commit: nothing after runs
+    first = meta.list_datasets("default", 10, None).rows
+    assert len(first) == 1
+    assert upload() == (first[0].id, True)
 
 
 def test_a_refused_insert_leaves_the_key_free(meta):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -51,3 +52,35 @@ def test_a_store_from_before_migrations_is_adopted_with_its_rows(tmp_path: Path)
     assert job.status == "succeeded" and job.heartbeat_at is None
     assert job.created_at.tzinfo is not None
     store.dispose()
+
+
+def test_an_upgrade_says_where_the_database_is_in_one_line(tmp_path: Path, caplog):
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    with caplog.at_level(logging.INFO):
+        migrate.upgrade(engine, migrate.BASELINE)
+        migrate.upgrade(engine)
+        head = migrate.current(engine) or ""
+        migrate.upgrade(engine)
+    said = [r.getMessage() for r in caplog.records if r.name == migrate.__name__]
+    assert said == [f"database at revision {migrate.BASELINE} (new)",
+                    f"database at revision {head} (migrated from {migrate.BASELINE})",
+                    f"database at revision {head}"]
+    engine.dispose()
+
+
+def test_alembics_own_lines_are_quiet_at_info_and_shown_at_debug():
+    from service.logs import configure_logging
+
+    root, alembic = logging.getLogger(), logging.getLogger("alembic")
+    handlers, level, alembic_level = root.handlers[:], root.level, alembic.level
+    try:
+        configure_logging("info")
+        assert not logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
+        assert logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.WARNING)
+        assert logging.getLogger(migrate.__name__).isEnabledFor(logging.INFO)
+        configure_logging("debug")
+        assert logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.DEBUG)
+    finally:  # pytest's own handlers back
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        alembic.setLevel(alembic_level)
