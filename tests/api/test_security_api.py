@@ -201,3 +201,21 @@ def test_concurrent_submits_cannot_pass_the_active_jobs_limit(tmp_path):
                                   .status_code, range(12)))
         assert codes.count(202) == 3 and codes.count(429) == 9
         assert c.get("/v1/jobs").json()["count"] == 3
+
+
+def test_data_made_with_auth_off_belongs_to_tenant_default(tmp_path):
+    """What the README says: turning keys on hides earlier data from every tenant but
+    ``default``; a key of that tenant keeps working with it."""
+    data = tmp_path / "d"
+    with TestClient(create_app(Settings(data_dir=data, workers=0), start_workers=False),
+                    base_url="http://127.0.0.1") as open_server:
+        made = open_server.post("/v1/datasets", json=XY)
+        assert made.status_code == 201, made.text
+    app = create_app(Settings(data_dir=data, workers=0, auth=True), start_workers=False)
+    services = app.state.services
+    default_key = services.auth.create("default", "admin")[1]
+    other_key = services.auth.create("acme", "admin")[1]
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        path = f"/v1/datasets/{made.json()['id']}"
+        assert c.get(path, headers=_h(default_key)).status_code == 200
+        assert c.get(path, headers=_h(other_key)).status_code == 404
