@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 from celery import signals
 
 from service.config import Settings
-from service.errors import NotFound
+from service.errors import NotFound, ServiceError, fault_of
 from service.store.artifacts import ArtifactStore, open_artifacts
 from service.store.metadata import MetadataStore
 from service.worker.celery.app import TASK_NAME, make_celery, publish, queue_size
@@ -90,13 +91,47 @@ def execute(job_id: str, ctx: _Child | None = None) -> str:
         return "skipped"
     log.info("worker %s took job %s", ctx.name, job.id)
     with _heartbeat(ctx.meta, job.id, ctx.name, ctx.settings.heartbeat_interval_s):
-        return run_job(job, ctx.name, ctx.meta, ctx.artifacts, ctx.settings.progress_interval_s,
-                       ctx.notify)
+        try:
+            return run_job(job, ctx.name, ctx.meta, ctx.artifacts,
+                           ctx.settings.progress_interval_s, ctx.notify)
+        except Exception as e:
+            if isinstance(e, ServiceError) or fault_of(e) is None or not _give_back(ctx, e):
+                raise  # not a fault of the store's, or it never took the job back
+            return GIVEN_BACK
+
+
+GIVEN_BACK = "given back"
+"""``execute``'s answer when the store failed under the job and the job went back to the
+queue, its attempt refunded: the task then publishes itself again, a little later."""
+
+GIVE_BACK_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
+RETRY_AFTER_S = 5
+
+
+def _give_back(ctx: _Child, fault: Exception) -> bool:
+    """Put this process's job back in the queue with its attempt refunded (the job did
+    nothing wrong), as soon as the store takes the write. The heartbeat goes on meanwhile,
+    so the reaper does not take the job (and an attempt) first. Whether it was put back."""
+    log.warning("the store failed under worker %s (%s); giving its job back to the queue",
+                ctx.name, type(fault).__name__)
+    for wait in (0.0, *GIVE_BACK_WAITS):
+        time.sleep(wait)
+        try:
+            ctx.meta.requeue_running([ctx.name], ctx.settings.max_job_attempts, refund=True)
+        except Exception as e:  # noqa: BLE001 - still failing: wait longer
+            log.warning("worker %s cannot give its job back yet (%s)", ctx.name,
+                        type(e).__name__)
+            continue
+        return True
+    return False  # the heartbeat stops with this task: the reaper recovers the job
 
 
 def _run_job_task(task: Any, job_id: str) -> str:
     """``fitserve.run_job``, as Celery calls it."""
-    return execute(job_id)
+    status = execute(job_id)
+    if status == GIVEN_BACK:  # the same message again, once the fault may have cleared
+        raise task.retry(countdown=RETRY_AFTER_S, max_retries=None)
+    return status
 
 
 def _take_over_from_dead_holder(ctx: _Child, job_id: str) -> Any:
