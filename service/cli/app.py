@@ -98,7 +98,7 @@ _add_scale_out()
 def _add_client_commands() -> None:
     from service.cli.client import register
 
-    register(cli)  # train, predict, jobs, models: through the HTTP client
+    register(cli)  # train, predict, datasets, jobs, models: through the HTTP client
 
 
 _add_client_commands()

@@ -1,7 +1,10 @@
-"""``fitserve train | predict | jobs | models``: the API from a shell, through service.client.
+"""``fitserve train | predict``, and what every client command shares: the server, errors
+said as the API says them (message and hint), numbers as the seed program prints them. The
+resources' commands are in datasets.py, jobs.py and models.py; all go through service.client.
 
-The server is ``--url``, else ``FITSERVE_URL``, else http://127.0.0.1:8000. Results go to
-stdout, the progress bar and errors to stderr.
+The server is ``--url``, else ``FITSERVE_URL``, else http://127.0.0.1:8000; the key is
+``--api-key``, else ``FITSERVE_API_KEY``. Results go to stdout, the progress bar, notes and
+errors to stderr.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -19,39 +22,103 @@ URL = typer.Option(DEFAULT_URL, "--url", envvar="FITSERVE_URL", show_envvar=True
                    help="The fitserve server.")
 API_KEY = typer.Option(None, "--api-key", envvar="FITSERVE_API_KEY", show_envvar=True,
                        help="API key, when the server has authentication on.")
+STANDARDIZED_NOTE = "loss shown in standardized units; final loss in the data's units"
+
+
+def endpoint(ctx: typer.Context | None, url: str, api_key: str | None
+             ) -> tuple[str, str | None]:
+    """The command's ``--url`` and ``--api-key``; where the command line gave one only to
+    the group (``fitserve jobs --url U show ID``), the group's."""
+    if ctx is None or ctx.parent is None:
+        return url, api_key
+    parent = ctx.parent
+
+    def typed(c: Any, name: str) -> bool:
+        # by name: typer ships its own copy of click, whose enum is not click's
+        return getattr(c.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+    def pick(name: str, own: Any) -> Any:
+        if not typed(ctx, name) and typed(parent, name):
+            return parent.params[name]
+        return own
+
+    return pick("url", url), pick("api_key", api_key)
+
+
+def fail(e: FitserveError, api_key: str | None) -> NoReturn:
+    """End the command with the API's error and its hint, on stderr, status 1."""
+    message, hint = e.message, e.hint
+    if e.status == 401 and not api_key:
+        message = "this server needs an API key: pass --api-key or set FITSERVE_API_KEY"
+        hint = hint or "whoever runs the server creates one: fitserve keys create --tenant NAME"
+    elif e.status == 401:
+        hint = hint or "check the key given with --api-key or FITSERVE_API_KEY"
+    typer.echo(f"error: {e.type}: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+    raise typer.Exit(1)
 
 
 @contextmanager
-def _client(url: str, api_key: str | None) -> Iterator[Client]:
-    """A client whose failures end the command with one line on stderr and status 1."""
+def connect(ctx: typer.Context | None, url: str, api_key: str | None) -> Iterator[Client]:
+    """A client whose failures end the command with the API's message and hint on stderr."""
     import httpx
 
+    url, api_key = endpoint(ctx, url, api_key)
     try:
         with Client(url, api_key=api_key) as client:
             yield client
     except FitserveError as e:
-        typer.echo(f"error: {e.type}: {e.message}", err=True)
-        raise typer.Exit(1) from None
+        fail(e, api_key)
     except httpx.TransportError as e:
         typer.echo(f"error: cannot reach the server at {url}: {e}", err=True)
         raise typer.Exit(1) from None
 
 
-def _fmt(values: Any) -> str:
+def fmt(values: Any) -> str:
     """Numbers as the seed program prints them, lists kept as lists."""
     if isinstance(values, list):
-        return "[" + ", ".join(_fmt(v) for v in values) + "]"
+        return "[" + ", ".join(fmt(v) for v in values) + "]"
     return "null" if values is None else f"{values:.6g}"
 
 
+def when(stamp: str | None) -> str:
+    """An API timestamp as ``2025-12-02 07:34:00`` (UTC), or ``-``."""
+    return stamp[:19].replace("T", " ") if stamp else "-"
+
+
+def short_when(stamp: str) -> str:
+    """``12-02 07:34``: a table's created column (UTC)."""
+    return stamp[5:16].replace("T", " ")
+
+
+def line(label: str, value: Any) -> None:
+    """One ``label  value`` line of a show command (stdout)."""
+    typer.echo(f"{label:<12}{value}")
+
+
+def job_ended_badly(job: dict[str, Any]) -> NoReturn:
+    """A job that did not succeed: its error and the hint that comes with it, status 1."""
+    err = job.get("error") or {}
+    typer.echo(f"job {job['id']} {job['status']}: {err.get('type', '')}: "
+               f"{err.get('message', '')}", err=True)
+    if err.get("hint"):
+        typer.echo(f"hint: {err['hint']}", err=True)
+    raise typer.Exit(1)
+
+
 def train(
-    data: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
-                                         help="CSV file with a header row.")],
-    target: Annotated[list[str], typer.Option("--target", "-t",
-                                              help="Target column (repeat for several).")],
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(
+        exists=True, dir_okay=False, readable=True,
+        help="CSV file with a header row (or give --dataset).")] = None,
+    target: Annotated[list[str] | None, typer.Option(
+        "--target", "-t", help="Target column of the CSV (repeat for several).")] = None,
     feature: Annotated[list[str] | None, typer.Option(
         "--feature", "-f", help="Feature column (repeat; default: all but the targets).")
     ] = None,
+    dataset: str | None = typer.Option(None, "--dataset", "-d",
+                                       help="Train on a stored dataset (its id) instead."),
     epochs: int | None = typer.Option(None, help="Epochs (default 10000)."),
     lr: float | None = typer.Option(None, help="Learning rate (default 0.01 for sgd)."),
     optimizer: str | None = typer.Option(None, help="sgd, adam, adamw or rmsprop."),
@@ -71,7 +138,7 @@ def train(
     url: str = URL,
     api_key: str | None = API_KEY,
 ) -> None:
-    """Upload a CSV, train on it with a live progress bar, print weight, bias and loss."""
+    """Upload a CSV (or use --dataset), train with a live progress bar, print the fit."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -81,6 +148,12 @@ def train(
         TimeElapsedColumn,
     )
 
+    if (data is None) == (dataset is None):
+        raise typer.BadParameter("give a CSV file, or --dataset ID, not both",
+                                 param_hint="DATA")
+    if data is not None and not target:
+        raise typer.BadParameter("name the CSV's target column: --target y",
+                                 param_hint="--target")
     spec = {k: v for k, v in {
         "epochs": epochs, "lr": lr, "optimizer": optimizer, "batch_size": batch_size,
         "seed": seed, "validation_fraction": validation_fraction, "device": device,
@@ -95,41 +168,43 @@ def train(
         if hidden is not None:
             model["hidden"] = [int(h) for h in hidden.split(",") if h.strip()]
         spec["model"] = model
-    with _client(url, api_key) as client:
-        dataset = client.upload_csv(data, target, features=feature or None, name=data.stem)
-        job = client.submit(dataset_id=dataset["id"], **spec)
+    with connect(ctx, url, api_key) as client:
+        if data is not None:
+            dataset = client.upload_csv(data, target or [], features=feature or None,
+                                        name=data.stem)["id"]
+        job = client.submit(dataset_id=dataset, **spec)
+        if standardize:  # the bar's numbers and the last line's differ by the targets' scale
+            typer.echo(STANDARDIZED_NOTE, err=True)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn())
         with Progress(*columns, console=Console(stderr=True)) as progress:
             bar = progress.add_task("training", total=job["progress"]["epochs"], loss="-")
 
             def show(p: dict[str, Any]) -> None:
-                progress.update(bar, completed=p["epoch"], loss=_fmt(p["loss"]))
+                progress.update(bar, completed=p["epoch"], loss=fmt(p["loss"]))
 
             job = client.wait(job["id"], on_progress=show)
             progress.update(bar, completed=job["progress"]["epoch"],
-                            loss=_fmt(job["progress"]["loss"]))
+                            loss=fmt(job["progress"]["loss"]))
         if job["status"] != "succeeded":
-            err = job.get("error") or {}
-            typer.echo(f"job {job['id']} {job['status']}: {err.get('type', '')}: "
-                       f"{err.get('message', '')}", err=True)
-            raise typer.Exit(1)
+            job_ended_badly(job)
         model = client.model(job["model_id"])
     label = f" ({model['name']} v{model['version']})" if model["name"] else ""
     typer.echo(f"model       {model['id']}{label}")
     if model["weight"] is not None:
-        typer.echo(f"weight      {_fmt(model['weight'])}")
-        typer.echo(f"bias        {_fmt(model['bias'])}")
+        typer.echo(f"weight      {fmt(model['weight'])}")
+        typer.echo(f"bias        {fmt(model['bias'])}")
     else:
-        sizes = {k: _shape(v) for k, v in (model.get("parameters") or {}).items()}
+        sizes = {k: shape(v) for k, v in (model.get("parameters") or {}).items()}
         typer.echo(f"parameters  {sizes}")
-    typer.echo(f"final loss  {_fmt(model['metrics']['train_loss'])}")
+    units = "  (the data's units)" if standardize else ""
+    typer.echo(f"final loss  {fmt(model['metrics']['train_loss'])}{units}")
     if model["metrics"].get("accuracy") is not None:
-        typer.echo(f"accuracy    {_fmt(model['metrics']['accuracy'])}")
+        typer.echo(f"accuracy    {fmt(model['metrics']['accuracy'])}")
     if job.get("stopped_early"):
         typer.echo(f"stopped     {job['stopped_early']['message']}")
     if model["metrics"].get("val_loss") is not None:
-        typer.echo(f"val loss    {_fmt(model['metrics']['val_loss'])}")
+        typer.echo(f"val loss    {fmt(model['metrics']['val_loss'])}{units}")
 
 
 def _row(value: str) -> list[float]:
@@ -141,6 +216,7 @@ def _row(value: str) -> list[float]:
 
 
 def predict(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model id or name (its latest version).")],
     rows: Annotated[list[str], typer.Argument(
         help="One row each: 3.3, or 1.5,2 for two features.")],
@@ -149,74 +225,38 @@ def predict(
 ) -> None:
     """Predict y for rows: `fitserve predict seed 3.3 4.4` (one row per value)."""
     x = [_row(r) for r in rows]
-    with _client(url, api_key) as client:
+    with connect(ctx, url, api_key) as client:
         answer = client.predict(x, model=model)
     label = f" ({answer['model_name']} v{answer['version']})" if answer["model_name"] else ""
     typer.echo(f"model {answer['model_id']}{label}", err=True)
     for xi, yi in zip(x, answer["y"], strict=True):
-        typer.echo(f"{_fmt(xi)} -> {_fmt(yi)}")
+        typer.echo(f"{fmt(xi)} -> {fmt(yi)}")
 
 
-def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for h in headers:
-        table.add_column(h, overflow="fold")
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
-
-
-def jobs(
-    status: str | None = typer.Option(None, help="Only jobs in this status."),
-    limit: int = typer.Option(20, min=1, max=500),
-    url: str = URL,
-    api_key: str | None = API_KEY,
-) -> None:
-    """List jobs, newest first."""
-    with _client(url, api_key) as client:
-        data = client.jobs(status=status, limit=limit)
-    _table("jobs", ["id", "status", "epoch", "loss", "model", "created"], [
-        [j["id"], j["status"], f"{j['progress']['epoch']}/{j['progress']['epochs']}",
-         _fmt(j["progress"]["loss"]), j["model_id"] or "", j["created_at"][:19]]
-        for j in data
-    ])
-
-
-def models(
-    name: str | None = typer.Option(None, help="Only versions of this name."),
-    limit: int = typer.Option(20, min=1, max=500),
-    url: str = URL,
-    api_key: str | None = API_KEY,
-) -> None:
-    """List models, newest first, with weight and bias."""
-    with _client(url, api_key) as client:
-        data = client.models(name=name, limit=limit)
-    _table("models", ["id", "name", "weight", "bias", "train loss"], [
-        [m["id"], f"{m['name']} v{m['version']}" if m["name"] else "", _fmt(m["weight"]),
-         _fmt(m["bias"]), _fmt(m["metrics"]["train_loss"])]
-        for m in data
-    ])
+PREDICT_SETTINGS = {"ignore_unknown_options": True}
+"""Rows such as -1.5 are numbers, not options."""
 
 
 def register(cli: typer.Typer) -> None:
+    from service.cli.datasets import datasets
+    from service.cli.jobs import jobs
+    from service.cli.models import models
+
     commands: list[tuple[Callable[..., None], dict[str, Any]]] = [
         (train, {}),
-        # rows such as -1.5 are numbers, not options
-        (predict, {"context_settings": {"ignore_unknown_options": True}}),
-        (jobs, {}),
-        (models, {}),
+        (predict, {"context_settings": PREDICT_SETTINGS}),
     ]
     for fn, extra in commands:
         cli.command(**extra)(fn)
+    cli.add_typer(datasets, name="datasets")
+    cli.add_typer(jobs, name="jobs")
+    cli.add_typer(models, name="models")
 
 
-def _shape(value: Any) -> list[int]:
+def shape(value: Any) -> list[int]:
     """The shape of nested lists (a tensor as JSON), without numpy in the client."""
-    shape = []
+    sizes = []
     while isinstance(value, list):
-        shape.append(len(value))
+        sizes.append(len(value))
         value = value[0] if value else None
-    return shape
+    return sizes

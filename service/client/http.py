@@ -8,7 +8,7 @@
         print(fs.predict([[3.3]], model="seed")["y"])
 
 The server's errors come back as ``FitserveError`` (one subclass per status) carrying the
-server's error ``type``, ``message`` and ``field``; a job that does not succeed in
+server's error ``type``, ``message``, ``field`` and ``hint``; a job that does not succeed in
 ``train`` raises ``JobFailed``.
 """
 
@@ -45,16 +45,19 @@ def _auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 class FitserveError(Exception):
-    """An error answer of the server: its HTTP status and its ``{"error": {...}}`` body."""
+    """An error answer of the server: its HTTP status and its ``{"error": {...}}`` body.
+    ``status`` is 0 where no HTTP answer was an error (a job that failed, a stream that
+    ended); ``hint``, when the server gives one, says what to try."""
 
     def __init__(self, status: int, type: str, message: str, field: str | None = None,
-                 body: dict[str, Any] | None = None) -> None:
+                 body: dict[str, Any] | None = None, hint: str | None = None) -> None:
         super().__init__(f"{type}: {message}")
         self.status = status
         self.type = type
         self.message = message
         self.field = field
         self.body = body or {}
+        self.hint = hint
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, type={self.type!r}, " \
@@ -86,12 +89,14 @@ class ServerError(FitserveError):
 
 
 class JobFailed(FitserveError):
-    """A job ended failed or cancelled; ``job`` is the job as the server reports it."""
+    """A job ended failed or cancelled; ``job`` is the job as the server reports it. Its
+    ``status`` is 0: the requests succeeded, the job did not (``job["status"]`` says how)."""
 
     def __init__(self, job: dict[str, Any]) -> None:
         err = job.get("error") or {}
-        super().__init__(200, err.get("type", job["status"]),
-                         err.get("message", f"job {job['id']} {job['status']}"))
+        super().__init__(0, err.get("type", job["status"]),
+                         err.get("message", f"job {job['id']} {job['status']}"),
+                         hint=err.get("hint"))
         self.job = job
 
 
@@ -107,12 +112,13 @@ def _raise_for(response: httpx.Response) -> None:
     try:
         body = orjson.loads(response.content)
         err = body["error"]
-        type_, message, fld = err["type"], err["message"], err.get("field")
+        type_, message, fld, hint = err["type"], err["message"], err.get("field"), \
+            err.get("hint")
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        body, type_, message, fld = {}, "http_error", response.text[:500], None
+        body, type_, message, fld, hint = {}, "http_error", response.text[:500], None, None
     cls = _BY_STATUS.get(response.status_code,
                          ServerError if response.status_code >= 500 else FitserveError)
-    raise cls(response.status_code, type_, message, fld, body)
+    raise cls(response.status_code, type_, message, fld, body, hint)
 
 
 # ---------------------------------------------------------------- requests
@@ -141,6 +147,14 @@ class _Req:
 
 def _page(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
+
+
+def _answer(req: _Req, response: httpx.Response) -> Any:
+    """The answer's bytes (``raw``), None for 204 No Content, else its JSON."""
+    _raise_for(response)
+    if req.raw:
+        return response.content
+    return None if response.status_code == 204 else orjson.loads(response.content)
 
 
 class _Api:
@@ -199,8 +213,7 @@ class Client:
     def _call(self, req: _Req) -> Any:
         r = self._http.request(req.method, req.path, params=req.params, json=req.json,
                                content=req.content, headers=req.headers)
-        _raise_for(r)
-        return r.content if req.raw else orjson.loads(r.content)
+        return _answer(req, r)
 
     def health(self) -> dict[str, Any]:
         return self._call(_Req("GET", "/readyz"))
@@ -220,6 +233,13 @@ class Client:
     def datasets(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._call(_Req("GET", "/v1/datasets", params={"limit": limit}))["data"]
 
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._call(_Req("GET", f"/v1/datasets/{dataset_id}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset (a ``ConflictError`` while a queued or running job uses it)."""
+        self._call(_Req("DELETE", f"/v1/datasets/{dataset_id}"))
+
     def submit(self, *, dataset_id: str | None = None, x: Any = None, y: Any = None,
                **spec: Any) -> dict[str, Any]:
         """Submit a training job (hyperparameters as in ``POST /v1/jobs``); returns it queued."""
@@ -237,6 +257,11 @@ class Client:
 
     def history(self, job_id: str) -> dict[str, Any]:
         return self._call(_Req("GET", f"/v1/jobs/{job_id}/history"))
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete an ended job and its history (``ConflictError`` while it is queued or
+        running: ``cancel`` it first); the model it trained stays."""
+        self._call(_Req("DELETE", f"/v1/jobs/{job_id}"))
 
     def events(self, job_id: str, last_event_id: str | None = None, *,
                reconnects: int = 5) -> Iterator[Event]:
@@ -297,6 +322,10 @@ class Client:
         params = _page({"name": name, "limit": limit})
         return self._call(_Req("GET", "/v1/models", params=params))["data"]
 
+    def delete_model(self, model_id: str) -> None:
+        """Delete a model: its checkpoint and its version of its name."""
+        self._call(_Req("DELETE", f"/v1/models/{model_id}"))
+
     def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
         """``y`` for rows ``x`` from a model id or name (default: the latest model)."""
         return self._call(_Req("POST", "/predict", json=_page({"x": x, "model": model})))
@@ -334,8 +363,7 @@ class AsyncClient:
     async def _call(self, req: _Req) -> Any:
         r = await self._http.request(req.method, req.path, params=req.params, json=req.json,
                                      content=req.content, headers=req.headers)
-        _raise_for(r)
-        return r.content if req.raw else orjson.loads(r.content)
+        return _answer(req, r)
 
     async def health(self) -> dict[str, Any]:
         return await self._call(_Req("GET", "/readyz"))
@@ -353,6 +381,12 @@ class AsyncClient:
     async def datasets(self, limit: int = 50) -> list[dict[str, Any]]:
         return (await self._call(_Req("GET", "/v1/datasets", params={"limit": limit})))["data"]
 
+    async def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return await self._call(_Req("GET", f"/v1/datasets/{dataset_id}"))
+
+    async def delete_dataset(self, dataset_id: str) -> None:
+        await self._call(_Req("DELETE", f"/v1/datasets/{dataset_id}"))
+
     async def submit(self, *, dataset_id: str | None = None, x: Any = None, y: Any = None,
                      **spec: Any) -> dict[str, Any]:
         return await self._call(_Api.submit(dataset_id, x, y, spec))
@@ -369,6 +403,9 @@ class AsyncClient:
 
     async def history(self, job_id: str) -> dict[str, Any]:
         return await self._call(_Req("GET", f"/v1/jobs/{job_id}/history"))
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._call(_Req("DELETE", f"/v1/jobs/{job_id}"))
 
     async def events(self, job_id: str, last_event_id: str | None = None, *,
                      reconnects: int = 5) -> AsyncIterator[Event]:
@@ -425,6 +462,9 @@ class AsyncClient:
     async def models(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         params = _page({"name": name, "limit": limit})
         return (await self._call(_Req("GET", "/v1/models", params=params)))["data"]
+
+    async def delete_model(self, model_id: str) -> None:
+        await self._call(_Req("DELETE", f"/v1/models/{model_id}"))
 
     async def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
         return await self._call(_Req("POST", "/predict", json=_page({"x": x, "model": model})))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -124,6 +124,37 @@ class JobRecords(Records):
                 row.finished_at = utcnow()
                 row.error = {"type": "cancelled", "message": "cancelled before it started"}
         return row
+
+    def delete_job(self, job_id: str, tenant: str = "default") -> JobRow:
+        """Delete a job that has ended, its loss history with it (one row); returns it. A
+        queued or running job is a 409 saying to cancel it first. The model it produced is
+        not touched (a model is deleted on its own).
+
+        The DELETE is conditional on the status, so a job a worker is about to claim or end
+        is never deleted under it: it either ended before the DELETE or is still active."""
+        retried = False
+        while True:
+            with self.session() as s:
+                row = s.scalars(
+                    delete(JobRow)
+                    .where(JobRow.id == job_id, JobRow.tenant == tenant,
+                           JobRow.status.in_(FINISHED))
+                    .returning(JobRow)
+                ).one_or_none()
+                if row is not None:
+                    return row
+                active = s.get(JobRow, job_id)
+            if active is None or active.tenant != tenant:
+                raise not_found("job", job_id)
+            if active.status in FINISHED and not retried:  # it ended since the DELETE
+                retried = True
+                continue
+            break
+        if active.cancel_requested:
+            raise Conflict(f"job {job_id!r} is being cancelled (it stops within about a "
+                           "second); delete it once it has ended")
+        raise Conflict(f"job {job_id!r} is {active.status}; cancel it first "
+                       f"(POST /v1/jobs/{job_id}/cancel), then delete it")
 
     def claim_next(self, worker: str) -> JobRow | None:
         """Atomically move the oldest queued job to running for this worker."""

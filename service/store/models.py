@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from service.errors import NotFound, not_found
 from service.store.session import Page, Records
@@ -60,4 +60,22 @@ class ModelRecords(Records):
                 ModelRow.tenant == tenant, ModelRow.name == name, ModelRow.version == version))
         if row is None:
             raise NotFound(f"model {name!r} has no version {version}")
+        return row
+
+    def delete_model(self, model_id: str, tenant: str = "default") -> ModelRow:
+        """Delete a model's record, and with it its version of its name; returns it (the
+        caller removes the checkpoint file after the commit). The job that trained it keeps
+        its ``model_id``, which then answers 404.
+
+        The DELETE comes first in its transaction, as ``delete_dataset``'s does, so that a
+        check made after it (an alias or a traffic split pointing at the model: a 409, once
+        those exist) sees every reference committed before it and rolls it back."""
+        with self.session() as s:
+            row = s.scalars(
+                delete(ModelRow)
+                .where(ModelRow.id == model_id, ModelRow.tenant == tenant)
+                .returning(ModelRow)
+            ).one_or_none()
+        if row is None:
+            raise not_found("model", model_id)
         return row

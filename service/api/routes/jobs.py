@@ -1,4 +1,4 @@
-"""/v1/jobs: submit training, follow it, cancel it, read its loss history."""
+"""/v1/jobs: submit training, follow it, cancel it, read its loss history, delete it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from service.api.deps import MetaDep, ServicesDep, TenantDep, require_room
 from service.api.responses import JSONBytes, errors, require_json
 from service.api.schemas import JobCreate, JobHistory, JobPublic, JobsPublic, JobTrace
 from service.api.views import job_history, job_public
+from service.errors import is_disk_full
 from service.jobs import control
 from service.jobs.status import JobStatus
 from service.jobs.submit import submit_job_once
@@ -104,3 +105,17 @@ def get_trace(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response
 def get_history(job_id: str, meta: MetaDep, tenant: TenantDep) -> Response:
     """The loss at every logged epoch (1-based), and the validation loss if there was one."""
     return JSONBytes(job_history(meta.get_job(job_id, tenant)))
+
+
+@router.delete("/{job_id}", status_code=204, responses=errors(404, 409))
+def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
+    """Delete a job that has ended and its loss history (409 while it is queued or running:
+    cancel it first); the model it trained stays."""
+    try:
+        row = services.meta.delete_job(job_id, tenant)
+    except Exception as e:  # a full disk: the commit that frees space may need some
+        if not is_disk_full(e) or not services.free_reserve():
+            raise
+        row = services.meta.delete_job(job_id, tenant)
+    services.artifacts.delete_trace(row.id)  # after the commit: a stray file is swept
+    return Response(status_code=204)
