@@ -16,13 +16,12 @@ import pytest
 from tests.e2e.conftest import ServerProcess
 from tests.faults.disk import Disk, default_kind, small_disk
 from tests.faults.invariants import check_invariants, stray_files, wait_readiness
+from tests.faults.pauses import JOB, Pauses
 from tests.helpers import finished_job, seed_example, wait_for
 
 pytestmark = pytest.mark.e2e
 
 FAST_SWEEP = {"FITSERVE_SWEEP_INTERVAL_S": "1", "FITSERVE_ORPHAN_GRACE_S": "1"}
-SLOW_JOB = {"model": {"kind": "mlp", "hidden": [16]}, "epochs": 4000, "seed": 0,
-            "engine": "autograd"}
 
 
 KINDS = sorted({default_kind(), "simulated"})
@@ -113,23 +112,32 @@ def test_writes_that_hit_a_full_disk_answer_507_and_leave_nothing(server_factory
     check_invariants(server)
 
 
-def test_the_disk_fills_while_jobs_train_and_they_all_end_once_it_clears(server_factory, disk):
-    server = _start(server_factory, disk, workers=2, FITSERVE_MIN_FREE_BYTES="0")
+def test_the_disk_fills_while_jobs_train_and_they_all_end_once_it_clears(server_factory, disk,
+                                                                        tmp_path):
+    pauses = Pauses(tmp_path / "pauses")  # the jobs wait at their first progress write
+    server = _start(server_factory, disk, workers=2, FITSERVE_MIN_FREE_BYTES="0",
+                    FITSERVE_FAULT_PAUSE="training", FITSERVE_FAULT_DIR=str(pauses.folder))
     d = seed_example()
     with httpx.Client(base_url=server.url, timeout=30) as http:
-        accepted = [http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], **SLOW_JOB,
+        accepted = [http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], **JOB,
                                                 "seed": i}).json()["id"] for i in range(3)]
 
         def status(job_id: str) -> str:
             return http.get(f"/v1/jobs/{job_id}").json()["status"]
 
-        wait_for(lambda: [status(j) for j in accepted].count("running") == 2)
-        running = [j for j in accepted if status(j) == "running"]
+        def training() -> list[str]:
+            return [j for j in accepted if pauses.marker(j, "training").exists()]
+
+        wait_for(lambda: len(training()) == 2)
+        running = training()
         waiting = next(j for j in accepted if j not in running)
+        pauses.go(waiting)  # it will not stop when it runs, later
         disk.fill()
-        # the running jobs meet the full disk at their ends (progress writes may go on: the
-        # database's log has room of its own)...
         wait_for(lambda: "full" in http.get("/readyz").json()["checks"]["data_dir"])
+        for job_id in running:  # the running jobs go on, and meet the full disk at their
+            pauses.go(job_id)   # ends (progress writes may go on: the database's log has
+                                # room of its own)...
+
         def met_the_wall(job_id: str) -> bool:  # ended, or its end could not be recorded
             log = server.log.read_text(errors="replace")
             return status(job_id) != "running" or f"the store failed under job {job_id}" in log
