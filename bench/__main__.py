@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,8 @@ import httpx
 import numpy as np
 import torch
 
-from bench import load, servers
+from bench import load, predict, servers
+from bench.table import Row, Table, ratio_row
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = json.loads((ROOT / "tests" / "data" / "seed_example.json").read_text())
@@ -37,20 +37,13 @@ class Size:
     small_epochs: int
     seconds: float
     rounds: int
+    seed_epochs: int = 10_000
 
 
 FULL = Size(1_000_000, 32, 200, 3, 200, 1000, 5.0, 3)
-QUICK = Size(20_000, 8, 20, 1, 10, 100, 1.0, 1)
-
-
-@dataclass
-class Row:
-    name: str
-    a: str
-    b: str
-    ratio: float
-    target: str
-    ok: bool
+QUICK = Size(20_000, 8, 20, 1, 4, 100, 0.25, 1, seed_epochs=1_000)
+"""The quick size only shows that the bench works (``make test`` runs it): its figures mean
+little, and it keeps the suite's time down."""
 
 
 def alternate(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[list, list]:
@@ -159,18 +152,19 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
     csv_path = cache / f"large-{size.rows}x{size.features}.csv"
     x_np, y_np = make_csv(csv_path, size)
     xt, yt = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    rows: list[Row] = _Table()
+    rows: list[Row] = Table()
     def want(name):
         return (only is None or name in only)
     fs = servers.fitserve(data / "main")
     bare = servers.bare(root)
     http = httpx.Client(base_url=fs.url, timeout=120)
     try:
-        seed_body = {"x": SEED["x"], "y": SEED["y"], "seed": 0}
+        seed_body = {"x": SEED["x"], "y": SEED["y"], "seed": 0, "epochs": size.seed_epochs}
         if want("seed"):
             a, b = alternate(lambda: timed(lambda: _seed_http(http, seed_body)),
-                             lambda: timed(seed_program), size.rounds)
-            rows.append(_ratio("seed job (10 000 epochs)", a, b, "s", "<= 0.03", le=0.03))
+                             lambda: timed(lambda: seed_program(size.seed_epochs)), size.rounds)
+            rows.append(ratio_row(f"seed job ({size.seed_epochs:,} epochs)".replace(",", " "),
+                                  a, b, "s", "<= 0.03", le=0.03))
         else:
             train(http, seed_body)
 
@@ -195,8 +189,9 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
 
             a, b = alternate(a_csv, lambda: timed(lambda: np.loadtxt(
                 csv_path, delimiter=",", skiprows=1, dtype=np.float32)), size.rounds)
-            rows.append(_ratio(f"CSV upload {size.rows}x{size.features}", a, b, "s", "<= 0.3",
-                               le=0.3))
+            # restated by issue 13: the bound is numpy.loadtxt of the same file on local disk
+            rows.append(ratio_row(f"CSV upload {size.rows}x{size.features}", a, b, "s",
+                                  "<= 1.0", le=1.0))
         ds = upload()["id"]
 
         full = {"dataset_id": ds, "epochs": size.full_epochs, "seed": 0}
@@ -204,38 +199,32 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
             a, b = alternate(lambda: timed(lambda: train(http, full)),
                              lambda: timed(lambda: torch_full_batch(xt, yt, size.full_epochs)),
                              size.rounds)
-            rows.append(_ratio(f"large full-batch ({size.full_epochs} epochs)", a, b, "s",
+            rows.append(ratio_row(f"large full-batch ({size.full_epochs} epochs)", a, b, "s",
                                "<= 0.1", le=0.1))
         mini = {"dataset_id": ds, "epochs": size.mini_epochs, "batch_size": 1024, "seed": 0}
         if want("mini"):
             a, b = alternate(lambda: timed(lambda: train(http, mini)),
                              lambda: timed(lambda: torch_mini_batch(xt, yt, size.mini_epochs,
                                                                     1024)), size.rounds)
-            rows.append(_ratio(f"large mini-batch ({size.mini_epochs} epochs, batch 1024)", a,
+            rows.append(ratio_row(f"large mini-batch ({size.mini_epochs} epochs, batch 1024)", a,
                                b, "s", "<= 1.0", le=1.0))
         if want("small"):
             a, b = alternate(lambda: timed(lambda: _many_jobs(fs.url, size)),
                              lambda: timed(lambda: [seed_program(size.small_epochs, False)
                                                     for _ in range(size.small_jobs)]),
                              size.rounds)
-            rows.append(_ratio(f"{size.small_jobs} small jobs ({size.small_epochs} epochs)", a,
+            rows.append(ratio_row(f"{size.small_jobs} small jobs ({size.small_epochs} epochs)", a,
                                b, "s", "<= 0.1", le=0.1))
 
         one = {"x": [[3.3]]}
-        thousand = {"x": [[float(i % 11)] for i in range(1000)]}
+        if want("predict") or want("replica"):  # the latest model: what /predict serves
+            train(http, {"x": SEED["x"], "y": SEED["y"], "epochs": 100, "seed": 0,
+                         "model_name": predict.MODEL})
         if want("predict"):
-            a, b = alternate(lambda: load.run(fs.url + "/predict", one, size.seconds),
-                             lambda: load.run(bare.url + "/predict", one, size.seconds),
-                             size.rounds)
-            rows.append(_ratio("predict 1 row, req/s", [r["rps"] for r in a],
-                               [r["rps"] for r in b], "req/s", ">= 1.2", ge=1.2))
-            rows.append(_ratio("predict 1 row, p99 latency", [r["p99"] for r in a],
-                               [r["p99"] for r in b], "ms", "<= 1.0", le=1.0))
-            a, b = alternate(lambda: load.run(fs.url + "/predict", thousand, size.seconds),
-                             lambda: load.run(bare.url + "/predict", thousand, size.seconds),
-                             size.rounds)
-            rows.append(_ratio("predict 1 000 rows, rows/s", [r["rps"] * 1000 for r in a],
-                               [r["rps"] * 1000 for r in b], "rows/s", ">= 15", ge=15))
+            for row in predict.rows(fs.url, bare.url, size.seconds, size.rounds, alternate):
+                rows.append(row)
+        if want("replica"):
+            rows.append(predict.replica_memory(data / "main", root))
         if want("busy"):
             busy = {"dataset_id": ds, "epochs": 10_000, "engine": "autograd", "seed": 1}
 
@@ -252,7 +241,7 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
             a, b = alternate(while_training,
                              lambda: load.run(fs.url + "/predict", one, size.seconds),
                              size.rounds)
-            rows.append(_ratio("predict 1 row while a large job trains", [r["rps"] for r in a],
+            rows.append(ratio_row("predict 1 row while a large job trains", [r["rps"] for r in a],
                                [r["rps"] for r in b], "req/s", ">= 0.6", ge=0.6))
     finally:
         http.close()
@@ -267,7 +256,9 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
 def _seed_http(http: httpx.Client, body: dict) -> None:
     job = train(http, body)
     history = http.get(f"/v1/jobs/{job['id']}/history").json()
-    ref = SEED["reference"]["sgd_seed0_after_10000_epochs"]["loss"]
+    epochs = body.get("epochs", 10_000)  # the reference figures know these epochs' losses
+    ref = SEED["reference"]["sgd_seed0_loss_at_epoch"].get(
+        str(epochs), SEED["reference"]["sgd_seed0_after_10000_epochs"]["loss"])
     if abs(history["loss"][-1] - ref) > 1e-5:
         raise RuntimeError(f"wrong numbers: {history['loss'][-1]} vs {ref}")
 
@@ -313,28 +304,6 @@ def _worker_pid(data_dir: Path, job_id: str) -> int:
         meta.dispose()
 
 
-def _ratio(name: str, a: list[float], b: list[float], unit: str, target: str,
-           le: float | None = None, ge: float | None = None) -> Row:
-    ratios = [x / y for x, y in zip(a, b, strict=True)]
-    r = statistics.median(ratios)
-    ok = (le is None or r <= le) and (ge is None or r >= ge)
-    def fmt(v):
-        return (f"{v:.4g} {unit}")
-    return Row(name, fmt(statistics.median(a)), fmt(statistics.median(b)), r, target, ok)
-
-
-class _Table(list):  # type: ignore[type-arg]
-    """Rows print as they are measured, so a failure later loses none."""
-
-    def append(self, row: Row) -> None:
-        if not self:
-            print("| row | fitserve (A) | baseline (B) | A/B | target | met |")
-            print("|---|---|---|---|---|---|")
-        print(f"| {row.name} | {row.a} | {row.b} | {row.ratio:.3g} | {row.target} | "
-              f"{'yes' if row.ok else 'NO'} |", flush=True)
-        super().append(row)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny sizes: shows the bench works")
@@ -342,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=ROOT / "data",
                    help="where servers keep their data and the generated CSV is cached")
     p.add_argument("--only", help="comma-separated rows: seed,csv,full,mini,small,predict,"
-                                  "busy,memory")
+                                  "replica,busy,memory")
     args = p.parse_args(argv)
     size = QUICK if args.quick else FULL
     # the baselines get the torch threads a training worker gets (2 workers share the cores)

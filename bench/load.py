@@ -3,37 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import httpx
 import orjson
 
 
-def run(url: str, body: dict, seconds: float, connections: int = 16) -> dict[str, float]:
-    """Requests/s and p50/p99 latency (ms) of POSTing ``body`` to ``url``."""
-    if shutil.which("wrk"):
-        return _wrk(url, body, seconds, connections)
-    return asyncio.run(_httpx(url, body, seconds, connections))
+@dataclass(frozen=True)
+class Payload:
+    """A POST body as sent: JSON or the v2 protocol's JSON head followed by raw tensor bytes."""
+
+    content: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+
+    @classmethod
+    def json(cls, body: object) -> Payload:
+        return cls(orjson.dumps(body))
 
 
-def _wrk(url: str, body: dict, seconds: float, connections: int) -> dict[str, float]:
-    payload = orjson.dumps(body).decode()
-    script = (
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [==[{payload}]==]\n"  # a long string: JSON holds ]]
+def run(url: str, body: dict | Payload, seconds: float,
+        connections: int = 16) -> dict[str, float]:
+    """Requests/s and p50/p99 latency (ms) of POSTing ``body`` to ``url`` (wrk runs whole
+    seconds: a shorter run, the quick bench's, uses httpx)."""
+    payload = body if isinstance(body, Payload) else Payload.json(body)
+    if shutil.which("wrk") and seconds >= 1:
+        return _wrk(url, payload, seconds, connections)
+    return asyncio.run(_httpx(url, payload, seconds, connections))
 
-    )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as f:
-        f.write(script)
-        f.flush()
+
+def _wrk(url: str, payload: Payload, seconds: float, connections: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        body_path = os.path.join(tmp, "body")
+        with open(body_path, "wb") as f:  # read by the script: binary bodies stay intact
+            f.write(payload.content)
+        headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in payload.headers.items())
+        script = os.path.join(tmp, "post.lua")
+        with open(script, "w") as f:
+            f.write(f'wrk.method = "POST"\n{headers}'
+                    f'local f = io.open("{body_path}", "rb")\n'
+                    'wrk.body = f:read("*a")\nf:close()\n')
         out = subprocess.run(
             ["wrk", "-t2", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency",
-             "-s", f.name, url],
+             "-s", script, url],
             capture_output=True, text=True, check=True,
         ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
@@ -48,8 +65,8 @@ def _pct(out: str, name: str) -> float:
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
 
-async def _httpx(url: str, body: dict, seconds: float, connections: int) -> dict[str, float]:
-    payload = orjson.dumps(body)
+async def _httpx(url: str, payload: Payload, seconds: float,
+                 connections: int) -> dict[str, float]:
     lat: list[float] = []
     end = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections)
@@ -58,8 +75,7 @@ async def _httpx(url: str, body: dict, seconds: float, connections: int) -> dict
         async def worker() -> None:
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
-                r = await client.post(url, content=payload,
-                                      headers={"content-type": "application/json"})
+                r = await client.post(url, content=payload.content, headers=payload.headers)
                 if r.status_code != 200:
                     raise RuntimeError(r.text)
                 lat.append(time.perf_counter() - t0)

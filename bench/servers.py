@@ -22,11 +22,11 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, argv: list[str], env: dict[str, str], port: int, ready: str,
-                 log_dir: Path = ROOT / "data") -> None:
+                 log_dir: Path = ROOT / "data", cwd: Path = ROOT) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(log_dir / f"bench-{port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT,
+        self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while True:
@@ -58,6 +58,16 @@ def fitserve(data_dir: Path, workers: int = 2) -> Server:
     # readiness says the worker processes run; their warm-up takes a moment more
     _wait_workers_warm(s)
     return s
+
+
+def fitserve_predict(data_dir: Path, log_dir: Path) -> Server:
+    """``fitserve serve --role predict`` on ``data_dir``: a replica beside the main server
+    (no workers; it reads the same store)."""
+    port = free_port()
+    env = {"FITSERVE_DATA_DIR": str(data_dir), "FITSERVE_PORT": str(port),
+           "FITSERVE_LOG_LEVEL": "warning"}
+    return Server([sys.executable, "-m", "service.cli", "serve", "--role", "predict"], env,
+                  port, "/readyz", log_dir)
 
 
 def _wait_workers_warm(s: Server) -> None:

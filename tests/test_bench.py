@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_quick_bench_prints_a_table_of_ratios(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--only",
-         "seed,small,predict", "--data", str(tmp_path)],
+         "seed,small,predict,replica", "--data", str(tmp_path)],
         capture_output=True, text=True, timeout=480, cwd=Path(__file__).resolve().parents[1],
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -24,13 +24,17 @@ def test_quick_bench_prints_a_table_of_ratios(tmp_path: Path) -> None:
             if line.startswith("| ") and not line.startswith("| row ")]
     names = [r[0] for r in rows]
     assert names[0].startswith("seed job") and any("small jobs" in n for n in names)
-    assert [n for n in names if n.startswith("predict")] == [
-        "predict 1 row, req/s", "predict 1 row, p99 latency", "predict 1 000 rows, rows/s"]
+    assert [n.split(" (")[0] for n in names if n.startswith(("predict", "v2"))] == [
+        "predict 1 row, req/s", "predict 1 row, p99 latency", "v2 infer 1 row",
+        "predict 1 000 rows, req/s", "v2 infer 1 000 rows", "v2 infer 1 000 rows",
+        "predict tail: worst p99 / p50", "predict replica idle RSS"]
+    assert "torch LOADED" not in names[-1]  # the replica served without torch
     for name, a, b, ratio, target, met in rows:
         # one round (--rounds 1): the ratio is A/B of the figures printed beside it, and
-        # "met" is the target applied to it (the figures themselves are the bench's business)
-        a_value, a_unit = a.split()
-        b_value, b_unit = b.split()
+        # "met" is the target applied to it (the figures themselves are the bench's business);
+        # a throughput's p50 and p99 follow it in brackets
+        a_value, a_unit = a.split()[:2]
+        b_value, b_unit = b.split()[:2]
         assert a_unit == b_unit, name
         expected = float(a_value) / float(b_value)
         assert float(ratio) == pytest.approx(expected, rel=1e-2), name

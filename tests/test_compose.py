@@ -64,6 +64,12 @@ def test_commands_are_commands_of_the_cli(compose):
     assert seen["gpu-worker"][1:4] == ["worker", "--device", "cuda"]
 
 
+def test_the_api_is_a_lean_predict_replica(compose):
+    # training runs on the Celery workers; the API replicas import no torch (issue 13)
+    command = compose["services"]["api"]["command"]
+    assert command[1] == "serve" and command[command.index("--role") + 1] == "predict"
+
+
 def test_environment_is_settings_the_code_reads_with_valid_values(compose):
     fields = set(Settings.model_fields)
     for name in FITSERVE_SERVICES:

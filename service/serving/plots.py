@@ -128,6 +128,9 @@ def model_plot_png(
     tenant: str,
 ) -> bytes:
     model = meta.get_model(model_id, tenant)
+    if model.dataset_id is None:  # imported from a checkpoint: no training rows
+        raise Conflict(f"model {model_id!r} was imported from a checkpoint and has no "
+                       "dataset to draw the fit over")
     try:
         dataset = meta.get_dataset(model.dataset_id, tenant)
         x, y = artifacts.get_dataset(dataset.sha256)

@@ -3,6 +3,9 @@
 The hot path (a cached model) touches neither the metadata store nor the disk. Which model a
 name or "latest" means is cached too, and dropped when the catalog version moves: a counter
 that workers bump around every new model (shared memory in the embedded mode).
+
+Every kind the registry has is answered in numpy (service/serving/forward.py); torch is
+imported only to build the module of a kind or option that has no numpy forward pass.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from safetensors.numpy import load
 
 from models.registry import get_kind
 from service.errors import InvalidInput, ModelUnavailable, ShapeMismatch
+from service.serving.forward import CheckpointMismatch, Forward, numpy_forward, state_order
 from service.store.artifacts import ArtifactStore, sha256_hex
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
@@ -41,12 +45,13 @@ class LoadedModel:
     in_features: int
     out_features: int  # of the predictions: 1 (the label) for a classifier
     state: dict[str, np.ndarray]  # the checkpoint's tensors by state_dict name
-    weight_t: np.ndarray | None  # (in, out) float32: the linear fast path, else None
+    weight_t: np.ndarray | None  # (in, out) float32: a plain linear layer's, else None
     bias: np.ndarray | None  # (out,)
-    module: Any = None  # the nn.Module, for kinds the fast path does not cover
+    module: Any = None  # the nn.Module, for kinds the numpy forward does not cover
     scaling: Scaling | None = None  # what standardize learnt
     classes: int | None = None
     feature_names: tuple[str, ...] = ()  # the training data's columns, when known
+    forward: Forward | None = None  # the module's forward in numpy (serving/forward.py)
 
     def expects(self) -> str:
         """``2 features per row (a, b)``: what a row of x must hold."""
@@ -89,6 +94,8 @@ class LoadedModel:
         return y
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        if self.forward is not None:
+            return self.forward(x)
         if self.weight_t is None:
             return _module_forward(self.module, x)
         y = x @ self.weight_t  # (N, in) @ (in, out) -> (N, out)
@@ -142,6 +149,16 @@ class Predictor:
     def catalog_changed(self) -> None:
         """Called in-process when a model was created here (no shared counter)."""
         self._own_version += 1
+
+    def forget(self, model_id: str | None = None) -> None:
+        """Drop what this process resolved names and "latest" to (a model was imported or
+        deleted here: the catalog counter may be a worker pool's, which does not move for
+        it), and the model itself when it was deleted: predict answers 404 for it, or the
+        name's remaining latest version, at once."""
+        if model_id is not None:
+            with self._lock:
+                self._models.pop(model_id, None)
+        self._aliases = {}
 
     def cached(self, ref: str | None, tenant: str) -> LoadedModel | None:
         """The model for an id, a name or None (latest), if it is in memory; no I/O."""
@@ -197,16 +214,24 @@ class Predictor:
             raise ModelUnavailable(f"the checkpoint of model {row.id!r} is unreadable") from None
         kind = get_kind(row.kind)
         config = dict(row.config)
-        fast = kind.linear_head and not kind.transforms_inputs
-        weight = tensors["linear.weight"].astype(np.float32) if fast else None
-        bias = tensors.get("linear.bias") if fast else None
+        try:
+            forward = numpy_forward(
+                row.kind, {"in_features": row.in_features, "out_features": row.out_features,
+                           **config}, tensors)
+        except (CheckpointMismatch, KeyError) as e:
+            # the words load_state_dict's refusal gets below
+            raise ModelUnavailable(f"the checkpoint of model {row.id!r} does not fit its "
+                                   f"{row.kind} config (RuntimeError)") from e
         module = None
-        if not fast:
+        if forward is None:  # no numpy pass for this kind or option: torch's module
             module = _build_module(row, tensors)
             order = list(module.state_dict())  # safetensors keeps no order: the module's
         else:
-            order = sorted(tensors, key=lambda k: (k != "linear.weight", k))
+            order = state_order(list(tensors))
         tensors = {k: tensors[k] for k in order}
+        plain = kind.linear_head and not kind.transforms_inputs  # a linear layer alone
+        weight = tensors["linear.weight"].astype(np.float32) if plain else None
+        bias = tensors.get("linear.bias") if plain else None
         classes = config.get("classes") if kind.task == "classification" else None
         return LoadedModel(
             id=row.id,
@@ -223,6 +248,7 @@ class Predictor:
             scaling=Scaling.from_normalization(row.normalization),
             classes=classes,
             feature_names=tuple(row.feature_names or ()),
+            forward=forward,
         )
 
 

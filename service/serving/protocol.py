@@ -5,7 +5,9 @@ one); its versions are the version numbers of that name, and the latest answers 
 version is asked for. Each model has one input ``x`` of shape ``[-1, in_features]`` and one
 output ``y`` of shape ``[-1, out_features]``; data may be sent as JSON (flat or nested) or as
 raw little-endian bytes after the JSON (the protocol's binary tensor extension, which
-tritonclient uses by default). Nothing here imports FastAPI.
+tritonclient uses by default). Nothing here imports FastAPI: the /v2 routes and the ASGI
+fast lane (service/api/middleware/predict_lane.py) both answer through ``infer_answer`` and
+``error_answer``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+from anyio import to_thread
 
 from models.registry import get_kind
 from service import __version__
 from service.data.arrays import decode_json
-from service.errors import InferenceError, InvalidInput, NotFound
+from service.errors import InferenceError, InvalidInput, NotFound, ServiceError
+from service.serving.predict import collector_paused
 from service.serving.predictor import LoadedModel, Predictor
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
@@ -65,6 +69,7 @@ def _fail(message: str) -> InferenceError:
     return InferenceError(message)
 
 
+@collector_paused  # a JSON tensor of n rows is n lists: see collector_paused
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """The JSON part (and binary tail, if any) of an infer request; nothing model-specific."""
     tail = b""
@@ -128,7 +133,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                         "flat list") from None
         if data.dtype.kind not in "iuf" or (data.size == 0 and count != 0):
             raise _fail(f"input {INPUT!r}: data must be numbers")
-        data = data.astype(dtype).ravel()
+        with np.errstate(over="ignore"):  # past FP32's range: inf, refused below
+            data = data.astype(dtype).ravel()
         if data.size != count:
             raise _fail(f"input {INPUT!r}: shape {shape} needs {count} values, data has "
                         f"{data.size}")
@@ -266,3 +272,31 @@ class InferenceProtocol:
         if tail is None:
             return head, {}
         return head + tail, {"Inference-Header-Content-Length": str(len(head))}
+
+
+JSON_MEDIA = "application/json"
+BINARY_MEDIA = "application/octet-stream"
+
+
+async def infer_answer(
+    inference: InferenceProtocol, name: str, version: str | None, tenant: str, body: bytes,
+    header_length: str | None,
+) -> tuple[bytes, str, dict[str, str]]:
+    """An infer request's answer: body, media type and headers (the model loaded off the
+    event loop on first use). Raises ServiceError; ``error_answer`` says how to answer it."""
+    req = parse_infer_request(body, header_length)
+    model = inference.cached(name, version, tenant)
+    if model is None:  # first use: resolve and load off the event loop
+        model = await to_thread.run_sync(inference.load, name, version, tenant)
+    response, tail = inference.infer(model, name, req)
+    raw, headers = inference.encode(response, tail)
+    return raw, JSON_MEDIA if tail is None else BINARY_MEDIA, headers
+
+
+def error_answer(e: ServiceError) -> tuple[int, dict[str, str], dict[str, str] | None]:
+    """The protocol's answer to an error: status, ``{"error": message}`` and headers. 401,
+    403, 404 and 5xx keep their status; any other client error is the protocol's 400."""
+    status = e.status_code
+    if status not in (401, 403, 404) and status < 500:
+        status = 400  # the protocol's clients expect 400 for a bad request
+    return status, {"error": e.message}, e.headers

@@ -1,5 +1,11 @@
-"""The ASGI fast lane answers exactly as the FastAPI predict routes do."""
+"""The ASGI fast lane answers exactly as the FastAPI predict routes do: /predict,
+/v1/models/{id}/predict and the Open Inference Protocol's infer (JSON and binary tensors),
+errors included."""
 
+import gc
+
+import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -52,6 +58,160 @@ def test_lane_rejects_other_media_and_malformed_json_like_the_routes(client, ser
             b = plain.post("/predict", content=content, headers=headers)
             assert a.status_code == b.status_code and a.json()["error"]["type"] == \
                 b.json()["error"]["type"]
+
+
+# ---------------------------------------------------------------- /v2 infer
+
+@pytest.fixture
+def protocol_models(client, run_queued):
+    """"line" in two versions (one feature), a binary classifier "clf", an unnamed model."""
+    for w, b in ((2.0, 1.0), (-1.0, 3.0)):
+        client.post("/v1/jobs", json={"x": [[0.0], [1.0], [2.0]], "y": [[b], [w + b], [2 * w + b]],
+                                      "epochs": 50, "seed": 0, "model_name": "line"})
+    client.post("/v1/jobs", json={"model": "logistic", "x": [[-2.0], [-1.0], [1.0], [2.0]],
+                                  "y": [[0], [0], [1], [1]], "epochs": 50, "lr": 0.5, "seed": 0,
+                                  "model_name": "clf"})
+    client.post("/v1/jobs", json={"x": [[1, 0], [0, 1], [1, 1]], "y": [[1], [2], [3]],
+                                  "epochs": 20, "seed": 0})
+    assert run_queued() == ["succeeded"] * 4
+    return client.get("/v1/models").json()["data"][0]["id"]  # the unnamed one, latest
+
+
+def _tensor(shape, data=None, datatype="FP32", **extra):
+    t = {"name": "x", "shape": shape, "datatype": datatype, **extra}
+    if data is not None:
+        t["data"] = data
+    return t
+
+
+def _json(body, headers=None):
+    return orjson.dumps(body), {"content-type": "application/json", **(headers or {})}
+
+
+def _binary(head, x, *, header_length=None, dtype="<f4"):
+    """The binary tensor extension: the JSON head, then the tensor's raw bytes."""
+    tail = np.asarray(x, dtype).tobytes()
+    head = orjson.dumps(head)
+    length = str(len(head)) if header_length is None else header_length
+    return head + tail, {"inference-header-content-length": length,
+                         "content-type": "application/octet-stream"}
+
+
+_X = [[1.5], [2.5], [-1.0]]
+_BIN = {"binary_data_size": 12}
+INFER = [
+    ("/v2/models/line/infer", _json({"id": "r1", "inputs": [_tensor([3, 1], [1.5, 2.5, -1.0])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([3, 1], _X, "FP64")],
+                                     "outputs": [{"name": "y"}]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([2], [1.0, 2.0])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([3, 1], [1, 2, 3])],
+                                     "parameters": {"binary_data_output": True}})),
+    ("/v2/models/line/versions/1/infer", _json({"inputs": [_tensor([1, 1], [3.3])]})),
+    ("/v2/models/line/versions/01/infer", _json({"inputs": [_tensor([1, 1], [3.3])]})),
+    ("/v2/models/clf/infer", _json({"inputs": [_tensor([2, 1], [-3.0, 3.0])]})),
+    ("/v2/models/clf/infer", _json({"inputs": [_tensor([2, 1], [-3.0, 3.0])],
+                                    "outputs": [{"name": "probabilities",
+                                                 "parameters": {"binary_data": True}}]})),
+    ("UNNAMED", _json({"inputs": [_tensor([1, 2], [[0.5, 0.25]])]})),
+    # the binary tensor extension, in and out
+    ("/v2/models/line/infer", _binary({"inputs": [_tensor([3, 1], parameters=_BIN)]}, _X)),
+    ("/v2/models/line/infer", _binary({"inputs": [_tensor([3, 1], parameters=_BIN)],
+                                       "parameters": {"binary_data_output": True}}, _X)),
+    ("/v2/models/line/infer", _binary({"inputs": [_tensor([3, 1], datatype="FP64",
+                                                          parameters={"binary_data_size": 24})],
+                                       "parameters": {"binary_data_output": True}}, _X,
+                                      dtype="<f8")),
+    # errors: unknown models and versions, the protocol's 400s, framing
+    ("/v2/models/nobody/infer", _json({"inputs": [_tensor([1, 1], [1.0])]})),
+    ("/v2/models/line/versions/9/infer", _json({"inputs": [_tensor([1, 1], [1.0])]})),
+    ("/v2/models/line/versions/one/infer", _json({"inputs": [_tensor([1, 1], [1.0])]})),
+    ("/v2/models/line/versions/0/infer", _json({"inputs": [_tensor([1, 1], [1.0])]})),
+    ("/v2/models/line/infer", _json({"inputs": []})),
+    ("/v2/models/line/infer", _json({"id": 7, "inputs": [_tensor([1, 1], [1.0])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([1, 1], [1.0], "BYTES")]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([1, 2], [1.0, 2.0])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([3, 1], [1.0])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([1, 1], ["a"])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([2, 1], [[1.0], [2.0, 3.0]])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([1, 1], [1e39])]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([1, 1], [1.0])],
+                                     "outputs": [{"name": "z"}]})),
+    ("/v2/models/line/infer", _json({"inputs": [_tensor([1, 1], [1.0])],
+                                     "outputs": [{"name": "probabilities"}]})),
+    ("/v2/models/line/infer", _json([1, 2])),
+    ("/v2/models/line/infer", (b"{nope", {})),
+    ("/v2/models/line/infer", (b"{}", {"inference-header-content-length": "99"})),
+    ("/v2/models/line/infer", (b"{}", {"inference-header-content-length": "x"})),
+    ("/v2/models/line/infer", _binary({"inputs": [_tensor([3, 1], parameters={
+        "binary_data_size": 8})]}, _X)),
+    ("/v2/models/line/infer", _binary({"inputs": [_tensor([4, 1], parameters={
+        "binary_data_size": 12})]}, _X)),
+    ("/v2/models/line/infer", _binary({"inputs": [_tensor([3, 1], parameters=_BIN)]},
+                                      [[1.0], [np.nan], [2.0]])),
+    # not infer routes: both pass them to FastAPI's 404 / 405
+    ("/v2/models/line/versions/infer", _json({"inputs": [_tensor([1, 1], [1.0])]})),
+    ("/v2/models//infer", _json({"inputs": [_tensor([1, 1], [1.0])]})),
+]
+_HEADERS = ("content-type", "content-length", "inference-header-content-length",
+            "www-authenticate", "allow")
+
+
+def _answer(r):
+    return r.status_code, {h: r.headers.get(h) for h in _HEADERS}, r.content
+
+
+def test_lane_and_fastapi_agree_on_v2_infer(client, services, protocol_models):
+    # one test over every case: the four models train once
+    with TestClient(_without_lane(services), base_url="http://127.0.0.1") as plain:
+        for i, (path, (content, headers)) in enumerate(INFER):
+            path = f"/v2/models/{protocol_models}/infer" if path == "UNNAMED" else path
+            a = client.post(path, content=content, headers=headers)
+            b = plain.post(path, content=content, headers=headers)
+            assert _answer(a) == _answer(b), (i, path, content[:200])
+
+
+def test_the_lane_itself_answers_v2_infer(services, protocol_models):
+    # without FastAPI's infer routes, only the lane can answer these
+    app = create_app(services=services)
+    app.router.routes = [r for r in app.router.routes
+                         if not getattr(r, "path", "").endswith("/infer")]
+    body = orjson.dumps({"inputs": [_tensor([1, 1], [3.3])]})
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        assert c.post("/v2/models/line/infer", content=body).status_code == 200
+        assert c.post("/v2/models/line/versions/1/infer", content=body).status_code == 200
+        assert c.post("/v2/models/nobody/infer", content=body).status_code == 404
+        metrics = c.get("/metrics").text
+    assert 'route="/v2/models/{name}/infer"' in metrics
+    assert 'route="/v2/models/{name}/versions/{version}/infer"' in metrics
+
+
+def test_lane_and_fastapi_agree_on_keys(tmp_path, run_queued, services, protocol_models):
+    from service.config import Settings
+
+    keyed = create_app(Settings(data_dir=tmp_path / "keyed", workers=0, auth=True),
+                       start_workers=False)
+    plain_app = _without_lane(keyed.state.services)
+    key_services = keyed.state.services
+    _, train_key = key_services.auth.create("default", "train")
+    body = orjson.dumps({"inputs": [_tensor([1, 1], [3.3])]})
+    cases = [({}, "/v2/models/line/infer"), ({"authorization": "Bearer fsk_nope"},
+                                             "/v2/models/line/infer"),
+             ({"authorization": f"Bearer {train_key}"}, "/v2/models/none/infer"),
+             ({}, "/predict"), ({"authorization": "Basic abc"}, "/predict")]
+    with TestClient(keyed, base_url="http://127.0.0.1") as a, \
+            TestClient(plain_app, base_url="http://127.0.0.1") as b:
+        for headers, path in cases:
+            ra, rb = a.post(path, content=body, headers=headers), b.post(path, content=body,
+                                                                         headers=headers)
+            assert _answer(ra) == _answer(rb), (headers, path)
+            assert ra.status_code in (401, 404), ra.text
+
+
+def test_the_heap_is_frozen_while_the_app_runs(app):
+    gc.unfreeze()
+    with TestClient(app, base_url="http://127.0.0.1"):
+        assert gc.get_freeze_count() > 0  # the startup's objects are out of the collector's way
+    assert gc.get_freeze_count() == 0  # and back in it once the app stopped
 
 
 def test_lane_passes_other_routes_through(client, trained):

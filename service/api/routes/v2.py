@@ -10,7 +10,6 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
@@ -21,7 +20,8 @@ from service.errors import ServiceError
 from service.serving.protocol import (
     HEADER_LENGTH,
     InferenceProtocol,
-    parse_infer_request,
+    error_answer,
+    infer_answer,
     server_metadata,
 )
 
@@ -40,10 +40,8 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except ServiceError as e:
-                status = e.status_code
-                if status not in (401, 403, 404) and status < 500:
-                    status = 400  # the protocol's clients expect 400 for a bad request
-                return _v2_error(status, e.message, e.headers)
+                status, body, headers = error_answer(e)
+                return JSONBytes(body, status_code=status, headers=headers)
             except RequestValidationError as e:
                 return _v2_error(400, str(e.errors()[0].get("msg", "invalid request")))
 
@@ -125,14 +123,10 @@ _INFER_DOC: dict[str, Any] = {
 async def _infer(
     request: Request, name: str, version: str | None, inference: InferenceProtocol, tenant: str
 ) -> Response:
-    # parsed by hand: tritonclient sends JSON followed by raw tensor bytes, and no JSON type
-    req = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
-    model = inference.cached(name, version, tenant)
-    if model is None:  # first use: resolve and load off the event loop
-        model = await run_in_threadpool(inference.load, name, version, tenant)
-    response, tail = inference.infer(model, name, req)
-    body, headers = inference.encode(response, tail)
-    media = "application/json" if tail is None else "application/octet-stream"
+    # parsed by hand: tritonclient sends JSON followed by raw tensor bytes, and no JSON type;
+    # the predict lane answers these routes before FastAPI does, through the same core
+    body, media, headers = await infer_answer(
+        inference, name, version, tenant, await request.body(), request.headers.get(HEADER_LENGTH))
     return Response(body, media_type=media, headers=headers)
 
 
