@@ -87,8 +87,13 @@ def show(ctx: typer.Context, model_id: ModelId,
                        ("accuracy", "accuracy")):
         if m["metrics"].get(key) is not None:
             line(label, fmt(m["metrics"][key]))
-    line("job", m["job_id"])
-    line("dataset", m["dataset_id"])
+    if m.get("imported"):  # no job or dataset here: where the file came from
+        line("imported", f"sha256 {m['imported']['sha256']}")
+    else:
+        line("job", m["job_id"])
+        line("dataset", m["dataset_id"])
+    if m.get("parent_model_id"):
+        line("parent", m["parent_model_id"])  # a warm start began from it
     line("created", when(m["created_at"]))
     if m.get("checkpoint_error"):
         line("checkpoint", m["checkpoint_error"])

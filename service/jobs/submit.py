@@ -20,6 +20,7 @@ from service.data.arrays import as_matrix, check_xy
 from service.data.datasets import check_table, store_dataset
 from service.errors import DeviceUnavailable, InvalidInput
 from service.jobs.limits import check_active, check_budget, check_epochs, check_model
+from service.jobs.warm_start import check_init_from
 from service.store.idempotency import Completion, Replay, idempotent
 from service.store.tables import JobRow
 from service.training.spec import MAX_CLASSES, TrainingSpec
@@ -75,6 +76,9 @@ def submit_job(
                 meta.get_dataset(dataset.id, tenant)
                 raise
 
+        if spec.init_from is not None:
+            spec = check_init_from(meta, spec, tenant, dataset.feature_names, dataset.targets,
+                                   "dataset_id")
         spec = check_kind(spec, settings, dataset.rows, dataset.features, dataset.targets,
                           stored_targets, largest)
     else:
@@ -83,12 +87,15 @@ def submit_job(
         check_xy(xm, ym)
         check_table(settings, xm.shape[0], xm.shape[1], ym.shape[1])
         check_rows(xm.shape[0])  # before anything is stored: a refused job leaves nothing
+        if spec.init_from is not None:
+            spec = check_init_from(meta, spec, tenant, _inline_names("x", xm.shape[1]),
+                                   ym.shape[1], "x")
         spec = check_kind(spec, settings, xm.shape[0], xm.shape[1], ym.shape[1], lambda: ym,
                           np.abs(xm).max(axis=0))
         dataset, _ = store_dataset(
             meta, artifacts, xm, ym,
-            {"name": None, "feature_names": [f"x{i}" for i in range(xm.shape[1])],
-             "target_names": [f"y{i}" for i in range(ym.shape[1])]},
+            {"name": None, "feature_names": _inline_names("x", xm.shape[1]),
+             "target_names": _inline_names("y", ym.shape[1])},
             tenant,
         )
     # counted again in the insert's transaction: concurrent submits that all passed the
@@ -106,6 +113,11 @@ def submit_job(
     )
     services.job_submitted(job.id, job.device)
     return job
+
+
+def _inline_names(prefix: str, count: int) -> list[str]:
+    """The column names of inline data: x0, x1, ... and y0, ..."""
+    return [f"{prefix}{i}" for i in range(count)]
 
 
 def submit_job_once(

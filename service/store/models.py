@@ -1,15 +1,23 @@
-"""Model records: fitted models, their names and versions."""
+"""Model records: fitted models, their names and versions (and, with them, their
+evaluations: store/evaluations.py)."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+import random
+import time
+from typing import Any
 
-from service.errors import NotFound, not_found
-from service.store.session import Page, Records
-from service.store.tables import ModelRow
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.errors import InvalidInput, NotFound, clip, not_found
+from service.store.evaluations import EvaluationRecords
+from service.store.session import Page
+from service.store.tables import ModelRow, utcnow
 
 
-class ModelRecords(Records):
+class ModelRecords(EvaluationRecords):
 
     def get_model(self, model_id: str, tenant: str = "default") -> ModelRow:
         with self.session() as s:
@@ -76,6 +84,48 @@ class ModelRecords(Records):
                 .where(ModelRow.id == model_id, ModelRow.tenant == tenant)
                 .returning(ModelRow)
             ).one_or_none()
+            if row is not None:
+                self._delete_evaluations_of(s, row.id)
         if row is None:
             raise not_found("model", model_id)
         return row
+
+    def resolve_model(self, ref: str, tenant: str = "default", field: str = "model") -> ModelRow:
+        """A model by id, by name (its latest version), or ``name@N`` (version N);
+        ``name@latest`` is the name's latest. Other aliases are not known yet: a 422."""
+        name, at, version = ref.partition("@")
+        if not at:
+            return self.find_model(ref, tenant)
+        if version == "latest":
+            return self.find_model(name, tenant)
+        if version.isdigit():
+            return self.find_model_version(name, int(version), tenant)
+        raise InvalidInput(f"{clip(ref, 80)!r}: after '@' comes a version number "
+                           f"({clip(name, 60)}@3) or latest", field=field)
+
+    def add_model(self, model_id: str, **values: Any) -> ModelRow:
+        """Record a model that no job trained here (an imported checkpoint), as the next
+        version of its name; the checkpoint is written before, and removed by the caller if
+        this fails."""
+        for attempt in range(10):
+            try:
+                with self.session() as s:
+                    version = self._next_version(s, values["tenant"], values.get("name"))
+                    row = ModelRow(id=model_id, version=version, created_at=utcnow(),
+                                   **values)
+                    s.add(row)
+                return row
+            except IntegrityError:  # two versions of one name at once: take the next number
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise RuntimeError(f"could not allocate a version of model name {values.get('name')!r}")
+
+    def _next_version(self, s: Session, tenant: str, name: str | None) -> int | None:
+        """The next version number of a name (as finish_with_model counts them)."""
+        if not name:
+            return None
+        if self.engine.dialect.name == "postgresql":  # one number at a time per name
+            s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                f"fitserve-model:{tenant}:{name}"))))
+        latest = s.scalar(select(func.max(ModelRow.version)).where(
+            ModelRow.tenant == tenant, ModelRow.name == name))
+        return (latest or 0) + 1

@@ -34,12 +34,13 @@ from service.training.epoch_loop import (
     make_scheduler,
     run_loop,
 )
+from service.training.reported import reported_linear
 from service.training.scaling import Scaling, served
 from service.training.spec import TrainingSpec
 from service.training.targets import class_indices
 
-__all__ = ["DIVERGED_HINT", "FitResult", "class_indices", "fit", "make_loss", "make_optimizer",
-           "make_scheduler", "split_rows"]
+__all__ = ["DIVERGED_HINT", "FitResult", "InitialState", "class_indices", "fit", "make_loss",
+           "make_optimizer", "make_scheduler", "split_rows"]
 
 log = logging.getLogger(__name__)
 _PREDICT_ROWS = 1 << 16  # rows per forward pass when measuring the final model
@@ -67,6 +68,15 @@ class FitResult:
     log_loss: float | None = None
     stopped: dict[str, Any] | None = None
     trace: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class InitialState:
+    """Where a warm start begins: a fitted model's tensors (state_dict names, float32, in
+    the units it trained in) and its normalization, which the new run keeps as it was."""
+
+    state: dict[str, np.ndarray]
+    normalization: dict[str, list[float] | None] | None
 
 
 def make_loss(spec: TrainingSpec) -> nn.Module:
@@ -133,8 +143,11 @@ def fit(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     trace_rows: int = 20,
+    init: InitialState | None = None,
 ) -> FitResult:
-    """Train ``spec.model`` on rows ``x`` -> ``y``. Raises Diverged, Cancelled, TrainingError."""
+    """Train ``spec.model`` on rows ``x`` -> ``y``. Raises Diverged, Cancelled, TrainingError.
+    ``init``: start from these weights and this normalization (a warm start), not the seed's;
+    the seed still draws the validation split and the mini-batches."""
     kind = get_kind(spec.model.kind)
     loss_name = spec.resolved_loss()
     seed = spec.seed if spec.seed is not None else 0
@@ -160,7 +173,14 @@ def fit(
     out_features = (1 if loss_name == "bce" else classes) if classes is not None else y.shape[1]
 
     norm = None
-    if spec.standardize:
+    if init is not None and init.normalization is not None:  # kept as the parent had it
+        norm = dict(init.normalization)
+        mx, sx = np.asarray(norm["x_mean"]), np.asarray(norm["x_std"])
+        x_train, x_val = _scale(x_train, mx, sx), _scale(x_val, mx, sx)
+        if kind.task == "regression" and norm.get("y_mean") is not None:
+            my, sy = np.asarray(norm["y_mean"]), np.asarray(norm["y_std"])
+            y_train, y_val = _scale(y_train, my, sy), _scale(y_val, my, sy)
+    elif spec.standardize:
         mx, sx = _column_stats(x_train, spec.model.bias)
         x_train, x_val = _scale(x_train, mx, sx), _scale(x_val, mx, sx)
         norm = {"x_mean": mx.tolist(), "x_std": sx.tolist(), "y_mean": None, "y_std": None}
@@ -175,6 +195,8 @@ def fit(
     # accelerator backend lazily, formatting a stack trace for each (0.5 ms a job)
     torch.random.default_generator.manual_seed(seed)
     model = kind.module_cls(config)
+    if init is not None:  # every engine, the closed form too, starts from the model's weights
+        _load_state(model, init.state)
     if kind.transforms_inputs:  # once, on the CPU: the loop then trains the head alone
         with torch.no_grad():
             x_train = model.transform(torch.as_tensor(x_train)).numpy()
@@ -188,6 +210,16 @@ def fit(
     run = _train(spec, kind, model, x_train, y_train, x_val, y_val, device, seed,
                  on_progress, should_stop, trace_rows)
     return _result(spec, kind, model, config, norm, run, orig, classes, device)
+
+
+def _load_state(model: nn.Module, state: dict[str, np.ndarray]) -> None:
+    """The warm start's tensors into the module, strictly by name and shape."""
+    try:
+        model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32))
+                               for k, v in state.items()})
+    except (RuntimeError, KeyError) as e:  # submit checked the configs: a changed file
+        raise TrainingError("the model to start from does not fit this job's model: "
+                            f"{str(e).splitlines()[0][:200]}") from None
 
 
 @dataclass
@@ -277,7 +309,7 @@ def _result(spec: TrainingSpec, kind: ModelKind, model: nn.Module, config: Any,
              for k, v in model.state_dict().items()}
     if not all(np.isfinite(v).all() for v in state.values()):
         raise Diverged("the weights are not finite after training", hint=DIVERGED_HINT)
-    weight, bias = _reported_linear(kind, state, dataclasses.asdict(config), norm)
+    weight, bias = reported_linear(kind, state, dataclasses.asdict(config), norm)
     x_train, y_train, x_val, y_val = orig
     res = FitResult(
         kind=kind.name, config=dataclasses.asdict(config), state=state, weight=weight,
@@ -338,66 +370,6 @@ def _classify_metrics(logits: np.ndarray, y: np.ndarray, classes: int | None
     nll = -logp[torch.arange(len(labels)), torch.from_numpy(labels)]
     accuracy = float((logp.argmax(1).numpy() == labels).mean()) if len(labels) else 0.0
     return float(nll.mean()), accuracy
-
-
-def _reported_linear(kind: ModelKind, state: dict[str, np.ndarray], config: dict[str, Any],
-                     norm: dict[str, Any] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The linear layer as ModelPublic reports it, in the original units of x and y, so
-    that ``y = terms(x) W_o^T + b_o`` is what predict computes; none for an mlp."""
-    if not kind.linear_head:
-        return None, None
-    if norm is None:
-        return state["linear.weight"], state.get("linear.bias")
-    w = state["linear.weight"].astype(np.float64)  # (out, terms)
-    b = state.get("linear.bias")
-    b = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
-    mx, sx = np.asarray(norm["x_mean"]), np.asarray(norm["x_std"])
-    if kind.transforms_inputs:
-        w_o, b_o = _polynomial_in_original_units(w, b, mx, sx, config)
-    else:  # x' = (x - mx) / sx:  W x' + b = (W / sx) x + (b - W mx / sx)
-        w_o, b_o = w / sx, b - w @ (mx / sx)
-    if norm["y_mean"] is not None:  # y = sy y' + my
-        sy, my = np.asarray(norm["y_std"]), np.asarray(norm["y_mean"])
-        w_o, b_o = sy[:, None] * w_o, sy * b_o + my
-    # without bias nothing was centred (means 0), so there is no offset to report
-    if state.get("linear.bias") is None:
-        return w_o.astype(np.float32), None
-    return w_o.astype(np.float32), b_o.astype(np.float32)
-
-
-def _polynomial_in_original_units(w: np.ndarray, b: np.ndarray, mx: np.ndarray, sx: np.ndarray,
-                                  config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients over the terms of x of a layer over the same terms of z = (x - m) / s:
-    z^p = sum_q C(p, q) x^q (-m)^(p-q) / s^p, and z_i z_j = (x_i - m_i)(x_j - m_j) / (s_i s_j);
-    every power and product this yields is itself a term (or the constant)."""
-    from math import comb
-
-    degree, f = int(config["degree"]), len(mx)
-    w_o, b_o = np.zeros_like(w), b.copy()
-
-    def col(feature: int, power: int) -> int:  # feature-major, powers 1..degree
-        return feature * degree + power - 1
-
-    for i in range(f):
-        for p in range(1, degree + 1):
-            c = w[:, col(i, p)] / sx[i] ** p
-            for q in range(p + 1):
-                part = c * comb(p, q) * (-mx[i]) ** (p - q)
-                if q == 0:
-                    b_o += part
-                else:
-                    w_o[:, col(i, q)] += part
-    if config.get("interactions"):
-        k = f * degree
-        for i in range(f):
-            for j in range(i + 1, f):
-                c = w[:, k] / (sx[i] * sx[j])
-                w_o[:, k] += c
-                w_o[:, col(j, 1)] -= c * mx[i]
-                w_o[:, col(i, 1)] -= c * mx[j]
-                b_o += c * mx[i] * mx[j]
-                k += 1
-    return w_o, b_o
 
 
 def r2_score(pred: np.ndarray, y: np.ndarray) -> float | None:

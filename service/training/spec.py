@@ -176,6 +176,17 @@ class EarlyStoppingSpec(_Strict):
     min_delta: float = Field(default=0.0, ge=0)
 
 
+class InitFromSpec(_Strict):
+    """Warm start: begin from a fitted model's weights (and its normalization, kept as it
+    was) instead of the seed's initial weights."""
+
+    model: str = Field(
+        min_length=1, max_length=200,
+        description="A model id, a name (its latest version) or name@N (version N); "
+        "resolved to an id at submit, which the stored job then names.",
+    )
+
+
 class TrainingSpec(_Strict):
     """Hyperparameters of one run. Defaults are the seed program's."""
 
@@ -219,6 +230,12 @@ class TrainingSpec(_Strict):
         default=0, ge=0, le=100,
         description="Record forward, loss, gradients and updates of the first N epochs "
         "(full batch only); read them at /v1/jobs/{id}/trace.",
+    )
+    init_from: InitFromSpec | None = Field(
+        default=None,
+        description="Warm start from a model's weights: its kind, options, inputs and "
+        "outputs must be this job's (a 422 says what differs), and so must `standardize`; "
+        "its normalization is kept as it was.",
     )
 
     # field validators run in field order, so model and validation_fraction are in

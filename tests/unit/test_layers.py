@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "auth": {"errors", "config", "store"},
     "worker": {"errors", "config", "faults", "logs", "store", "training", "jobs.status"},
     "client": {"jobs.status"},
+    "lifecycle": {"errors", "config", "data", "store", "training", "serving", "jobs"},
 }
 
 

@@ -1,21 +1,40 @@
-"""/v1/models: fitted models, their checkpoints, predictions; deleting one."""
+"""/v1/models: fitted models, their checkpoints, predictions; importing a checkpoint,
+exporting to ONNX; deleting one."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from service.api.deps import MetaDep, PredictorDep, ServicesDep, TenantDep, require
-from service.api.responses import errors, json_body_doc
+from service.api.deps import (
+    MetaDep,
+    PredictorDep,
+    ServicesDep,
+    TenantDep,
+    require,
+    require_room,
+)
+from service.api.responses import JSONBytes, errors, json_body_doc
 from service.api.routes.predict import predict_response
-from service.api.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse
+from service.api.schemas import (
+    NAME_PATTERN,
+    ModelPublic,
+    ModelsPublic,
+    PredictRequest,
+    PredictResponse,
+)
 from service.api.views import model_public
-from service.errors import is_disk_full
+from service.errors import UnsupportedMediaType, is_disk_full
+from service.services import Services
 from service.serving.predict import model_parameters
 from service.serving.predictor import Predictor
+from service.store.tables import ModelRow
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -32,6 +51,79 @@ def list_models(
     page = meta.list_models(tenant, name, limit, cursor)
     return ModelsPublic(data=[model_public(r) for r in page.rows], count=page.count,
                         next=page.next)
+
+
+@router.post(
+    "", status_code=201, response_model=ModelPublic,
+    responses=errors(400, 404, 413, 415, 422, 503, 507),
+    dependencies=[Depends(require("train")), Depends(require_room)],
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def import_model(
+    request: Request, services: ServicesDep, tenant: TenantDep,
+    name: Annotated[str, Query(pattern=NAME_PATTERN, description="The name it is registered "
+                               "under, as its next version.")],
+    sha256: Annotated[str | None, Header(
+        alias="X-Checkpoint-SHA256", description="The file's sha256 (GET "
+        "/v1/models/{id}/checkpoint sends it): a file changed or cut on the way is refused."
+    )] = None,
+) -> Response:
+    """Register a fitserve checkpoint (safetensors, as GET /v1/models/{id}/checkpoint gives
+    it) under a name; it is checked whole (sha256, format, config, every tensor) first."""
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media != "application/octet-stream":
+        raise UnsupportedMediaType("send the checkpoint file as application/octet-stream "
+                                   f"(got {request.headers.get('content-type')!r})")
+    blob = await request.body()
+    from service.lifecycle.checkpoints import import_checkpoint
+
+    row = await run_in_threadpool(import_checkpoint, services.meta, services.artifacts,
+                                  services.settings, blob, sha256, name, tenant)
+    _catalog_moved(services)
+    return JSONBytes(model_public(row).model_dump(mode="json"), status_code=201,
+                     headers={"Location": f"/v1/models/{row.id}"})
+
+
+@router.get(
+    "/{model_id}/export", response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}},
+                     "description": "The ONNX model"}, **errors(404, 422, 503)},
+)
+async def export_model(
+    model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep,
+    format: Annotated[Literal["onnx"], Query(description="The export format.")] = "onnx",
+) -> Response:
+    """The model as an ONNX graph, standardization included: input `x`, output `y` (and
+    `labels`, `probabilities` for a classifier), the numbers predict gives."""
+    row = await run_in_threadpool(meta.get_model, model_id, tenant)
+    blob = await run_in_threadpool(_onnx, predictor, row)
+    return Response(blob, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{row.id}.onnx"'})
+
+
+def _onnx(predictor: Predictor, row: ModelRow) -> bytes:
+    from safetensors.numpy import load
+
+    from service.lifecycle.onnx_export import export_onnx
+
+    return export_onnx(row, load(predictor.checkpoint_bytes(row)))  # verified by sha256
+
+
+def _catalog_moved(services: Services, deleted: str | None = None) -> None:
+    """A model was imported (a new version of its name) or deleted: predict by name answers
+    from the name's latest now, here and (through the catalog counter, in scale-out) on every
+    API process. (Another API process may still answer for a deleted model *by id* from its
+    cache until it restarts.)"""
+    services.predictor.catalog_changed()
+    services.predictor.forget(deleted)
+    counter = getattr(services.queue, "catalog_version", None)
+    bump = getattr(counter, "bump", None)
+    if bump is not None:
+        try:
+            bump()
+        except Exception:  # noqa: BLE001 - the model is stored; others see it at the next
+            log.warning("could not bump the catalog counter", exc_info=True)
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(404))
@@ -93,14 +185,5 @@ def delete_model(model_id: str, services: ServicesDep, tenant: TenantDep) -> Res
             raise
         row = services.meta.delete_model(model_id, tenant)
     services.artifacts.delete_checkpoint(row.id)  # after the commit: a stray file is swept
-    _forget(services.predictor, row.id)  # last: a load that began before the commit is dropped
+    _catalog_moved(services, row.id)  # last: a load begun before the commit is dropped
     return Response(status_code=204)
-
-
-def _forget(predictor: Predictor, model_id: str) -> None:
-    """Drop a deleted model from this process's predict cache, and what names and "latest"
-    resolved to, so that predict answers 404 (or the name's remaining latest version) now.
-    Belongs in Predictor as a method (issue 16): serving/predictor.py was not ours to edit."""
-    with predictor._lock:
-        predictor._models.pop(model_id, None)
-    predictor._aliases = {}
