@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     """Most parameters of a model that may be traced: a trace holds each one three times
     per epoch (422 beyond)."""
 
+    max_trials: int = Field(default=1000, ge=1)
+    """Most trials in one sweep (``max_trials``, or a grid's size): 422 beyond. Each trial
+    is a job, with its own history and checkpoint."""
+
     auth: bool = False
     """Check API keys (``Authorization: Bearer <key>``). Off is allowed on a loopback
     address only; see SECURITY.md."""

@@ -23,6 +23,9 @@ Matrix = list[list[Number]]
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
+NAME_PATTERN = _NAME_PATTERN
+"""What a model name must match (a job's model_name, an import's name)."""
+
 PATTERN_WORDS = {
     _NAME_PATTERN: "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
 }
@@ -203,8 +206,19 @@ class JobHistory(BaseModel):
 # ---------------------------------------------------------------- models
 
 
+class ImportedFrom(BaseModel):
+    """Where an imported model's checkpoint came from, as the file says."""
+
+    sha256: str = Field(description="The sha256 of the file as it was uploaded.")
+    source_job_id: str | None = Field(
+        default=None, description="The job that trained it, on the fitserve it came from.")
+    source_dataset_sha256: str | None = None
+
+
 class ModelMetrics(BaseModel):
-    train_loss: float = Field(description="Loss of the final weights on the training rows.")
+    train_loss: float | None = Field(
+        default=None, description="Loss of the final weights on the training rows (null for "
+        "an imported model: the checkpoint carries no metrics; evaluate it on a dataset).")
     val_loss: float | None = None
     r2: float | None = Field(
         default=None, description="Coefficient of determination on the training rows "
@@ -277,9 +291,16 @@ class ModelPublic(BaseModel):
     feature_names: list[str]
     target_names: list[str]
     metrics: ModelMetrics
-    hyperparameters: TrainingSpec
-    dataset_id: str
-    job_id: str
+    hyperparameters: TrainingSpec | None = Field(
+        description="What the job that trained it was asked; null for an imported model.")
+    dataset_id: str | None = Field(description="The dataset it was trained on; null for an "
+                                   "imported model.")
+    job_id: str | None = Field(description="The job that trained it; null for an imported "
+                               "model.")
+    parent_model_id: str | None = Field(
+        default=None, description="Lineage: the model a warm start (`init_from`) began from.")
+    imported: ImportedFrom | None = Field(
+        default=None, description="Lineage of a model imported from a checkpoint file.")
     device_trained_on: str
     checkpoint_sha256: str
     created_at: datetime
@@ -320,3 +341,206 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
+
+
+# ---------------------------------------------------------------- evaluations
+
+
+class EvaluationCreate(_Strict):
+    dataset_id: str = Field(description="A stored dataset whose columns include the model's "
+                            "inputs and targets, by name (extra columns are ignored).")
+
+
+class RefusedRows(BaseModel):
+    reason: str = Field(description="Why these rows were not scored.")
+    rows: int = Field(description="How many rows were refused for this reason.")
+    first_rows: list[int] = Field(description="The first few of them (0-based row numbers).")
+
+
+class TargetMetrics(BaseModel):
+    name: str
+    mse: float
+    rmse: float
+    mae: float
+    r2: float | None = Field(description="Null when the target is constant in the dataset.")
+
+
+class ClassMetrics(BaseModel):
+    class_: int = Field(alias="class")
+    precision: float | None = Field(description="Null when no row was predicted this class.")
+    recall: float | None = Field(description="Null when no row has this class.")
+    support: int = Field(description="Rows whose actual class this is.")
+
+
+class EvaluationMetrics(BaseModel):
+    """Regression: mse, rmse, mae, r2 (means over targets of `per_target`). Classifiers:
+    accuracy, log_loss, confusion_matrix (actual class in rows, predicted in columns),
+    per_class precision and recall, roc_auc (two classes). scikit-learn's definitions."""
+
+    mse: float | None = None
+    rmse: float | None = None
+    mae: float | None = None
+    r2: float | None = None
+    per_target: list[TargetMetrics] | None = None
+    accuracy: float | None = None
+    log_loss: float | None = None
+    confusion_matrix: list[list[int]] | None = None
+    per_class: list[ClassMetrics] | None = None
+    roc_auc: float | None = None
+
+
+class EvaluationPublic(BaseModel):
+    id: str
+    model_id: str
+    dataset_id: str
+    task: Literal["regression", "classification"]
+    rows: int = Field(description="Rows in the dataset.")
+    rows_used: int = Field(description="Rows scored.")
+    rows_refused: int = Field(description="Rows not scored; `refused` says why.")
+    refused: list[RefusedRows]
+    ignored_columns: list[str] = Field(description="Columns of the dataset the model does "
+                                       "not use.")
+    metrics: EvaluationMetrics
+    plot: str = Field(description="The figure: predicted against actual, or the confusion "
+                      "matrix (PNG).")
+    created_at: datetime
+
+
+class EvaluationsPublic(BaseModel):
+    data: list[EvaluationPublic]
+    count: int
+    next: str | None
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+class SweepPruning(_Strict):
+    """Stop trials that fall behind, judged at rungs (epochs) on their loss (the validation
+    loss with a `val_` objective). `median`: from the grace period on, every `interval`
+    epochs, a trial worse than the median of the completed trials at that epoch stops.
+    `successive_halving`: at the grace period times powers of `reduction_factor`, a trial
+    not in the best 1/`reduction_factor` of the trials that reached that rung stops."""
+
+    name: Literal["median", "successive_halving"]
+    grace_period: int = Field(ge=1, description="Epochs every trial runs before it can be "
+                              "stopped: the first rung.")
+    interval: int | None = Field(default=None, ge=1, description="median: epochs between two "
+                                 "rungs (default: the grace period).")
+    startup_trials: int = Field(default=5, ge=0, description="median: trials that must "
+                                "complete before any is pruned.")
+    reduction_factor: int = Field(default=3, ge=2, description="successive_halving: the "
+                                  "ratio between two rungs, and of trials kept at each.")
+
+
+class SweepCreate(_Strict):
+    """A search over the hyperparameters of a base job."""
+
+    job: JobCreate = Field(description="The base job: everything `POST /v1/jobs` takes "
+                           "(dataset_id or inline x and y, model, loss, optimizer, epochs, "
+                           "validation_fraction, device, ...). Each trial is this job with "
+                           "the searched fields set; its seed (drawn when omitted) is every "
+                           "trial's, unless `seed` is searched.")
+    search_space: dict[str, dict[str, Any]] = Field(
+        description="Job fields by path, each with one of `uniform` [lo, hi], `log_uniform` "
+        "[lo, hi], `int` [lo, hi] or `choice` [values]; a range may add `steps` (the points "
+        "a grid takes along it).",
+        examples=[{"optimizer.lr": {"log_uniform": [1e-4, 1e-1]},
+                   "optimizer.momentum": {"choice": [0, 0.9]}}])
+    strategy: Literal["grid", "random", "tpe"] = Field(
+        default="tpe", description="`grid`: every point (choices, and ranges with `steps`); "
+        "`random`; `tpe`: Optuna's Tree-structured Parzen Estimator.")
+    objective: Literal["train_loss", "val_loss", "log_loss", "r2", "accuracy",
+                       "val_accuracy"] | None = Field(
+        default=None, description="A metric of each trial's model; default `val_loss` with "
+        "a validation split, else `train_loss`.")
+    direction: Literal["minimize", "maximize"] | None = Field(
+        default=None, description="Default: minimize losses, maximize r2 and accuracies.")
+    max_trials: int | None = Field(default=None, ge=1, description="Default 20 (a grid: its "
+                                   "size); at most FITSERVE_MAX_TRIALS.")
+    max_parallel: int | None = Field(default=None, ge=1, description="Trials queued or "
+                                     "running at once; default all for grid and random, 4 "
+                                     "for tpe (which learns from the trials that end).")
+    seed: int | None = Field(default=None, ge=0, lt=2**63, description="The samplers' seed "
+                             "(drawn when omitted): a sweep with a seed asks the same trials "
+                             "again.")
+    pruning: SweepPruning | None = None
+    model_name: str | None = Field(default=None, pattern=_NAME_PATTERN, description="When the "
+                                   "sweep ends, the best trial's model is a new version of "
+                                   "this name.")
+
+    @model_validator(mode="after")
+    def _winner_named_by_the_sweep(self) -> SweepCreate:
+        if self.job.model_name is not None:
+            raise ValueError("name the winner with the sweep's model_name, not the job's")
+        return self
+
+
+class SweepTrial(BaseModel):
+    number: int
+    status: Literal["queued", "running", "succeeded", "pruned", "failed", "cancelled"]
+    params: dict[str, Any] = Field(description="The job fields this trial set, by path.")
+    value: float | None = Field(description="The objective (succeeded trials).")
+    job_id: str | None = Field(description="The job that ran it (null: the job schema "
+                               "refused this combination of values; see `error`).")
+    model_id: str | None
+    engine_used: str | None
+    epochs: int = Field(description="Epochs run.")
+    pruned_at: int | None = Field(default=None, description="The rung (epoch) at which the "
+                                  "pruner stopped it.")
+    losses: dict[str, float] = Field(default_factory=dict, description="The loss the pruner "
+                                     "saw at each rung (negated for a maximized objective).")
+    error: JobError | None = None
+
+
+class SweepProgress(BaseModel):
+    trials: int = Field(description="max_trials.")
+    created: int
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    pruned: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class SweepBest(BaseModel):
+    trial: int
+    value: float
+    params: dict[str, Any] | None = Field(default=None, description="Null in lists.")
+    job_id: str | None = None
+    model_id: str | None = None
+
+
+class SweepPublic(BaseModel):
+    id: str
+    status: JobStatus
+    dataset_id: str
+    job: TrainingSpec = Field(description="The base job's hyperparameters.")
+    device: str
+    search_space: dict[str, Any]
+    strategy: str
+    objective: str
+    direction: str
+    max_trials: int
+    max_parallel: int
+    seed: int
+    pruning: SweepPruning | None
+    model_name: str | None
+    model_id: str | None = Field(description="The best trial's model, once the sweep has "
+                                 "succeeded (registered under model_name).")
+    progress: SweepProgress
+    best: SweepBest | None = Field(description="The best trial so far.")
+    trials: list[SweepTrial] | None = Field(
+        default=None, description="Every trial (GET /v1/sweeps/{id}; not in lists).")
+    cancel_requested: bool
+    error: JobError | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SweepsPublic(BaseModel):
+    data: list[SweepPublic]
+    count: int
+    next: str | None

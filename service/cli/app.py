@@ -44,8 +44,12 @@ def serve(
     insecure: bool = typer.Option(
         False, "--insecure", help="Listen beyond loopback with authentication off (unsafe)."
     ),
+    role: str = typer.Option(
+        "all", help="all: the API and its training workers; predict: a lean predict replica "
+        "(no training workers, models served in numpy, torch never imported for them)."
+    ),
 ) -> None:
-    """Start the API and its training workers (embedded mode)."""
+    """Start the API and its training workers (embedded mode), or a predict replica."""
     import logging
 
     from service.auth.keys import check_bind
@@ -53,13 +57,17 @@ def serve(
     from service.logs import configure_logging
     from service.main import create_app, run_server
 
+    if role not in ("all", "predict") or (role == "predict" and workers):
+        typer.echo("--role is all or predict; a predict replica runs no training workers "
+                   "(leave --workers out)", err=True)
+        raise typer.Exit(2)
     overrides: _ServeOverrides = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    if workers is not None:
-        overrides["workers"] = workers
+    if workers is not None or role == "predict":
+        overrides["workers"] = 0 if role == "predict" else (workers or 0)
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     refusal = check_bind(settings, insecure)
@@ -99,6 +107,12 @@ def _add_client_commands() -> None:
     from service.cli.client import register
 
     register(cli)  # train, predict, datasets, jobs, models: through the HTTP client
+    from service.cli.lifecycle import register as register_lifecycle
+
+    register_lifecycle(cli)  # evaluate, export, import: a model's life after training
+    from service.cli.sweeps import register as register_sweeps
+
+    register_sweeps(cli)  # sweep, sweeps: hyperparameter searches
 
 
 _add_client_commands()

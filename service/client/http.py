@@ -100,6 +100,17 @@ class JobFailed(FitserveError):
         self.job = job
 
 
+class SweepFailed(FitserveError):
+    """A sweep ended failed or cancelled; ``sweep`` is the sweep as the server reports it
+    (its trials with their errors). Its ``status`` is 0, as ``JobFailed``'s."""
+
+    def __init__(self, sweep: dict[str, Any]) -> None:
+        err = sweep.get("error") or {}
+        super().__init__(0, err.get("type", sweep["status"]),
+                         err.get("message", f"sweep {sweep['id']} {sweep['status']}"))
+        self.sweep = sweep
+
+
 _BY_STATUS: dict[int, type[FitserveError]] = {
     400: BadRequest, 404: NotFoundError, 409: ConflictError, 415: UnsupportedMediaTypeError,
     422: InvalidInputError,
@@ -183,6 +194,60 @@ class _Api:
     def submit(dataset_id: str | None, x: Any, y: Any, spec: dict[str, Any]) -> _Req:
         return _Req("POST", "/v1/jobs",
                     json={**_page({"dataset_id": dataset_id, "x": x, "y": y}), **spec})
+
+
+class _Lifecycle:
+    """The requests of a model's life after training (issue 15), shared by both clients."""
+
+    @staticmethod
+    def evaluate(model_id: str, dataset_id: str) -> _Req:
+        return _Req("POST", f"/v1/models/{model_id}/evaluations",
+                    json={"dataset_id": dataset_id})
+
+    @staticmethod
+    def evaluations(model_id: str, limit: int) -> _Req:
+        return _Req("GET", f"/v1/models/{model_id}/evaluations", params={"limit": limit})
+
+    @staticmethod
+    def export(model_id: str, format: str) -> _Req:
+        return _Req("GET", f"/v1/models/{model_id}/export", params={"format": format},
+                    raw=True)
+
+    @staticmethod
+    def import_checkpoint(data: bytes | Path, name: str, sha256: str | None) -> _Req:
+        import hashlib
+
+        blob = data.read_bytes() if isinstance(data, Path) else data
+        return _Req("POST", "/v1/models", params={"name": name}, content=blob, headers={
+            "content-type": "application/octet-stream",
+            "X-Checkpoint-SHA256": sha256 or hashlib.sha256(blob).hexdigest()})
+
+
+class _Sweeps:
+    """The requests of sweeps (issue 14), shared by both clients."""
+
+    @staticmethod
+    def submit(search_space: dict[str, Any], dataset_id: str | None, x: Any, y: Any,
+               options: dict[str, Any], job: dict[str, Any]) -> _Req:
+        base = {**_page({"dataset_id": dataset_id, "x": x, "y": y}), **job}
+        return _Req("POST", "/v1/sweeps",
+                    json={"job": base, "search_space": search_space, **_page(options)})
+
+    @staticmethod
+    def list(status: str | None, limit: int) -> _Req:
+        return _Req("GET", "/v1/sweeps", params=_page({"status": status, "limit": limit}))
+
+
+def _sweep_ended(sweep: dict[str, Any]) -> dict[str, Any]:
+    """A finished sweep, or ``SweepFailed`` when it did not succeed."""
+    if sweep["status"] != "succeeded":
+        raise SweepFailed(sweep)
+    return sweep
+
+
+def _sweep_stream_ended(sweep_id: str, closes: int) -> FitserveError:
+    return FitserveError(0, "stream_ended", f"the event stream of sweep {sweep_id} closed "
+                         f"{closes} times before the sweep ended")
 
 
 def _event(sse: ServerSentEvent) -> Event:
@@ -336,6 +401,118 @@ class Client:
     def loss_plot(self, job_id: str) -> bytes:
         return self._call(_Req("GET", f"/v1/jobs/{job_id}/loss.png", raw=True))
 
+    def evaluate(self, model_id: str, dataset_id: str) -> dict[str, Any]:
+        """Score a model on a stored dataset: metrics, rows used and refused."""
+        return self._call(_Lifecycle.evaluate(model_id, dataset_id))
+
+    def evaluations(self, model_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A model's evaluations, newest first."""
+        return self._call(_Lifecycle.evaluations(model_id, limit))["data"]
+
+    def evaluation(self, evaluation_id: str) -> dict[str, Any]:
+        return self._call(_Req("GET", f"/v1/evaluations/{evaluation_id}"))
+
+    def evaluation_plot(self, evaluation_id: str) -> bytes:
+        """Predicted against actual, or the confusion matrix, as PNG."""
+        return self._call(_Req("GET", f"/v1/evaluations/{evaluation_id}/plot.png", raw=True))
+
+    def checkpoint(self, model_id: str) -> bytes:
+        """The model's safetensors file (what ``import_checkpoint`` takes elsewhere)."""
+        return self._call(_Req("GET", f"/v1/models/{model_id}/checkpoint", raw=True))
+
+    def export(self, model_id: str, format: str = "onnx") -> bytes:
+        """The model as an ONNX graph (input ``x``; outputs ``y``, and for classifiers
+        ``labels`` and ``probabilities``)."""
+        return self._call(_Lifecycle.export(model_id, format))
+
+    def import_checkpoint(self, data: bytes | Path, *, name: str,
+                          sha256: str | None = None) -> dict[str, Any]:
+        """Register a fitserve checkpoint under ``name`` (its next version); ``sha256``
+        defaults to the file's own (pass the one its server sent to catch a bad copy)."""
+        return self._call(_Lifecycle.import_checkpoint(data, name, sha256))
+
+
+    # ------------------------------------------------------------ sweeps
+
+    def submit_sweep(self, search_space: dict[str, Any], *, dataset_id: str | None = None,
+                     x: Any = None, y: Any = None, strategy: str | None = None,
+                     objective: str | None = None, direction: str | None = None,
+                     max_trials: int | None = None, max_parallel: int | None = None,
+                     seed: int | None = None, pruning: dict[str, Any] | None = None,
+                     model_name: str | None = None, job: dict[str, Any] | None = None,
+                     **spec: Any) -> dict[str, Any]:
+        """Start a sweep over a base job: ``job`` and ``spec`` are what ``submit`` takes
+        (``epochs=1000``; the training seed as ``job={"seed": 0}``: ``seed`` is the
+        sampler's); returns it queued."""
+        options = {"strategy": strategy, "objective": objective, "direction": direction,
+                   "max_trials": max_trials, "max_parallel": max_parallel, "seed": seed,
+                   "pruning": pruning, "model_name": model_name}
+        return self._call(_Sweeps.submit(search_space, dataset_id, x, y, options,
+                                         {**(job or {}), **spec}))
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """A sweep: status, progress, best trial so far, every trial."""
+        return self._call(_Req("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def sweeps(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call(_Sweeps.list(status, limit))["data"]
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Cancel a sweep and every trial still queued or running."""
+        return self._call(_Req("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    def sweep_plot(self, sweep_id: str) -> bytes:
+        return self._call(_Req("GET", f"/v1/sweeps/{sweep_id}/plot.png", raw=True))
+
+    def sweep_events(self, sweep_id: str, last_event_id: str | None = None, *,
+                     reconnects: int = 5) -> Iterator[Event]:
+        """The sweep's events until ``end``: ``trial`` (a trial ended), ``progress`` and
+        ``end`` (the sweep). A dropped stream is resumed where it stopped."""
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                with connect_sse(self._http, "GET", f"/v1/sweeps/{sweep_id}/events",
+                                 headers=headers, timeout=httpx.Timeout(30, read=None)) as es:
+                    if es.response.status_code == 204:
+                        return
+                    if es.response.status_code >= 400:
+                        es.response.read()
+                        _raise_for(es.response)
+                    for sse in es.iter_sse():
+                        failures = 0
+                        if sse.event == "message" and not sse.data:
+                            continue
+                        event = _event(sse)
+                        last_event_id = event.id or last_event_id
+                        yield event
+                        if event.event == "end":
+                            return
+            except httpx.TransportError:
+                if failures >= reconnects:
+                    raise
+            else:
+                if failures >= reconnects:
+                    raise _sweep_stream_ended(sweep_id, failures + 1)
+            failures += 1
+            time.sleep(min(0.1 * 2 ** failures, 5.0))
+
+    def wait_sweep(self, sweep_id: str, on_event: Progress | None = None) -> dict[str, Any]:
+        """Follow a sweep to its end (``on_event`` gets each event's data, its ``event``
+        added: ``trial`` or ``progress``); returns the finished sweep."""
+        for event in self.sweep_events(sweep_id):
+            if event.event == "end":
+                return event.data
+            if on_event is not None:
+                on_event({"event": event.event, **event.data})
+        return self.get_sweep(sweep_id)
+
+    def sweep(self, search_space: dict[str, Any], *, on_event: Progress | None = None,
+              **options: Any) -> dict[str, Any]:
+        """Run a sweep to its end (``submit_sweep``'s arguments); returns it with its best
+        trial and ``model_id``; ``SweepFailed`` unless it succeeds."""
+        sweep = self.submit_sweep(search_space, **options)
+        return _sweep_ended(self.wait_sweep(sweep["id"], on_event))
 
 # ---------------------------------------------------------------- async
 
@@ -474,3 +651,101 @@ class AsyncClient:
 
     async def loss_plot(self, job_id: str) -> bytes:
         return await self._call(_Req("GET", f"/v1/jobs/{job_id}/loss.png", raw=True))
+
+    async def evaluate(self, model_id: str, dataset_id: str) -> dict[str, Any]:
+        return await self._call(_Lifecycle.evaluate(model_id, dataset_id))
+
+    async def evaluations(self, model_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        return (await self._call(_Lifecycle.evaluations(model_id, limit)))["data"]
+
+    async def evaluation(self, evaluation_id: str) -> dict[str, Any]:
+        return await self._call(_Req("GET", f"/v1/evaluations/{evaluation_id}"))
+
+    async def evaluation_plot(self, evaluation_id: str) -> bytes:
+        return await self._call(_Req("GET", f"/v1/evaluations/{evaluation_id}/plot.png",
+                                     raw=True))
+
+    async def checkpoint(self, model_id: str) -> bytes:
+        return await self._call(_Req("GET", f"/v1/models/{model_id}/checkpoint", raw=True))
+
+    async def export(self, model_id: str, format: str = "onnx") -> bytes:
+        return await self._call(_Lifecycle.export(model_id, format))
+
+    async def import_checkpoint(self, data: bytes | Path, *, name: str,
+                                sha256: str | None = None) -> dict[str, Any]:
+        return await self._call(_Lifecycle.import_checkpoint(data, name, sha256))
+
+    # ------------------------------------------------------------ sweeps
+
+    async def submit_sweep(self, search_space: dict[str, Any], *,
+                           dataset_id: str | None = None, x: Any = None, y: Any = None,
+                           strategy: str | None = None, objective: str | None = None,
+                           direction: str | None = None, max_trials: int | None = None,
+                           max_parallel: int | None = None, seed: int | None = None,
+                           pruning: dict[str, Any] | None = None,
+                           model_name: str | None = None, job: dict[str, Any] | None = None,
+                           **spec: Any) -> dict[str, Any]:
+        options = {"strategy": strategy, "objective": objective, "direction": direction,
+                   "max_trials": max_trials, "max_parallel": max_parallel, "seed": seed,
+                   "pruning": pruning, "model_name": model_name}
+        return await self._call(_Sweeps.submit(search_space, dataset_id, x, y, options,
+                                               {**(job or {}), **spec}))
+
+    async def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return await self._call(_Req("GET", f"/v1/sweeps/{sweep_id}"))
+
+    async def sweeps(self, status: str | None = None, limit: int = 50
+                     ) -> list[dict[str, Any]]:
+        return (await self._call(_Sweeps.list(status, limit)))["data"]
+
+    async def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return await self._call(_Req("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    async def sweep_plot(self, sweep_id: str) -> bytes:
+        return await self._call(_Req("GET", f"/v1/sweeps/{sweep_id}/plot.png", raw=True))
+
+    async def sweep_events(self, sweep_id: str, last_event_id: str | None = None, *,
+                           reconnects: int = 5) -> AsyncIterator[Event]:
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                async with aconnect_sse(self._http, "GET", f"/v1/sweeps/{sweep_id}/events",
+                                        headers=headers,
+                                        timeout=httpx.Timeout(30, read=None)) as es:
+                    if es.response.status_code == 204:
+                        return
+                    if es.response.status_code >= 400:
+                        await es.response.aread()
+                        _raise_for(es.response)
+                    async for sse in es.aiter_sse():
+                        failures = 0
+                        if sse.event == "message" and not sse.data:
+                            continue
+                        event = _event(sse)
+                        last_event_id = event.id or last_event_id
+                        yield event
+                        if event.event == "end":
+                            return
+            except httpx.TransportError:
+                if failures >= reconnects:
+                    raise
+            else:
+                if failures >= reconnects:
+                    raise _sweep_stream_ended(sweep_id, failures + 1)
+            failures += 1
+            await anyio.sleep(min(0.1 * 2 ** failures, 5.0))
+
+    async def wait_sweep(self, sweep_id: str, on_event: Progress | None = None
+                         ) -> dict[str, Any]:
+        async for event in self.sweep_events(sweep_id):
+            if event.event == "end":
+                return event.data
+            if on_event is not None:
+                on_event({"event": event.event, **event.data})
+        return await self.get_sweep(sweep_id)
+
+    async def sweep(self, search_space: dict[str, Any], *, on_event: Progress | None = None,
+                    **options: Any) -> dict[str, Any]:
+        sweep = await self.submit_sweep(search_space, **options)
+        return _sweep_ended(await self.wait_sweep(sweep["id"], on_event))

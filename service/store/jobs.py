@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from service.errors import ActiveJobsExceeded, Conflict, not_found
 from service.jobs.status import ACTIVE, FINISHED
 from service.store.session import Page, Records, updated_rows
-from service.store.tables import DatasetRow, JobRow, ModelRow, new_id, utcnow
+from service.store.tables import DatasetRow, JobRow, ModelRow, SweepTrialRow, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,16 @@ class JobRecords(Records):
         return row
 
     def list_jobs(
-        self, tenant: str, status: str | None, limit: int, cursor: str | None
+        self, tenant: str, status: str | None, limit: int, cursor: str | None,
+        sweep: str | None = None,
     ) -> Page:
+        """Newest first; ``sweep``: only the trials of that sweep."""
         filters = [JobRow.tenant == tenant]
         if status:
             filters.append(JobRow.status == status)
+        if sweep:
+            filters.append(JobRow.id.in_(
+                select(SweepTrialRow.job_id).where(SweepTrialRow.sweep_id == sweep)))
         return self._page(JobRow, filters, limit, cursor)
 
     def request_cancel(self, job_id: str, tenant: str = "default") -> JobRow:
@@ -189,6 +194,21 @@ class JobRecords(Records):
                 .values(**_claim_values(worker)),
             )
         return self.get_job(job_id, tenant=None) if claimed == 1 else None
+
+    def claim_batch(self, job_ids: Sequence[str], worker: str) -> list[JobRow]:
+        """Atomically move those of these jobs that are still queued to running for this
+        worker (one UPDATE: a sweep's trials trained as one batch); returns them."""
+        if not job_ids:
+            return []
+        with self.session() as s:
+            s.execute(update(JobRow)
+                      .where(JobRow.id.in_(list(job_ids)), JobRow.status == "queued")
+                      .values(**_claim_values(worker)))
+            claimed = list(s.scalars(select(JobRow).where(
+                JobRow.id.in_(list(job_ids)), JobRow.status == "running",
+                JobRow.worker == worker)))
+        order = {job_id: i for i, job_id in enumerate(job_ids)}
+        return sorted(claimed, key=lambda j: order[j.id])
 
     def heartbeat(self, job_id: str, worker: str) -> bool:
         """The holder is alive; returns whether it still holds the job."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -115,8 +116,9 @@ class ModelRow(Base):
     tenant: Mapped[str] = mapped_column(String(64), index=True, default="default")
     name: Mapped[str | None] = mapped_column(String(64), index=True)
     version: Mapped[int | None] = mapped_column(Integer)
-    job_id: Mapped[str] = mapped_column(String(40))
-    dataset_id: Mapped[str] = mapped_column(String(40))
+    # null for a model imported from a checkpoint (POST /v1/models): no job trained it here
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    dataset_id: Mapped[str | None] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(32))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     in_features: Mapped[int] = mapped_column(Integer)
@@ -132,6 +134,9 @@ class ModelRow(Base):
     checkpoint: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # lineage: the model a warm start began from; for an import, where the file came from
+    parent_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    origin: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ApiKeyRow(Base):
@@ -163,3 +168,92 @@ class IdempotencyRow(Base):
     resource_id: Mapped[str | None] = mapped_column(String(40))
     status_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EvaluationRow(Base):
+    """A model scored on a dataset (POST /v1/models/{id}/evaluations). The plot's points
+    (at most a few thousand rows of actual and predicted, float32) are kept with it, so the
+    figure outlives the dataset."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    model_id: Mapped[str] = mapped_column(String(40), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    task: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer)
+    rows_used: Mapped[int] = mapped_column(Integer)
+    refused: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    ignored_columns: Mapped[list[str]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # regression: float32 little-endian (points, 2, targets): actual then predicted
+    plot_points: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SweepRow(Base):
+    """A hyperparameter sweep (POST /v1/sweeps): a base job, a search space, a strategy and
+    an objective. Its trials are jobs, linked by ``sweep_trials``. The controller that holds
+    it (``holder``) refreshes ``heartbeat_at``; a sweep whose holder fell silent is taken
+    over by another."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(40), index=True)
+    device: Mapped[str] = mapped_column(String(16))
+    # the base job's hyperparameters (a TrainingSpec, its seed drawn), and the search space
+    # as parsed: [{"path", "kind", "low", "high", "choices", "steps"}, ...]
+    job: Mapped[dict[str, Any]] = mapped_column(JSON)
+    search_space: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    strategy: Mapped[str] = mapped_column(String(16))
+    objective: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(8))
+    max_trials: Mapped[int] = mapped_column(Integer)
+    max_parallel: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    pruning: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    model_id: Mapped[str | None] = mapped_column(String(40))
+    best_trial: Mapped[int | None] = mapped_column(Integer)
+    best_value: Mapped[float | None] = mapped_column(Float)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    holder: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SweepTrialRow(Base):
+    """One trial of a sweep: the job that runs it, its parameters, and what the sweep made of
+    it (objective, the losses its pruner saw, its state). One row per trial, never per epoch;
+    ``seq`` orders the ended trials (the ids of the sweep's events)."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_sweep_trial"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(String(40), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    # null for a trial the job schema refused (a combination of values): it has no job
+    job_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    # the job fields set (by path: {"optimizer.lr": 0.01}), and Optuna's own values of them
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    raw_params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # open (its job is queued or running), succeeded, pruned, failed or cancelled
+    status: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    # {epoch: loss} at the pruning rungs reached, and the sampler's and pruner's own records
+    intermediate: Mapped[dict[str, Any]] = mapped_column(JSON)
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prune_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    pruned_at: Mapped[int | None] = mapped_column(Integer)
+    seq: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

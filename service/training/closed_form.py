@@ -13,14 +13,21 @@ rows themselves, so no large terms cancel.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import mmap
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from service.training.spec import SGDSpec, TrainingSpec
 
+log = logging.getLogger(__name__)
 _ROWS_PER_BLOCK = 1 << 14  # streaming passes read this many rows at a time
 _EPOCHS_PER_BLOCK = 1 << 14
 
@@ -36,6 +43,15 @@ class Stats:
     theta_ls: np.ndarray  # (D, k): a least-squares solution
     sse_ls: np.ndarray  # (k,): squared error of theta_ls per target, measured on the rows
     ss_tot: np.ndarray  # (k,): sum of (y - mean y)^2 per target
+    _eig: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False)
+
+    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """(eigenvalues, eigenvectors) of the Gram matrix, computed once per statistics:
+        trials that share the statistics share it (only the curvature's shift by weight
+        decay and the step differ between them)."""
+        if self._eig is None:
+            self._eig = np.linalg.eigh(self.gram)
+        return self._eig
 
     @property
     def loss_ls(self) -> float:
@@ -55,11 +71,82 @@ class Stats:
         return float(np.mean(1.0 - self.sse(theta) / self.ss_tot))
 
 
+# ---------------------------------------------------------------- trials that share the work
+
+
+@dataclass
+class _Shared:
+    specs: list[TrainingSpec]
+    stats: dict[tuple[Any, ...], Stats] = field(default_factory=dict)
+    arrays: list[Any] = field(default_factory=list)  # kept alive: their ids are keys
+    paths: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+
+_SHARED: ContextVar[_Shared | None] = ContextVar("fitserve_shared_trials", default=None)
+
+
+@contextmanager
+def trials_together(specs: Sequence[TrainingSpec] = ()) -> Iterator[None]:
+    """Fits run inside this block share their work: the same rows (the same memory-mapped
+    array, or the same bytes) with the same bias on the same device are passed over once
+    for their sufficient statistics, and from that one eigendecomposition (``Stats.eigh``)
+    the trajectories of every trial of ``specs`` are computed together, as arrays with a
+    trial axis, when the first of them asks for its own. Each fit then gets its trial's
+    numbers (those of the trial alone, within float64 rounding)."""
+    token = _SHARED.set(_Shared(list(specs)))
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _rows_key(a: np.ndarray) -> tuple[Any, ...]:
+    """A memory-mapped dataset (read once for the batch, kept alive) by address: nothing
+    is read to name it; rows in memory (a validation split's copies) by their digest."""
+    head = (a.shape, a.dtype.str, a.strides)
+    if isinstance(a, np.memmap):
+        return (*head, "at", a.__array_interface__["data"][0])
+    return (*head, "sha", hashlib.blake2b(np.ascontiguousarray(a).data).hexdigest())
+
+
+BATCHED_FIELDS = {"epochs", "log_every"}
+BATCHED_OPTIMIZER = {"lr", "momentum", "dampening", "nesterov", "weight_decay"}
+
+
+def batch_key(spec: TrainingSpec) -> str | None:
+    """Trials whose keys are equal can be computed together: the closed form runs them,
+    and they differ at most in the SGD step's settings and the epochs (so they share the
+    data, the split, the initial weights and the statistics). None: not such a trial."""
+    from service.training.engines import why_not_closed_form
+
+    if spec.batch_size is not None or why_not_closed_form(spec, 1) is not None:
+        return None
+    values = spec.model_dump(mode="json")
+    for name in BATCHED_FIELDS:
+        values.pop(name, None)
+    values["optimizer"] = {k: v for k, v in values["optimizer"].items()
+                           if k not in BATCHED_OPTIMIZER}
+    return json.dumps(values, sort_keys=True)
+
+
 def sufficient_stats(x: np.ndarray, y: np.ndarray, bias: bool, device: str = "cpu") -> Stats:
     """One streaming pass over the rows, block by block on ``device`` in float64: X^T X, X^T Y,
     the column sums and Y^T Y; a second pass measures the least-squares residual only when
     the one-pass formula would lose digits to cancellation. One block is held at a time, and
-    the pages of a memory-mapped dataset are let go behind the pass."""
+    the pages of a memory-mapped dataset are let go behind the pass. Inside
+    ``trials_together`` the pass over the same rows is made once."""
+    shared = _SHARED.get()
+    if shared is None:
+        return _sufficient_stats(x, y, bias, device)
+    key = (_rows_key(x), _rows_key(y), bias, device)
+    stats = shared.stats.get(key)
+    if stats is None:
+        stats = shared.stats[key] = _sufficient_stats(x, y, bias, device)
+        shared.arrays += [x, y]
+    return stats
+
+
+def _sufficient_stats(x: np.ndarray, y: np.ndarray, bias: bool, device: str) -> Stats:
     import torch
 
     dev = torch.device(device)
@@ -134,6 +221,9 @@ class Unstable(Exception):
     """The recurrence grows: the plain loop must run, to fail at the very epoch it fails."""
 
 
+Trajectory = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
 def trajectory(
     spec: TrainingSpec,
     theta0: np.ndarray,
@@ -141,17 +231,41 @@ def trajectory(
     val: Stats | None,
     epochs_logged: np.ndarray,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+) -> Trajectory:
     """(theta after the last epoch, loss at each logged epoch, val loss at each).
 
     ``epochs_logged`` are 1-based; epoch t's loss is that of the weights before its step,
-    theta_{t-1}, as the plain loop reports it.
-    """
+    theta_{t-1}, as the plain loop reports it. Inside ``trials_together`` a trial of the
+    batch gets its part of the batch's trajectories."""
+    shared = _SHARED.get()
+    if shared is not None and shared.specs:
+        got = _together(shared, spec, theta0, train, val)
+        if got is not None:
+            if should_stop is not None and should_stop():
+                from service.errors import Cancelled
+
+                raise Cancelled("cancelled before its first epoch", epoch=0)
+            theta, losses, val_losses = got
+            if len(losses) != len(epochs_logged):  # not this spec's epochs: alone
+                return _trajectory(spec, theta0, train, val, epochs_logged, should_stop)
+            return theta.copy(), losses.copy(), None if val_losses is None else \
+                val_losses.copy()
+    return _trajectory(spec, theta0, train, val, epochs_logged, should_stop)
+
+
+def _trajectory(
+    spec: TrainingSpec,
+    theta0: np.ndarray,
+    train: Stats,
+    val: Stats | None,
+    epochs_logged: np.ndarray,
+    should_stop: Callable[[], bool] | None = None,
+) -> Trajectory:
     opt = spec.optimizer
     assert isinstance(opt, SGDSpec)
     n, k = train.n, train.k
     scale = 2.0 / (n * k)
-    lam_g, q = np.linalg.eigh(train.gram)  # G = Q diag(lam_g) Q^T
+    lam_g, q = train.eigh()  # G = Q diag(lam_g) Q^T
     lam_g = np.clip(lam_g, 0.0, None)
     a = scale * lam_g + opt.weight_decay  # (D,): curvature of each direction
     c = scale * (q.T @ train.cross)  # (D, k)
@@ -283,3 +397,156 @@ def _loss(thetas: np.ndarray, stats: Stats) -> np.ndarray:
     diff = thetas - stats.theta_ls[None]  # (T, D, k)
     quad = np.einsum("tik,ij,tjk->t", diff, stats.gram, diff)
     return (float(stats.sse_ls.sum()) + quad) / (stats.n * stats.k)
+
+
+# ---------------------------------------------------------------- a batch's trajectories
+
+_BATCH_ELEMENTS = 1 << 22
+"""Float64s a batch's intermediate arrays hold at a time (32 MB): trials go in chunks."""
+
+
+def _together(shared: _Shared, spec: TrainingSpec, theta0: np.ndarray, train: Stats,
+              val: Stats | None) -> Trajectory | None:
+    """This trial's part of the batch's trajectories (computed on the first ask), or None
+    when it is not in the batch; raises Unstable when its recurrence grows."""
+    key = (id(train), id(val), theta0.tobytes(), spec.model_dump_json())
+    if key not in shared.paths:
+        if not any(s == spec for s in shared.specs):
+            return None
+        try:  # the growing recurrences of unstable trials overflow: they are dropped
+            with np.errstate(all="ignore"):
+                _compute_together(shared, theta0, train, val)
+        except Exception:  # never a batch's failure: each trial then runs alone
+            log.exception("the batch's trajectories failed; its trials run alone")
+            shared.specs = []
+            return None
+    got = shared.paths.get(key)
+    if isinstance(got, Unstable):
+        raise Unstable(str(got))
+    return got
+
+
+def _compute_together(shared: _Shared, theta0: np.ndarray, train: Stats,
+                      val: Stats | None) -> None:
+    """Every SGD trial of the batch from one eigendecomposition, grouped by the epochs they
+    log (and plain or momentum SGD), each group as arrays with a trial axis."""
+    from service.training.fit import logged_epochs
+
+    head = (id(train), id(val), theta0.tobytes())
+    groups: dict[tuple[Any, ...], list[TrainingSpec]] = {}
+    for spec in shared.specs:
+        if isinstance(spec.optimizer, SGDSpec) and (*head, spec.model_dump_json()) \
+                not in shared.paths:
+            logged = tuple(np.concatenate([logged_epochs(spec) - 1, [spec.epochs]]).tolist())
+            groups.setdefault((spec.optimizer.momentum == 0, logged), []).append(spec)
+    lam_g, q = train.eigh()
+    lam_g = np.clip(lam_g, 0.0, None)
+    scale = 2.0 / (train.n * train.k)
+    c = scale * (q.T @ train.cross)  # (D, k)
+    z0 = q.T @ theta0  # (D, k)
+    d = len(lam_g)
+    for (plain, steps_t), specs in groups.items():
+        steps = np.asarray(steps_t, np.int64)
+        per_trial = max(len(steps) * d * theta0.shape[1], d * 4 * min(
+            _EPOCHS_PER_BLOCK, int(steps.max()) or 1))
+        chunk = max(1, _BATCH_ELEMENTS // per_trial)
+        for i in range(0, len(specs), chunk):
+            part = specs[i : i + chunk]
+            opts = [s.optimizer for s in part]
+            assert all(isinstance(o, SGDSpec) for o in opts)
+            sgd = [o for o in opts if isinstance(o, SGDSpec)]
+            lr = np.array([o.lr for o in sgd])
+            a = scale * lam_g[None, :] + np.array([o.weight_decay for o in sgd])[:, None]
+            flat = a <= 1e-12 * np.maximum(a.max(axis=1, keepdims=True), 1e-300)
+            paths = (_PlainPaths(a, c, z0, flat, lr) if plain
+                     else _MomentumPaths(a, c, z0, flat, lr, sgd, int(steps.max())))
+            z = paths.at(steps)  # (B, M, D, k)
+            thetas = np.einsum("ij,bmjk->bmik", q, z)
+            for b, spec in enumerate(part):
+                key = (*head, spec.model_dump_json())
+                if paths.unstable[b] is not None:
+                    shared.paths[key] = Unstable(paths.unstable[b])
+                    continue
+                th = thetas[b]
+                losses = _loss(th[:-1], train)
+                if not np.isfinite(losses).all():
+                    shared.paths[key] = Unstable("non-finite loss in the closed form")
+                    continue
+                shared.paths[key] = (th[-1], losses,
+                                     _loss(th[:-1], val) if val is not None else None)
+
+
+class _PlainPaths:
+    """``_PlainPath`` for a batch: r = 1 - lr a per trial and direction, (B, D)."""
+
+    def __init__(self, a: np.ndarray, c: np.ndarray, z0: np.ndarray, flat: np.ndarray,
+                 lr: np.ndarray) -> None:
+        self.a, self.c, self.z0, self.flat, self.lr = a, c, z0, flat, lr
+        self.r = 1.0 - lr[:, None] * a
+        self.unstable = ["the learning rate exceeds 2 / curvature in some direction"
+                         if (np.abs(r) > 1.0 + 1e-12).any() else None for r in self.r]
+
+    def at(self, steps: np.ndarray) -> np.ndarray:
+        t = steps[None, :, None].astype(np.float64)  # (1, M, 1)
+        r = self.r[:, None, :]  # (B, 1, D)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            rt = np.where(r > 0, np.exp(t * np.log(np.where(r > 0, r, 1.0))), np.power(r, t))
+            safe_a = np.where(self.flat, 1.0, self.a)[:, None, :]
+            geom = np.where(self.flat[:, None, :], self.lr[:, None, None] * t,
+                            (1.0 - rt) / safe_a)
+        return rt[..., None] * self.z0[None, None] + geom[..., None] * self.c[None, None]
+
+
+class _MomentumPaths:
+    """``_MomentumPath`` for a batch (each trial's momentum, dampening and Nesterov may
+    differ), through the eigendecomposition of each trial's 2x2 recurrence per direction:
+    T = P diag(mu) P^-1, so z after m >= 1 steps is z* + Re(sum_j alpha_j mu_j^(m-1)), one
+    array expression for every trial and epoch. A trial whose P is ill-conditioned (a
+    recurrence near its critically damped point, where the eigenvectors merge) is computed
+    by ``_MomentumPath`` itself, exactly as alone."""
+
+    _MAX_COND = 1e6
+
+    def __init__(self, a: np.ndarray, c: np.ndarray, z0: np.ndarray, flat: np.ndarray,
+                 lr: np.ndarray, opts: list[SGDSpec], max_steps: int) -> None:
+        mu = np.array([o.momentum for o in opts])[:, None]  # (B, 1)
+        w = 1.0 - np.array([o.dampening for o in opts])[:, None]
+        nesterov = np.array([o.nesterov for o in opts])[:, None]
+        lr_ = lr[:, None]
+        one = np.ones_like(a)
+        top0 = np.where(nesterov, 1 - lr_ * a * (1 + mu * w), 1 - lr_ * w * a)
+        top1 = np.where(nesterov, -lr_ * mu * mu * one, -lr_ * mu * one)
+        first = np.where(nesterov, 1.0 + mu, 1.0)  # (B, 1)
+        t_mat = np.stack([np.stack([top0, top1], -1), np.stack([w * a, mu * one], -1)], -2)
+        eig, vecs = np.linalg.eig(t_mat)  # (B, D, 2), (B, D, 2, 2)
+        grows = np.abs(eig).reshape(len(opts), -1).max(axis=1)
+        self.unstable = [
+            "a direction without curvature (singular features) under momentum"
+            if flat[b].any() else "the momentum recurrence grows" if grows[b] > 1.0 + 1e-12
+            else None for b in range(len(opts))]
+        safe_a = np.where(flat, 1.0, a)
+        self.z0 = z0
+        self.z_star = c[None] / safe_a[:, :, None]  # (B, D, k)
+        g1 = safe_a[:, :, None] * z0[None] - c[None]
+        z2 = z0[None] - (lr_ * first)[:, :, None] * g1
+        base = np.stack([z2 - self.z_star, g1], axis=2)  # (B, D, 2, k): s_2 - s*
+        cond = np.linalg.cond(vecs).reshape(len(opts), -1).max(axis=1)
+        self.alone = {b: _MomentumPath(a[b], c, z0, flat[b], float(lr[b]), opts[b], max_steps)
+                      for b in range(len(opts)) if self.unstable[b] is None
+                      and not cond[b] < self._MAX_COND}
+        ok = np.isfinite(cond) & (cond < self._MAX_COND)
+        vecs = np.where(ok[:, None, None, None], vecs, np.eye(2))
+        v = np.linalg.solve(vecs, base.astype(complex))  # P^-1 (s_2 - s*)
+        self.alpha = vecs[:, :, 0, :, None] * v  # (B, D, 2, k)
+        self.log_eig = np.log(np.where(eig == 0, 1.0, eig))
+        self.zero_eig = eig == 0
+
+    def at(self, steps: np.ndarray) -> np.ndarray:
+        m = np.maximum(steps - 1, 0).astype(np.float64)[None, :, None, None]  # (1, M, 1, 1)
+        power = np.exp(m * self.log_eig[:, None])  # (B, M, D, 2): mu^(m-1)
+        power = np.where(self.zero_eig[:, None] & (m > 0), 0.0, power)
+        out = self.z_star[:, None] + np.einsum("bmdj,bdjk->bmdk", power, self.alpha).real
+        out[:, steps == 0] = self.z0
+        for b, path in self.alone.items():
+            out[b] = path.at(steps)
+        return out

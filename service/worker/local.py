@@ -60,7 +60,7 @@ def worker_main(
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     from service.store.artifacts import open_artifacts
     from service.store.metadata import MetadataStore
-    from service.worker.runner import run_job, warm_up
+    from service.worker.runner import claim_batch, run_batch, run_job, warm_up
 
     warm_up()
     meta = MetadataStore(settings.resolved_database_url)
@@ -90,9 +90,15 @@ def worker_main(
         if job is None:
             wake.acquire(timeout=1.0)
             continue
-        log.info("worker %s took job %s", name, job.id)
         try:
-            run_job(job, name, meta, artifacts, settings.progress_interval_s, notify)
+            # a sweep's trials that share their work, shared out between the workers
+            batch = claim_batch(meta, job, name, settings.workers)
+            log.info("worker %s took job %s%s", name, job.id,
+                     f" and {len(batch) - 1} trials of its sweep" if len(batch) > 1 else "")
+            if len(batch) > 1:
+                run_batch(batch, name, meta, artifacts, settings.progress_interval_s, notify)
+            else:
+                run_job(job, name, meta, artifacts, settings.progress_interval_s, notify)
         except Exception:  # its end could not be recorded: the job goes back to the queue
             log.exception("worker %s: the store failed under job %s; it goes back to the queue",
                           name, job.id)
@@ -187,6 +193,11 @@ class LocalWorkerPool:
     def catalog_version(self) -> int:
         """Moves whenever a worker creates a model; read without a lock (one word)."""
         return int(self._catalog.value)
+
+    def bump_catalog(self) -> None:
+        """A model got a name in this process (a sweep's winner): names re-resolve."""
+        with self._catalog.get_lock():
+            self._catalog.value += 1
 
     def notify(self, job_id: str | None = None, device: str | None = None) -> None:
         """A job was queued: wake one idle worker (any of them takes any job)."""

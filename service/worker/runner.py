@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -27,6 +27,7 @@ from service.store.metadata import MetadataStore
 from service.store.tables import JobRow, new_id
 from service.training.fit import FitResult, fit
 from service.training.spec import TrainingSpec
+from service.worker.warm_start import initial_state
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,10 @@ def run_job(
     try:
         dataset = meta.get_dataset(job.dataset_id, tenant=job.tenant)
         x, y = artifacts.get_dataset(dataset.sha256)
-        result = fit(spec, x, y, job.device, reporter.progress, reporter.should_stop)
+        init = (initial_state(meta, artifacts, spec.init_from.model, job.tenant)
+                if spec.init_from is not None else None)  # a warm start
+        result = fit(spec, x, y, job.device, reporter.progress, reporter.should_stop,
+                     init=init)
     except Cancelled as e:
         _store_trace(artifacts, job.id, e.extra.get("trace"), spec.standardize)
         return _end(meta, job, worker, "cancelled", e, notify)
@@ -205,6 +209,7 @@ def run_job(
         "device": result.device,
         "checkpoint": path,
         "sha256": sha,
+        "parent_id": spec.init_from.model if spec.init_from is not None else None,
     }
     job_values = {
         **_history_values(result.epochs, result.loss, result.val_loss),
@@ -255,3 +260,69 @@ def _end(
         notify({"event": "job_finished", "job_id": job.id, "status": status})
     log.info("job %s %s: %s", job.id, status, err.message)
     return status
+
+
+# ---------------------------------------------------------------- a sweep's trials as a batch
+
+MAX_BATCH = 64
+"""Most trials one worker claims as one batch (the rest stay for the other workers)."""
+
+
+def claim_batch(meta: MetadataStore, job: JobRow, worker: str, parts: int = 1
+                ) -> list[JobRow]:
+    """``job`` (claimed) and the queued trials of its sweep that train with it as one
+    batch: the closed form's trials that differ only in the SGD step's settings or the
+    epochs (training/closed_form.py's ``batch_key``), claimed in one UPDATE. ``parts``:
+    the workers that may share them (this one takes its share, the others the rest)."""
+    from service.store.sweeps import SweepRecords
+    from service.training.closed_form import batch_key
+
+    key = batch_key(TrainingSpec.model_validate(job.spec))
+    if key is None:
+        return [job]
+    records = SweepRecords(meta)
+    siblings = records.queued_siblings(job.id, 4 * MAX_BATCH)
+    same = [j.id for j in siblings if j.dataset_id == job.dataset_id and j.device == job.device
+            and batch_key(TrainingSpec.model_validate(j.spec)) == key]
+    if parts > 1 and same:  # an even share of the sweep's open trials, the running ones too
+        open_trials = len(same) + 1 + records.running_siblings(job.id)
+        same = same[: -(-open_trials // parts) - 1]
+    same = same[: MAX_BATCH - 1]
+    return [job, *meta.claim_batch(same, worker)]
+
+
+class _ReadOnce:
+    """The artifact store, each dataset read once for the whole batch (one array, so the
+    statistics' pass over it is shared too)."""
+
+    def __init__(self, artifacts: ArtifactStore) -> None:
+        self._artifacts = artifacts
+        self._datasets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
+        if sha not in self._datasets:
+            self._datasets[sha] = self._artifacts.get_dataset(sha)
+        return self._datasets[sha]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._artifacts, name)
+
+
+def run_batch(
+    jobs: list[JobRow],
+    worker: str,
+    meta: MetadataStore,
+    artifacts: ArtifactStore,
+    progress_interval: float = 0.2,
+    notify: Notify | None = None,
+) -> list[str]:
+    """Train claimed trials that share their work (``claim_batch``): the data read once,
+    one pass of the sufficient statistics, one eigendecomposition and every trial's
+    trajectory computed together; then each trial's model, checkpoint and end as
+    ``run_job`` records them (the numbers are those of each trial run alone, within float64
+    rounding). Returns their final statuses."""
+    from service.training.closed_form import trials_together
+
+    shared = cast(ArtifactStore, _ReadOnce(artifacts))
+    with trials_together([TrainingSpec.model_validate(j.spec) for j in jobs]):
+        return [run_job(job, worker, meta, shared, progress_interval, notify) for job in jobs]

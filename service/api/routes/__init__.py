@@ -8,6 +8,7 @@ from service.api.responses import errors
 from service.api.routes import (
     dashboard,
     datasets,
+    evaluations,
     events,
     health,
     jobs,
@@ -15,6 +16,7 @@ from service.api.routes import (
     models,
     plots,
     predict,
+    sweeps,
     v2,
 )
 
@@ -30,7 +32,10 @@ _auth_errors = errors(401, 403)
 api_router.include_router(datasets.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(jobs.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(events.router, dependencies=_train, responses=_auth_errors)
+api_router.include_router(sweeps.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(models.router, dependencies=_predict, responses=_auth_errors)
+# reading evaluations is reading models; creating one reads a dataset (its route needs train)
+api_router.include_router(evaluations.router, dependencies=_predict, responses=_auth_errors)
 api_router.include_router(predict.router, dependencies=_predict, responses=_auth_errors)
 api_router.include_router(plots.router, dependencies=_predict, responses=_auth_errors)
 # v2: health and server metadata open (probes); every model route needs a key through its

@@ -61,9 +61,10 @@ def list_jobs(
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
+    sweep: Annotated[str | None, Query(description="Only the trials of this sweep.")] = None,
 ) -> JobsPublic:
     """List jobs, newest first."""
-    page = meta.list_jobs(tenant, status, limit, cursor)
+    page = meta.list_jobs(tenant, status, limit, cursor, sweep=sweep)
     return JobsPublic(data=[job_public(r, services.waiting_reason(r)) for r in page.rows],
                       count=page.count, next=page.next)
 

@@ -1,0 +1,418 @@
+"""The sweep controller: asks Optuna for trials, queues each as a job, reads back how they
+end, prunes, and registers the winner.
+
+One controller runs in every API process (the sweeps router's lifespan starts it). It holds
+the sweeps it advances with a row-level claim refreshed at every step, like a worker's
+heartbeat on its job: in the embedded mode the one server holds them all (and takes them
+back at once after a restart); in scale-out another API process takes over a sweep whose
+holder fell silent for ``FITSERVE_HEARTBEAT_TIMEOUT_S``. Whoever takes a sweep rebuilds its
+study from the trials stored (study.py), so nothing that ended runs again.
+
+Each step of a held sweep, in order:
+
+1. trials whose job ended are recorded (in number order): a succeeded job's objective is
+   read from its model's metrics, after the pruner has seen its losses at the rungs it
+   passed (read from its history: a trial that ran through a rung before it was checked is
+   judged all the same); a failed or diverged job is a failed trial with its job's error;
+2. running trials that reached a rung report their latest loss to the pruner; a pruned one
+   has its job cancelled (and ends as ``pruned``);
+3. a sweep being cancelled cancels every trial still queued or running;
+4. new trials are asked for while fewer than ``max_parallel`` are open;
+5. once ``max_trials`` have ended, the best trial's model is registered under the sweep's
+   ``model_name`` (a new version) and the sweep ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from service.errors import ActiveJobsExceeded, Conflict, NotFound, fault_of
+from service.jobs.status import ACTIVE, FINISHED
+from service.jobs.sweeps.objectives import objective_value, uses_validation
+from service.jobs.sweeps.space import Dimension, apply
+from service.jobs.sweeps.study import StudyConfig, SweepStudy, rungs
+from service.store.sweeps import OPEN, NewTrial, SweepRecords, TrialState
+from service.store.tables import SweepRow, utcnow
+from service.training.spec import TrainingSpec
+
+if TYPE_CHECKING:
+    from service.services import Services
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+"""Time between two steps while the controller holds an active sweep."""
+IDLE_S = 1.0
+"""Time between two looks for sweeps to take while it holds none (a new sweep wakes it)."""
+
+
+class _LostHold(Exception):
+    """Another controller took the sweep: this one stops advancing it."""
+
+
+def sweep_records(services: Services) -> SweepRecords:
+    """The sweep records over the app's metadata store (one per app)."""
+    store = services.extra.get("sweep_records")
+    if store is None:
+        store = services.extra["sweep_records"] = SweepRecords(services.meta)
+    return store
+
+
+def study_config(sweep: SweepRow) -> StudyConfig:
+    return StudyConfig(sweep.strategy, sweep.seed,
+                       "maximize" if sweep.direction == "maximize" else "minimize",
+                       tuple(Dimension.from_json(d) for d in sweep.search_space),
+                       sweep.pruning)
+
+
+class SweepController:
+    """Advances the sweeps it holds; ``step`` is one pass (tests call it directly)."""
+
+    def __init__(self, services: Services, name: str | None = None) -> None:
+        self.services = services
+        self.store = sweep_records(services)
+        self.name = name or f"sweeps@{socket.gethostname()}:{os.getpid()}"
+        self._studies: dict[str, SweepStudy] = {}
+        # trials asked for whose jobs are not stored yet (the tenant's active-job limit)
+        self._pending: dict[str, list[tuple[int, dict[str, Any], dict[str, Any]]]] = {}
+        self._held: set[str] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ the thread
+
+    def start(self, *, only_controller: bool) -> None:
+        """Run in a thread. ``only_controller``: no other process advances sweeps on this
+        store (the embedded mode), so every hold left by a previous run is taken at once."""
+        if only_controller:
+            self.store.release_sweeps(None)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="fitserve-sweeps")
+        self._thread.start()
+
+    def wake(self) -> None:
+        """A sweep was created or cancelled: step now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+            try:
+                self.store.release_sweeps(self.name)  # the next holder need not wait
+            except Exception:
+                log.exception("could not release the sweeps held by %s", self.name)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                held = self.step()
+            except Exception as e:  # the store is away: the next step tries again
+                if fault_of(e) is None:
+                    log.exception("the sweep controller failed a step")
+                held = 0
+            self._wake.wait(POLL_S if held else IDLE_S)
+            self._wake.clear()
+
+    # ------------------------------------------------------------ one step
+
+    def step(self) -> int:
+        """Take the sweeps this controller may hold and advance each; returns how many it
+        holds."""
+        stale = utcnow() - timedelta(seconds=self.services.settings.heartbeat_timeout_s)
+        held = self.store.claim_sweeps(self.name, stale)
+        for sweep_id in self._held - set(held):  # taken by another: its study is stale
+            self._forget(sweep_id)
+        for sweep_id in set(held) - self._held:  # taken now: rebuilt from the store
+            self._forget(sweep_id)
+        self._held = set(held)
+        for sweep_id in held:
+            try:
+                self.advance(sweep_id)
+            except _LostHold:
+                self._forget(sweep_id)
+                self._held.discard(sweep_id)
+            except Exception as e:
+                self._forget(sweep_id)  # rebuilt from what was stored at the next step
+                if fault_of(e) is None:
+                    log.exception("sweep %s: a step failed; it is retried", sweep_id)
+                else:
+                    raise
+        return len(self._held)
+
+    def _forget(self, sweep_id: str) -> None:
+        self._studies.pop(sweep_id, None)
+        self._pending.pop(sweep_id, None)
+
+    def advance(self, sweep_id: str) -> None:
+        """One step of one held sweep (see the module's docstring)."""
+        sweep = self.store.get_sweep(sweep_id, tenant=None)
+        if sweep.status not in ACTIVE:
+            self._forget(sweep_id)
+            return
+        trials = self.store.trials(sweep_id)
+        study = self._study(sweep, trials)
+        status = {t.number: t.trial.status for t in trials}
+        ended = [t for t in trials if t.trial.status == OPEN and t.job_status in FINISHED]
+        if ended:
+            status.update(self._settle(sweep, study, ended))
+        if sweep.pruning and not sweep.cancel_requested:
+            for t in trials:
+                if status[t.number] == OPEN and t.job_status == "running" \
+                        and not t.trial.prune_requested:
+                    self._check_rungs(sweep, study, t)
+        open_now = sum(1 for s in status.values() if s == OPEN)
+        if sweep.cancel_requested:
+            self._cancel_trials(sweep)
+            if open_now == 0:
+                self._end(sweep, "cancelled", error={"type": "cancelled",
+                                                     "message": "cancelled"})
+            return
+        created = len(trials)
+        room = min(sweep.max_trials - created, sweep.max_parallel - open_now)
+        if room > 0:
+            made = self._new_trials(sweep, study, room)
+            created += len(made)
+            open_now += made.count(OPEN)
+        if created >= sweep.max_trials and open_now == 0:
+            self._finish(sweep)
+
+    # ------------------------------------------------------------ the study
+
+    def _study(self, sweep: SweepRow, trials: list[TrialState]) -> SweepStudy:
+        study = self._studies.get(sweep.id)
+        pending = len(self._pending.get(sweep.id, ()))
+        if study is not None and len(study) == len(trials) + pending:
+            return study
+        study = SweepStudy(study_config(sweep))
+        for t in trials:
+            tr = t.trial
+            study.add(tr.number, tr.raw_params, tr.status, tr.value, tr.intermediate,
+                      tr.system_attrs)
+        self._pending.pop(sweep.id, None)
+        self._studies[sweep.id] = study
+        return study
+
+    # ------------------------------------------------------------ trials
+
+    def _new_trials(self, sweep: SweepRow, study: SweepStudy, room: int) -> list[str]:
+        """Ask for up to ``room`` trials and queue their jobs (one transaction); returns the
+        state of each trial stored: ``open``, or ``failed`` when the job schema refuses a
+        combination of values. Trials are asked only as far as the tenant's active-job
+        limit lets them run (an ask is not taken back); one asked but not stored (that
+        limit, reached meanwhile) is queued at a later step."""
+        meta, settings = self.services.meta, self.services.settings
+        pending = self._pending.setdefault(sweep.id, [])
+        capacity = settings.max_active_jobs - meta.count_active_jobs(sweep.tenant)
+        while len(pending) < min(room, capacity):
+            pending.append(study.ask())
+        batch = pending[:room]
+        made, jobs = [], []
+        for number, params, raw in batch:
+            attrs = study.system_attrs(number)
+            try:
+                spec = TrainingSpec.model_validate(apply(sweep.job, params))
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in err.get("loc", ()))
+                message = f"the job refuses this combination: {where}: {err.get('msg')}"
+                if self.store.add_refused_trial(
+                        sweep.id, number, self.name, params, raw, attrs,
+                        {"type": "invalid_input", "message": message}) is None:
+                    raise _LostHold(sweep.id) from None
+                pending.remove((number, params, raw))
+                study.tell(number, "failed")
+                made.append("failed")
+                continue
+            jobs.append(NewTrial(number, spec.model_dump(mode="json"), spec.epochs, params,
+                                 raw, attrs))
+        if not jobs:
+            return made
+        try:
+            job_ids = self.store.create_trials(sweep, self.name, jobs, settings.max_active_jobs)
+        except ActiveJobsExceeded:
+            return made  # kept in pending, queued at a later step
+        except NotFound:  # the dataset was deleted under the sweep
+            self._cancel_trials(sweep)
+            self._end(sweep, "failed", error={
+                "type": "dataset_missing",
+                "message": "the sweep's dataset was deleted before every trial ran"})
+            raise _LostHold(sweep.id) from None
+        if job_ids is None:
+            raise _LostHold(sweep.id)
+        del pending[:len(jobs)]
+        if sweep.status == "queued":
+            self.store.set_running(sweep.id)
+            sweep.status = "running"
+        for job_id in job_ids:
+            self.services.job_submitted(job_id, sweep.device)
+        return made + [OPEN] * len(jobs)
+
+    def _series(self, sweep: SweepRow, loss: Any, val: Any) -> Any:
+        return val if uses_validation(sweep.objective) and val is not None else loss
+
+    def _signed(self, sweep: SweepRow, loss: float) -> float:
+        """A loss as the pruner compares it: higher is better when the objective is
+        maximized (accuracy, R²), so the loss goes in negated."""
+        return -loss if sweep.direction == "maximize" else loss
+
+    def _settle(self, sweep: SweepRow, study: SweepStudy, ended: list[TrialState]
+                ) -> dict[int, str]:
+        """Record how the trials whose job ended came out (in number order: each is judged
+        with the ones before it told); one transaction. Returns their states."""
+        outcomes = []
+        for t in ended:
+            status, values = self._outcome(sweep, study, t)
+            study.tell(t.number, status, values["value"])
+            values["system_attrs"] = study.system_attrs(t.number)
+            outcomes.append((t.number, status, values))
+        if not self.store.end_trials(sweep.id, self.name, outcomes):
+            raise _LostHold(sweep.id)
+        return {number: status for number, status, _ in outcomes}
+
+    def _outcome(self, sweep: SweepRow, study: SweepStudy, t: TrialState
+                 ) -> tuple[str, dict[str, Any]]:
+        """A trial whose job ended: its state, and what the trial row records of it."""
+        tr = t.trial
+        intermediate = dict(tr.intermediate)
+        value: float | None = None
+        error: dict[str, Any] | None = None
+        pruned_at = tr.pruned_at
+        if t.job_status == "failed":
+            status, error = "failed", t.job_error
+        elif tr.prune_requested:
+            status = "pruned"
+        elif t.job_status == "cancelled":
+            status, error = "cancelled", t.job_error
+        else:
+            pruned_at = self._judge_history(sweep, study, t, intermediate)
+            if pruned_at is not None:
+                status = "pruned"
+            else:
+                value = objective_value(sweep.objective, t.metrics)
+                if value is None or not math.isfinite(value):
+                    status, value = "failed", None
+                    error = {"type": "no_objective",
+                             "message": f"the trial's model has no finite {sweep.objective}"}
+                else:
+                    status = "succeeded"
+        return status, {"value": value, "intermediate": intermediate, "pruned_at": pruned_at,
+                        "error": error}
+
+    def _judge_history(self, sweep: SweepRow, study: SweepStudy, t: TrialState,
+                       intermediate: dict[str, Any]) -> int | None:
+        """Report the trial's loss at each rung it passed and had not reported (from its
+        history); the rung at which the pruner stops it, if it does."""
+        points = rungs(sweep.pruning, t.epochs)
+        done = max((int(k) for k in intermediate), default=0)
+        points = [r for r in points if r > done]
+        if not points or t.trial.job_id is None:
+            return None
+        epochs, loss, val = self.store.history(t.trial.job_id)
+        series = self._series(sweep, loss, val)
+        for r in points:
+            i = int(np.searchsorted(epochs, r))
+            if i >= len(epochs):
+                break
+            value = self._signed(sweep, float(series[i]))
+            intermediate[str(r)] = value
+            if study.report(t.number, r, value):
+                return r
+        return None
+
+    def _check_rungs(self, sweep: SweepRow, study: SweepStudy, t: TrialState) -> None:
+        """A running trial past a rung reports its latest loss there (the loss of the epoch
+        it has reached: at or after the rung); a pruned one has its job cancelled."""
+        latest = self._series(sweep, t.progress_loss, t.progress_val_loss)
+        if latest is None:
+            return
+        tr = t.trial
+        intermediate = dict(tr.intermediate)
+        done = max((int(k) for k in intermediate), default=0)
+        due = [r for r in rungs(sweep.pruning, t.epochs) if done < r <= t.progress_epoch]
+        if not due:
+            return
+        pruned_at = None
+        for r in due:
+            value = self._signed(sweep, float(latest))
+            intermediate[str(r)] = value
+            if study.report(t.number, r, value):
+                pruned_at = r
+                break
+        if not self.store.update_trial(sweep.id, tr.number, self.name,
+                                       intermediate=intermediate,
+                                       system_attrs=study.system_attrs(tr.number),
+                                       prune_requested=pruned_at is not None,
+                                       pruned_at=pruned_at):
+            raise _LostHold(sweep.id)
+        if pruned_at is not None and tr.job_id is not None:
+            log.info("sweep %s: trial %d pruned at epoch %d", sweep.id, tr.number, pruned_at)
+            try:
+                self.services.meta.request_cancel(tr.job_id, sweep.tenant)
+            except Conflict:
+                pass  # it ended meanwhile: recorded as pruned all the same
+
+    def _cancel_trials(self, sweep: SweepRow) -> None:
+        for job_id in self.store.active_trial_jobs(sweep.id):
+            try:
+                self.services.meta.request_cancel(job_id, sweep.tenant)
+            except (Conflict, NotFound):
+                continue
+            self.services.waiters.finished(job_id)
+
+    # ------------------------------------------------------------ the end
+
+    def _finish(self, sweep: SweepRow) -> None:
+        trials = self.store.trials(sweep.id)
+        done = [t for t in trials if t.trial.status == "succeeded" and t.trial.value is not None]
+        sign = -1.0 if sweep.direction == "maximize" else 1.0
+        done.sort(key=lambda t: (sign * float(t.trial.value or 0.0), t.number))
+        for best in done:
+            model_id = best.model_id
+            if model_id is None:
+                continue
+            if sweep.model_name:
+                row = self.store.register_model(model_id, sweep.tenant, sweep.model_name)
+                if row is None:  # the winner's model was deleted: the next best
+                    continue
+                self._catalog_moved()
+            self._end(sweep, "succeeded", best_trial=best.number, best_value=best.trial.value,
+                      model_id=model_id)
+            return
+        first = next((t.trial.error for t in trials if t.trial.error), None)
+        why = f"; trial errors, e.g. {first['type']}: {first['message']}" if first else ""
+        self._end(sweep, "failed", error={
+            "type": "no_trial_succeeded",
+            "message": f"none of the {len(trials)} trials succeeded{why}"})
+
+    def _end(self, sweep: SweepRow, status: str, **values: Any) -> None:
+        if not self.store.finish_sweep(sweep.id, self.name, status, **values):
+            raise _LostHold(sweep.id)
+        self._forget(sweep.id)
+        self._held.discard(sweep.id)
+        log.info("sweep %s %s", sweep.id, status)
+
+    def _catalog_moved(self) -> None:
+        """A model got a name: every predict path re-resolves names (see
+        serving/predictor.py), in this process and, through the queue's counter, others."""
+        self.services.predictor.catalog_changed()
+        queue = self.services.queue
+        bump = getattr(queue, "bump_catalog", None) or getattr(
+            getattr(queue, "catalog_version", None), "bump", None)
+        if bump is not None:
+            try:
+                bump()
+            except Exception as e:  # names re-resolve at the next model anyway
+                log.warning("could not bump the model catalog counter: %s", e)

@@ -1,0 +1,356 @@
+"""Sweep records: a sweep, its trials (each names the job that runs it), and the hold of the
+controller that advances it. Like a job's claim, the hold is one conditional UPDATE with a
+heartbeat: a sweep is advanced by one controller at a time, and one whose controller fell
+silent is taken over by another.
+
+The records share the metadata store's engine and sessions (``SweepRecords(meta)``)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, load_only
+
+from service.errors import ActiveJobsExceeded, Conflict, not_found
+from service.jobs.status import ACTIVE, FINISHED
+from service.store.session import Page, Records, updated_rows
+from service.store.tables import (
+    DatasetRow,
+    JobRow,
+    ModelRow,
+    SweepRow,
+    SweepTrialRow,
+    new_id,
+    utcnow,
+)
+
+OPEN = "open"
+"""A trial whose job is queued or running (its own status is the job's)."""
+
+
+@dataclass
+class TrialState:
+    """A trial with what its job says of it now (no history: see ``history``)."""
+
+    trial: SweepTrialRow
+    job_status: str
+    epochs: int  # the epochs the job was asked for
+    progress_epoch: int
+    progress_loss: float | None
+    progress_val_loss: float | None
+    engine_used: str | None
+    model_id: str | None
+    job_error: dict[str, Any] | None
+    metrics: dict[str, Any] | None  # its model's, once it has one
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+@dataclass
+class NewTrial:
+    """A trial to queue: its number, its job's hyperparameters, and what the study asked."""
+
+    number: int
+    spec: dict[str, Any]
+    epochs: int
+    params: dict[str, Any]
+    raw_params: dict[str, Any]
+    system_attrs: dict[str, Any]
+
+
+_JOB_COLUMNS = (JobRow.id, JobRow.status, JobRow.epochs, JobRow.progress_epoch,
+                JobRow.progress_loss, JobRow.progress_val_loss, JobRow.engine_used,
+                JobRow.model_id, JobRow.error)
+
+
+class SweepRecords:
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self.session = records.session
+
+    # ------------------------------------------------------------ the sweep
+
+    def create_sweep(self, **values: Any) -> SweepRow:
+        row = SweepRow(id=new_id("swp"), status="queued", created_at=utcnow(),
+                       cancel_requested=False, **values)
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def get_sweep(self, sweep_id: str, tenant: str | None = "default") -> SweepRow:
+        with self.session() as s:
+            row = s.get(SweepRow, sweep_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            raise not_found("sweep", sweep_id)
+        return row
+
+    def list_sweeps(self, tenant: str, status: str | None, limit: int,
+                    cursor: str | None) -> Page:
+        filters = [SweepRow.tenant == tenant]
+        if status:
+            filters.append(SweepRow.status == status)
+        return self.records._page(SweepRow, filters, limit, cursor)
+
+    def request_cancel(self, sweep_id: str, tenant: str) -> SweepRow:
+        """Flag the sweep; its controller cancels every trial still queued or running."""
+        with self.session() as s:
+            row = s.get(SweepRow, sweep_id)
+            if row is None or row.tenant != tenant:
+                raise not_found("sweep", sweep_id)
+            if row.status in FINISHED:
+                raise Conflict(f"sweep {sweep_id!r} has already {row.status}; nothing to "
+                               "cancel")
+            row.cancel_requested = True
+        return row
+
+    def set_running(self, sweep_id: str) -> None:
+        with self.session() as s:
+            s.execute(update(SweepRow)
+                      .where(SweepRow.id == sweep_id, SweepRow.status == "queued")
+                      .values(status="running", started_at=utcnow()))
+
+    def finish_sweep(self, sweep_id: str, holder: str, status: str, **values: Any) -> bool:
+        """Record the end of a sweep, only if this controller still holds it."""
+        with self.session() as s:
+            return updated_rows(s, update(SweepRow).where(
+                SweepRow.id == sweep_id, SweepRow.holder == holder,
+                SweepRow.status.in_(ACTIVE),
+            ).values(status=status, finished_at=utcnow(), holder=None, **values)) == 1
+
+    # ------------------------------------------------------------ holds
+
+    def claim_sweeps(self, holder: str, stale_before: datetime) -> list[str]:
+        """Hold every active sweep that nobody holds, or whose holder last showed life before
+        ``stale_before`` (refreshing this holder's own); returns the sweeps held now."""
+        with self.session() as s:
+            s.execute(update(SweepRow).where(
+                SweepRow.status.in_(ACTIVE),
+                or_(SweepRow.holder.is_(None), SweepRow.holder == holder,
+                    SweepRow.heartbeat_at < stale_before),
+            ).values(holder=holder, heartbeat_at=utcnow()))
+            return list(s.scalars(select(SweepRow.id).where(
+                SweepRow.holder == holder, SweepRow.status.in_(ACTIVE)
+            ).order_by(SweepRow.id)))
+
+    def release_sweeps(self, holder: str | None = None) -> int:
+        """Let go of the sweeps ``holder`` holds (every hold when None: the embedded server,
+        the only controller on its store, starts so)."""
+        with self.session() as s:
+            q = update(SweepRow).where(SweepRow.status.in_(ACTIVE))
+            if holder is not None:
+                q = q.where(SweepRow.holder == holder)
+            return updated_rows(s, q.values(holder=None, heartbeat_at=None))
+
+    # ------------------------------------------------------------ trials
+
+    def trial_row(self, sweep_id: str, number: int, job_id: str | None, params: dict[str, Any],
+                  raw_params: dict[str, Any], system_attrs: dict[str, Any]) -> SweepTrialRow:
+        """A new open trial (added in the transaction that creates its job)."""
+        return SweepTrialRow(sweep_id=sweep_id, number=number, job_id=job_id, params=params,
+                             raw_params=raw_params, status=OPEN, intermediate={},
+                             system_attrs=system_attrs, prune_requested=False,
+                             created_at=utcnow())
+
+    def create_trials(self, sweep: SweepRow, holder: str, trials: Sequence[NewTrial],
+                      max_active: int) -> list[str] | None:
+        """Queue the trials' jobs and their trial rows in one transaction, checked as
+        ``create_job`` checks one job: the sweep's dataset still there (NotFound) and the
+        tenant's queued + running jobs within ``max_active`` (ActiveJobsExceeded), and the
+        sweep still held by ``holder`` (else None, nothing stored). Returns the job ids."""
+        now = utcnow()
+        jobs = [JobRow(id=new_id("job"), status="queued", created_at=now, tenant=sweep.tenant,
+                       dataset_id=sweep.dataset_id, spec=t.spec, device=sweep.device,
+                       model_name=None, epochs=t.epochs) for t in trials]
+        with self.session() as s:
+            if self.records.engine.dialect.name == "postgresql":  # as create_job's
+                s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                    f"fitserve-active:{sweep.tenant}"))))
+            if not self.holds(s, sweep.id, holder):
+                return None
+            s.add_all(jobs)
+            s.flush()
+            if s.scalar(select(DatasetRow.id).where(
+                    DatasetRow.id == sweep.dataset_id, DatasetRow.tenant == sweep.tenant
+            ).with_for_update(key_share=True)) is None:
+                raise not_found("dataset", sweep.dataset_id)
+            active = s.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.tenant == sweep.tenant, JobRow.status.in_(ACTIVE))) or 0
+            if active > max_active:
+                raise ActiveJobsExceeded(active - len(jobs), max_active)
+            s.add_all([self.trial_row(sweep.id, t.number, job.id, t.params, t.raw_params,
+                                      t.system_attrs) for t, job in zip(trials, jobs,
+                                                                        strict=True)])
+        return [j.id for j in jobs]
+
+    def trials(self, sweep_id: str) -> list[TrialState]:
+        """Every trial of a sweep in number order, with its job's state and its model's
+        metrics (one query)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(SweepTrialRow, *_JOB_COLUMNS, ModelRow.metrics)
+                .join(JobRow, JobRow.id == SweepTrialRow.job_id, isouter=True)
+                .join(ModelRow, ModelRow.id == JobRow.model_id, isouter=True)
+                .where(SweepTrialRow.sweep_id == sweep_id)
+                .order_by(SweepTrialRow.number)
+            ).all()
+        out = []
+        for trial, job_id, status, epochs, epoch, loss, val, engine, model_id, error, metrics \
+                in rows:
+            if job_id is None:  # its job was deleted: what the trial recorded is all there is
+                status, epochs, epoch = trial.status if trial.status != OPEN else "cancelled", \
+                    0, 0
+            out.append(TrialState(trial, status, epochs, epoch, loss, val, engine, model_id,
+                                  error, metrics))
+        return out
+
+    def trial_counts(self, sweep_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per sweep: trials by state (open ones by their job's status)."""
+        if not sweep_ids:
+            return {}
+        with self.session() as s:
+            rows = s.execute(
+                select(SweepTrialRow.sweep_id, SweepTrialRow.status, JobRow.status, func.count())
+                .join(JobRow, JobRow.id == SweepTrialRow.job_id, isouter=True)
+                .where(SweepTrialRow.sweep_id.in_(list(sweep_ids)))
+                .group_by(SweepTrialRow.sweep_id, SweepTrialRow.status, JobRow.status)
+            ).all()
+        counts: dict[str, dict[str, int]] = {i: {} for i in sweep_ids}
+        for sweep_id, trial_status, job_status, n in rows:
+            key = trial_status if trial_status != OPEN else (job_status or "cancelled")
+            if trial_status == OPEN and job_status in FINISHED:
+                key = "running"  # ended, not yet recorded by the controller
+            counts[sweep_id][key] = counts[sweep_id].get(key, 0) + int(n)
+        return counts
+
+    def history(self, job_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A job's loss history: (epochs, loss, val_loss) as stored."""
+        with self.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.id == job_id).options(load_only(
+                JobRow.history_epoch, JobRow.history_loss, JobRow.history_val_loss)))
+        if row is None or row.history_epoch is None or row.history_loss is None:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), None
+        val = (None if row.history_val_loss is None
+               else np.frombuffer(row.history_val_loss, "<f4"))
+        return (np.frombuffer(row.history_epoch, "<i4"), np.frombuffer(row.history_loss, "<f4"),
+                val)
+
+    @staticmethod
+    def holds(s: Session, sweep_id: str, holder: str) -> bool:
+        """Whether ``holder`` holds the sweep (read in the caller's transaction)."""
+        return s.scalar(select(SweepRow.holder).where(SweepRow.id == sweep_id)) == holder
+
+    def update_trial(self, sweep_id: str, number: int, holder: str, **values: Any) -> bool:
+        """Change a trial, only while this controller holds its sweep."""
+        with self.session() as s:
+            if not self.holds(s, sweep_id, holder):
+                return False
+            s.execute(update(SweepTrialRow).where(
+                SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.number == number
+            ).values(**values))
+        return True
+
+    def end_trials(self, sweep_id: str, holder: str,
+                   outcomes: Sequence[tuple[int, str, dict[str, Any]]]) -> bool:
+        """Record how open trials ended (``(number, status, values)``, one transaction),
+        numbering them in that order (the ids of their events); False when this controller
+        no longer holds the sweep (nothing recorded)."""
+        with self.session() as s:
+            if not self.holds(s, sweep_id, holder):
+                return False
+            seq = _next_seq(s, sweep_id)
+            now = utcnow()
+            for number, status, values in outcomes:
+                seq += updated_rows(s, update(SweepTrialRow).where(
+                    SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.number == number,
+                    SweepTrialRow.status == OPEN,
+                ).values(status=status, seq=seq, finished_at=now, **values))
+        return True
+
+    def add_refused_trial(self, sweep_id: str, number: int, holder: str,
+                          params: dict[str, Any], raw_params: dict[str, Any],
+                          system_attrs: dict[str, Any], error: dict[str, Any]) -> int | None:
+        """A trial the job schema refused (a combination of values): failed, without a
+        job; returns its place in the order trials ended (None: the sweep is not held)."""
+        with self.session() as s:
+            if not self.holds(s, sweep_id, holder):
+                return None
+            seq = _next_seq(s, sweep_id)
+            row = self.trial_row(sweep_id, number, None, params, raw_params, system_attrs)
+            row.status, row.seq, row.error, row.finished_at = "failed", seq, error, utcnow()
+            s.add(row)
+        return seq
+
+    def active_trial_jobs(self, sweep_id: str) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(
+                select(JobRow.id).join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
+                .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status.in_(ACTIVE))))
+
+    def queued_siblings(self, job_id: str, limit: int) -> list[JobRow]:
+        """The queued jobs of the other trials of the sweep this job is a trial of, oldest
+        first (none when it is not a trial): what may be trained with it as one batch."""
+        with self.session() as s:
+            sweep_id = s.scalar(select(SweepTrialRow.sweep_id)
+                                .where(SweepTrialRow.job_id == job_id))
+            if sweep_id is None:
+                return []
+            return list(s.scalars(
+                select(JobRow).join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
+                .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status == "queued",
+                       JobRow.id != job_id)
+                .order_by(JobRow.created_at, JobRow.id).limit(limit)))
+
+    def running_siblings(self, job_id: str) -> int:
+        """How many other trials of this job's sweep are running."""
+        with self.session() as s:
+            sweep_id = s.scalar(select(SweepTrialRow.sweep_id)
+                                .where(SweepTrialRow.job_id == job_id))
+            return s.scalar(
+                select(func.count()).select_from(JobRow)
+                .join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
+                .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status == "running",
+                       JobRow.id != job_id)) or 0
+
+    def sweep_of_job(self, job_id: str) -> str | None:
+        with self.session() as s:
+            return s.scalar(select(SweepTrialRow.sweep_id)
+                            .where(SweepTrialRow.job_id == job_id))
+
+    # ------------------------------------------------------------ the winner
+
+    def register_model(self, model_id: str, tenant: str, name: str) -> ModelRow | None:
+        """Give a trial's model ``name`` as its next version (None when it was deleted)."""
+        for attempt in range(10):
+            try:
+                with self.session() as s:
+                    row = s.get(ModelRow, model_id, with_for_update=True)
+                    if row is None or row.tenant != tenant:
+                        return None
+                    if row.name == name:
+                        return row  # registered already (a retried end)
+                    if self.records.engine.dialect.name == "postgresql":
+                        s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                            f"fitserve-model:{tenant}:{name}"))))
+                    latest = s.scalar(select(func.max(ModelRow.version)).where(
+                        ModelRow.tenant == tenant, ModelRow.name == name))
+                    row.name = name
+                    row.version = (latest or 0) + 1
+                return row
+            except IntegrityError:  # a version taken at the same time: the next number
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise RuntimeError(f"could not allocate a version of {name!r} for model {model_id}")
+
+
+def _next_seq(s: Session, sweep_id: str) -> int:
+    return (s.scalar(select(func.max(SweepTrialRow.seq))
+                     .where(SweepTrialRow.sweep_id == sweep_id)) or 0) + 1

@@ -1,0 +1,118 @@
+"""A sweep's closed-form trials claimed and trained as one batch by one worker
+(service/worker/runner.py's ``claim_batch`` and ``run_batch``; the shared statistics in
+service/training/closed_form.py), held to the same trials run alone as ordinary jobs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.training import closed_form
+from service.worker.runner import claim_batch, run_batch, run_job
+from tests.helpers import make_linear_data, seed_example
+
+SEED = seed_example()
+
+
+def _queue_trials(client, services, job: dict, space: dict) -> list[str]:
+    r = client.post("/v1/sweeps", json={"job": job, "search_space": space, "strategy": "grid"})
+    assert r.status_code == 202, r.text
+    services.extra["sweep_controller"].step()  # every trial queued (a grid: all at once)
+    jobs = client.get(f"/v1/jobs?sweep={r.json()['id']}&status=queued&limit=500").json()
+    return [j["id"] for j in jobs["data"]]
+
+
+def _outcome(client, job_id: str) -> tuple[dict, dict, dict | None]:
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    history = client.get(f"/v1/jobs/{job_id}/history").json()
+    model = client.get(f"/v1/models/{job['model_id']}").json() if job["model_id"] else None
+    return job, history, model
+
+
+@pytest.mark.parametrize("data,job,space", [
+    ({"x": SEED["x"], "y": SEED["y"]}, {"epochs": 2000, "seed": 0}, {
+        "optimizer.lr": {"choice": [0.005, 0.05]},
+        "optimizer.momentum": {"choice": [0, 0.9]},
+        "optimizer.weight_decay": {"choice": [0, 0.01]},
+        "epochs": {"choice": [500, 2000]}}),
+    ("multi", {"epochs": 300, "seed": 3, "validation_fraction": 0.2, "log_every": 7}, {
+        "optimizer.lr": {"log_uniform": [0.01, 0.3], "steps": 3},
+        "optimizer.momentum": {"choice": [0, 0.5]},
+        "optimizer.nesterov": {"choice": [False, True]}}),
+])
+def test_a_batch_of_trials_gives_each_trial_its_numbers_alone(client, services, monkeypatch,
+                                                               data, job, space):
+    if data == "multi":
+        x, y = make_linear_data(200, np.array([[1.5, -2.0, 0.5], [0.3, 0.0, 1.0]]),
+                                np.array([0.2, -1.0]), 0.1, seed=1)
+        data = {"x": x.tolist(), "y": y.tolist()}
+    ids = _queue_trials(client, services, {**data, **job}, space)
+    passes, eighs = [], []
+    inner_stats, inner_eigh = closed_form._sufficient_stats, np.linalg.eigh
+    monkeypatch.setattr(closed_form, "_sufficient_stats",
+                        lambda *a: passes.append(1) or inner_stats(*a))
+    monkeypatch.setattr(np.linalg, "eigh", lambda g: eighs.append(1) or inner_eigh(g))
+    alone, inner_alone = [], closed_form._trajectory
+    monkeypatch.setattr(closed_form, "_trajectory",
+                        lambda *a: alone.append(1) or inner_alone(*a))
+
+    first = services.meta.claim_next("w")
+    batch = claim_batch(services.meta, first, "w")
+    assert sorted(j.id for j in batch) == sorted(ids)  # one worker claimed them all
+    statuses = run_batch(batch, "w", services.meta, services.artifacts)
+    assert set(statuses) <= {"succeeded", "failed"} and statuses.count("succeeded") > 4
+    # one pass over the training rows (and one over the validation rows), one eigh
+    assert len(passes) == (2 if job.get("validation_fraction") else 1) and len(eighs) == 1
+    assert alone == []  # every trajectory came from the batch's arrays
+    batched = {i: _outcome(client, i) for i in ids}
+    monkeypatch.undo()
+
+    for job_id in ids:  # the same trial as an ordinary job
+        b_job, b_hist, b_model = batched[job_id]
+        r = client.post("/v1/jobs", json={**data, **b_job["hyperparameters"]})
+        alone_id = r.json()["id"]
+        row = services.meta.claim_next("w")
+        assert row.id == alone_id
+        assert run_job(row, "w", services.meta, services.artifacts) == b_job["status"]
+        a_job, a_hist, a_model = _outcome(client, alone_id)
+        assert b_job["engine_used"] == a_job["engine_used"]
+        assert b_hist["epoch"] == a_hist["epoch"]
+        np.testing.assert_allclose(b_hist["loss"], a_hist["loss"], rtol=1e-5)
+        if a_hist["val_loss"] is not None:
+            np.testing.assert_allclose(b_hist["val_loss"], a_hist["val_loss"], rtol=1e-5)
+        if a_model is not None:
+            np.testing.assert_allclose(b_model["weight"], a_model["weight"], atol=1e-4)
+            np.testing.assert_allclose(b_model["bias"], a_model["bias"], atol=1e-4)
+            assert b_model["metrics"]["train_loss"] == pytest.approx(
+                a_model["metrics"]["train_loss"], rel=1e-6)
+        else:
+            assert b_job["error"]["type"] == a_job["error"]["type"] == "diverged"
+
+
+def test_only_trials_that_share_their_work_are_batched(client, services):
+    ids = _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 50}, {
+        "optimizer.lr": {"choice": [0.001, 0.002]}, "seed": {"choice": [0, 1]}})
+    first = services.meta.claim_next("w")
+    batch = claim_batch(services.meta, first, "w")
+    seeds = {services.meta.get_job(j.id, None).spec["seed"] for j in batch}
+    assert len(batch) == 2 and len(seeds) == 1  # another seed: other initial weights
+    assert client.get("/v1/jobs?status=queued").json()["count"] == 2
+    # not a closed-form trial (adam), or not a trial at all: alone
+    adam = client.post("/v1/jobs", json={"x": SEED["x"], "y": SEED["y"], "epochs": 5,
+                                         "optimizer": "adam"}).json()
+    row = services.meta.get_job(adam["id"], None)
+    assert claim_batch(services.meta, row, "w") == [row]
+    assert [j["id"] for j in client.get("/v1/jobs?status=queued").json()["data"]] == [
+        adam["id"], *[i for i in ids if i not in {j.id for j in batch}]][:3]
+    assert closed_form.batch_key(closed_form.TrainingSpec(batch_size=4)) is None
+
+
+def test_two_workers_share_a_sweeps_batch_evenly(client, services):
+    ids = _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 20,
+                                           "seed": 0},
+                        {"optimizer.lr": {"choice": [0.001, 0.002, 0.003, 0.004, 0.005]}})
+    sizes = []
+    for worker in ("w1", "w2"):
+        job = services.meta.claim_next(worker)
+        sizes.append(len(claim_batch(services.meta, job, worker, parts=2)))
+    assert sizes == [3, 2] and sum(sizes) == len(ids)
