@@ -15,6 +15,7 @@ from service.client.http import (
     JobFailed,
     NotFoundError,
     ServerError,
+    SweepFailed,
     UnsupportedMediaTypeError,
     default_url,
 )
@@ -22,5 +23,5 @@ from service.client.http import (
 __all__ = [
     "DEFAULT_URL", "AsyncClient", "BadRequest", "Client", "ConflictError", "Event",
     "FitserveError", "InvalidInputError", "JobFailed", "NotFoundError", "ServerError",
-    "UnsupportedMediaTypeError", "default_url",
+    "SweepFailed", "UnsupportedMediaTypeError", "default_url",
 ]

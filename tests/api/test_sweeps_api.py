@@ -277,12 +277,16 @@ def strict(tmp_path_factory):
     ({"search_space": {"optimizer.lr": {"between": [1, 2]}}}, "search_space.optimizer.lr",
      "unknown key"),
     ({"search_space": {}}, "search_space", "at least one"),
+    ({"search_space": {"optimizer.lr": {"log_uniform": [1e-4, 0.1]}},
+      "job_init_from": True}, "job.init_from", "cannot warm-start"),
 ])
 def test_a_bad_sweep_is_a_422_naming_the_field_and_stores_nothing(strict, body, field,
                                                                   words):
     job = {**DATA, "epochs": 100}
     if body.pop("job_model", None):
         job["model"] = {"kind": "mlp", "hidden": [8]}
+    if body.pop("job_init_from", None):
+        job["init_from"] = {"model": "mdl_000000000000000000000000"}
     r = strict.post("/v1/sweeps", json={"job": job, **body})
     assert r.status_code == 422, r.text
     err = r.json()["error"]

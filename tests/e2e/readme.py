@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +88,8 @@ def _shell_steps(body: list[str], first_line: int) -> list[Step]:
             continue
         start = i
         command = [line]
-        while command[-1].rstrip().endswith("\\") and i + 1 < len(body):
+        while (command[-1].rstrip().endswith("\\") or _open_quote(command)) \
+                and i + 1 < len(body):
             i += 1
             command.append(body[i])
         i += 1
@@ -98,6 +100,15 @@ def _shell_steps(body: list[str], first_line: int) -> list[Step]:
         else:
             found.append(Step("sh", code, [], first_line + start))
     return found
+
+
+def _open_quote(lines: list[str]) -> bool:
+    """Whether a shell command still has a quote open (a JSON body over several lines)."""
+    try:
+        shlex.split("\n".join(lines), comments=True)
+    except ValueError:
+        return True
+    return False
 
 
 # ---------------------------------------------------------------- matching

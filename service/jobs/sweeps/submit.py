@@ -73,6 +73,9 @@ def submit_sweep(
     settings, meta, artifacts = services.settings, services.meta, services.artifacts
     if request.strategy not in STRATEGIES:
         raise InvalidInput(f"strategy must be one of {', '.join(STRATEGIES)}", field="strategy")
+    if job.init_from is not None:  # each trial would need the parent checked against it
+        raise InvalidInput("a sweep's trials cannot warm-start (init_from) yet: sweep from "
+                           "scratch, then warm-start the winner as a job", field="job.init_from")
     if job.seed is None:  # every trial starts from the same weights and the same split
         job = job.model_copy(update={"seed": secrets.randbelow(2**31)})
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
