@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 from contextvars import ContextVar
 
@@ -42,9 +45,52 @@ QUIET = {"alembic": logging.WARNING}
 its context and one per revision at every start (``migrate.upgrade`` says one instead)."""
 
 
-def configure_logging(level: str = "info") -> None:
+class _LineQueueHandler(logging.handlers.QueueHandler):
+    """Formats the JSON line where the record is made (the request id is a context
+    variable of that thread or task) and hands the finished line to the writer thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        line = self.format(record)
+        record = logging.makeLogRecord({**record.__dict__, "msg": line, "args": None,
+                                        "exc_info": None, "exc_text": None})
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def _stop_listener() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.stop()  # writes what is queued first
+        _listener = None
+
+
+def flush_logs() -> None:
+    """Write every queued line now (the writer thread goes on after)."""
+    if _listener is not None:
+        _listener.stop()
+        _listener.start()
+
+
+def configure_logging(level: str = "info", background: bool = False) -> None:
+    """JSON lines on stderr. ``background`` (the API server): the lines are written by a
+    thread of their own, so that a slow stderr (a full pipe, a busy terminal) never holds
+    the event loop, which only formats each line and queues it."""
+    global _listener
+    _stop_listener()
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
+    writer = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
+    if background:
+        writer.setFormatter(logging.Formatter("%(message)s"))  # the line is made already
+        lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        handler = _LineQueueHandler(lines)
+        _listener = logging.handlers.QueueListener(lines, writer)
+        _listener.start()
+        atexit.register(_stop_listener)
+    else:
+        handler = writer
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
     root.handlers[:] = [handler]

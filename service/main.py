@@ -83,7 +83,7 @@ def _app_from_env() -> FastAPI:
     from service.logs import configure_logging
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, background=True)  # off the event loop
     refusal = check_bind(settings)
     if refusal:
         raise SystemExit(refusal)

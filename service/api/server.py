@@ -36,6 +36,7 @@ from uvicorn.server import ServerState
 from service import __version__
 from service.config import Settings
 from service.errors import Unavailable, error_body
+from service.logs import flush_logs
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,12 @@ class FitserveServer(uvicorn.Server):
         if self.started:
             host, port = sockets[0].getsockname()[:2]
             log.info("fitserve %s ready on %s:%s", __version__, host, port)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        # uvicorn then raises the signal it caught again, and the process ends without its
+        # exit handlers: the log lines still queued for the writer thread go out first
+        flush_logs()
 
     def _close_app(self) -> None:
         """What the app's lifespan would have closed, for a start that ends before it: the

@@ -69,7 +69,7 @@ def serve(
     if workers is not None or role == "predict":
         overrides["workers"] = 0 if role == "predict" else (workers or 0)
     settings = Settings(**overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, background=True)  # off the event loop
     refusal = check_bind(settings, insecure)
     if refusal:
         typer.echo(refusal, err=True)
