@@ -6,11 +6,11 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from service.auth.keys import Authenticator, principal_of
 from service.config import Settings
-from service.errors import InsufficientStorage
+from service.errors import InsufficientStorage, is_disk_full
 from service.jobs.waiters import JobWaiters
 from service.serving.predictor import Predictor
 from service.store.artifacts import ArtifactStore, open_artifacts
@@ -20,6 +20,7 @@ from service.store.upkeep import disk_state, has_room
 from service.training.devices import resolve_device
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class JobQueue(Protocol):
@@ -109,6 +110,16 @@ class Services:
         """Give up the space reserve (the disk is full and a delete must commit)."""
         reserve = getattr(self.queue, "reserve", None)
         return bool(reserve is not None and reserve.release())
+
+    def freeing_space(self, delete: Callable[[], T]) -> T:
+        """Run a delete; on a full disk give up the space reserve and run it once more (the
+        commit that frees space may need a little itself)."""
+        try:
+            return delete()
+        except Exception as e:
+            if not is_disk_full(e) or not self.free_reserve():
+                raise
+        return delete()
 
     def begin_shutdown(self) -> None:
         """SIGTERM arrived: long polls and event streams answer now, the pool stops

@@ -245,13 +245,21 @@ def _sweep_ended(sweep: dict[str, Any]) -> dict[str, Any]:
     return sweep
 
 
-def _sweep_stream_ended(sweep_id: str, closes: int) -> FitserveError:
-    return FitserveError(0, "stream_ended", f"the event stream of sweep {sweep_id} closed "
-                         f"{closes} times before the sweep ended")
+def _stream_ended(what: str, closes: int) -> FitserveError:
+    """``what``: "job job_..." or "sweep swp_..."."""
+    return FitserveError(0, "stream_ended", f"the event stream of {what} closed {closes} "
+                         f"times before the {what.split()[0]} ended")
 
 
 def _event(sse: ServerSentEvent) -> Event:
     return Event(sse.event, sse.id, orjson.loads(sse.data) if sse.data else {})
+
+
+def _event_or_none(sse: ServerSentEvent) -> Event | None:
+    """The event, or None for the server's keep-alive comment."""
+    if sse.event == "message" and not sse.data:
+        return None
+    return _event(sse)
 
 
 # ---------------------------------------------------------------- sync
@@ -332,12 +340,18 @@ class Client:
                reconnects: int = 5) -> Iterator[Event]:
         """The job's events until ``end``. A dropped stream is resumed where it stopped
         (``Last-Event-ID``), at most ``reconnects`` times in a row."""
+        yield from self._stream(f"/v1/jobs/{job_id}/events", f"job {job_id}", last_event_id,
+                                reconnects)
+
+    def _stream(self, path: str, what: str, last_event_id: str | None,
+                reconnects: int) -> Iterator[Event]:
+        """Server-sent events from ``path`` until ``end``, resumed after a drop."""
         failures = 0
         while True:
             headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
             try:
-                with connect_sse(self._http, "GET", f"/v1/jobs/{job_id}/events",
-                                 headers=headers, timeout=httpx.Timeout(30, read=None)) as es:
+                with connect_sse(self._http, "GET", path, headers=headers,
+                                 timeout=httpx.Timeout(30, read=None)) as es:
                     if es.response.status_code == 204:
                         return
                     if es.response.status_code >= 400:
@@ -345,9 +359,9 @@ class Client:
                         _raise_for(es.response)
                     for sse in es.iter_sse():
                         failures = 0
-                        if sse.event == "message" and not sse.data:
-                            continue  # the server's keep-alive comment, not an event
-                        event = _event(sse)
+                        event = _event_or_none(sse)
+                        if event is None:
+                            continue
                         last_event_id = event.id or last_event_id
                         yield event
                         if event.event == "end":
@@ -355,10 +369,9 @@ class Client:
             except httpx.TransportError:
                 if failures >= reconnects:
                     raise
-            else:  # the stream closed before the end of the job (a server restart)
+            else:  # the stream closed before the end (a server restart)
                 if failures >= reconnects:
-                    raise FitserveError(0, "stream_ended", f"the event stream of job {job_id} "
-                                        f"closed {failures + 1} times before the job ended")
+                    raise _stream_ended(what, failures + 1)
             failures += 1
             time.sleep(min(0.1 * 2 ** failures, 5.0))
 
@@ -468,34 +481,8 @@ class Client:
                      reconnects: int = 5) -> Iterator[Event]:
         """The sweep's events until ``end``: ``trial`` (a trial ended), ``progress`` and
         ``end`` (the sweep). A dropped stream is resumed where it stopped."""
-        failures = 0
-        while True:
-            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-            try:
-                with connect_sse(self._http, "GET", f"/v1/sweeps/{sweep_id}/events",
-                                 headers=headers, timeout=httpx.Timeout(30, read=None)) as es:
-                    if es.response.status_code == 204:
-                        return
-                    if es.response.status_code >= 400:
-                        es.response.read()
-                        _raise_for(es.response)
-                    for sse in es.iter_sse():
-                        failures = 0
-                        if sse.event == "message" and not sse.data:
-                            continue
-                        event = _event(sse)
-                        last_event_id = event.id or last_event_id
-                        yield event
-                        if event.event == "end":
-                            return
-            except httpx.TransportError:
-                if failures >= reconnects:
-                    raise
-            else:
-                if failures >= reconnects:
-                    raise _sweep_stream_ended(sweep_id, failures + 1)
-            failures += 1
-            time.sleep(min(0.1 * 2 ** failures, 5.0))
+        yield from self._stream(f"/v1/sweeps/{sweep_id}/events", f"sweep {sweep_id}",
+                                last_event_id, reconnects)
 
     def wait_sweep(self, sweep_id: str, on_event: Progress | None = None) -> dict[str, Any]:
         """Follow a sweep to its end (``on_event`` gets each event's data, its ``event``
@@ -586,12 +573,17 @@ class AsyncClient:
 
     async def events(self, job_id: str, last_event_id: str | None = None, *,
                      reconnects: int = 5) -> AsyncIterator[Event]:
+        async for event in self._stream(f"/v1/jobs/{job_id}/events", f"job {job_id}",
+                                        last_event_id, reconnects):
+            yield event
+
+    async def _stream(self, path: str, what: str, last_event_id: str | None,
+                      reconnects: int) -> AsyncIterator[Event]:
         failures = 0
         while True:
             headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
             try:
-                async with aconnect_sse(self._http, "GET", f"/v1/jobs/{job_id}/events",
-                                        headers=headers,
+                async with aconnect_sse(self._http, "GET", path, headers=headers,
                                         timeout=httpx.Timeout(30, read=None)) as es:
                     if es.response.status_code == 204:
                         return
@@ -600,9 +592,9 @@ class AsyncClient:
                         _raise_for(es.response)
                     async for sse in es.aiter_sse():
                         failures = 0
-                        if sse.event == "message" and not sse.data:
-                            continue  # the server's keep-alive comment, not an event
-                        event = _event(sse)
+                        event = _event_or_none(sse)
+                        if event is None:
+                            continue
                         last_event_id = event.id or last_event_id
                         yield event
                         if event.event == "end":
@@ -610,10 +602,9 @@ class AsyncClient:
             except httpx.TransportError:
                 if failures >= reconnects:
                     raise
-            else:  # the stream closed before the end of the job (a server restart)
+            else:  # the stream closed before the end (a server restart)
                 if failures >= reconnects:
-                    raise FitserveError(0, "stream_ended", f"the event stream of job {job_id} "
-                                        f"closed {failures + 1} times before the job ended")
+                    raise _stream_ended(what, failures + 1)
             failures += 1
             await anyio.sleep(min(0.1 * 2 ** failures, 5.0))
 
@@ -706,35 +697,9 @@ class AsyncClient:
 
     async def sweep_events(self, sweep_id: str, last_event_id: str | None = None, *,
                            reconnects: int = 5) -> AsyncIterator[Event]:
-        failures = 0
-        while True:
-            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-            try:
-                async with aconnect_sse(self._http, "GET", f"/v1/sweeps/{sweep_id}/events",
-                                        headers=headers,
-                                        timeout=httpx.Timeout(30, read=None)) as es:
-                    if es.response.status_code == 204:
-                        return
-                    if es.response.status_code >= 400:
-                        await es.response.aread()
-                        _raise_for(es.response)
-                    async for sse in es.aiter_sse():
-                        failures = 0
-                        if sse.event == "message" and not sse.data:
-                            continue
-                        event = _event(sse)
-                        last_event_id = event.id or last_event_id
-                        yield event
-                        if event.event == "end":
-                            return
-            except httpx.TransportError:
-                if failures >= reconnects:
-                    raise
-            else:
-                if failures >= reconnects:
-                    raise _sweep_stream_ended(sweep_id, failures + 1)
-            failures += 1
-            await anyio.sleep(min(0.1 * 2 ** failures, 5.0))
+        async for event in self._stream(f"/v1/sweeps/{sweep_id}/events", f"sweep {sweep_id}",
+                                        last_event_id, reconnects):
+            yield event
 
     async def wait_sweep(self, sweep_id: str, on_event: Progress | None = None
                          ) -> dict[str, Any]:

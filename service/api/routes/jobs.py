@@ -11,7 +11,6 @@ from service.api.deps import MetaDep, ServicesDep, TenantDep, require_room
 from service.api.responses import JSONBytes, errors, require_json
 from service.api.schemas import JobCreate, JobHistory, JobPublic, JobsPublic, JobTrace
 from service.api.views import job_history, job_public
-from service.errors import is_disk_full
 from service.jobs import control
 from service.jobs.status import JobStatus
 from service.jobs.submit import submit_job_once
@@ -112,11 +111,6 @@ def get_history(job_id: str, meta: MetaDep, tenant: TenantDep) -> Response:
 def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Delete a job that has ended and its loss history (409 while it is queued or running:
     cancel it first); the model it trained stays."""
-    try:
-        row = services.meta.delete_job(job_id, tenant)
-    except Exception as e:  # a full disk: the commit that frees space may need some
-        if not is_disk_full(e) or not services.free_reserve():
-            raise
-        row = services.meta.delete_job(job_id, tenant)
+    row = services.freeing_space(lambda: services.meta.delete_job(job_id, tenant))
     services.artifacts.delete_trace(row.id)  # after the commit: a stray file is swept
     return Response(status_code=204)

@@ -28,7 +28,7 @@ from service.api.schemas import (
     PredictResponse,
 )
 from service.api.views import model_public
-from service.errors import UnsupportedMediaType, is_disk_full
+from service.errors import UnsupportedMediaType
 from service.services import Services
 from service.serving.predict import model_parameters
 from service.serving.predictor import Predictor
@@ -178,12 +178,7 @@ async def predict_with(
                dependencies=[Depends(require("train"))])  # a predict key reads models only
 def delete_model(model_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Delete a model: its record, its version of its name, and its checkpoint file."""
-    try:
-        row = services.meta.delete_model(model_id, tenant)
-    except Exception as e:  # a full disk: the commit that frees space may need some
-        if not is_disk_full(e) or not services.free_reserve():
-            raise
-        row = services.meta.delete_model(model_id, tenant)
+    row = services.freeing_space(lambda: services.meta.delete_model(model_id, tenant))
     services.artifacts.delete_checkpoint(row.id)  # after the commit: a stray file is swept
     _catalog_moved(services, row.id)  # last: a load begun before the commit is dropped
     return Response(status_code=204)
