@@ -19,7 +19,7 @@ class EvaluationRecords(Records):
     def add_evaluation(self, **values: Any) -> EvaluationRow:
         """Record an evaluation of a model that still exists (404 if it was deleted while
         it was being scored: nothing is stored then)."""
-        with self.session() as s:
+        with self.write_session() as s:
             model = s.get(ModelRow, values["model_id"], with_for_update=True)
             if model is None or model.tenant != values["tenant"]:
                 raise not_found("model", values["model_id"])

@@ -117,7 +117,7 @@ class JobRecords(Records):
 
     def request_cancel(self, job_id: str, tenant: str = "default") -> JobRow:
         """A queued job is cancelled at once; a running one is flagged for its worker."""
-        with self.session() as s:
+        with self.write_session() as s:
             row = s.get(JobRow, job_id)
             if row is None or row.tenant != tenant:
                 raise not_found("job", job_id)
@@ -232,7 +232,7 @@ class JobRecords(Records):
             ).all()
         requeued = []
         for job_id, holder in candidates:
-            with self.session() as s:
+            with self.write_session() as s:
                 job = s.scalar(
                     select(JobRow)
                     .where(JobRow.id == job_id, JobRow.status == "running",
@@ -291,7 +291,7 @@ class JobRecords(Records):
         """Create the model and mark the job succeeded in one transaction."""
         for attempt in range(10):
             try:
-                with self.session() as s:
+                with self.write_session() as s:
                     # locked: a reaper cannot take the job between this check and the commit
                     job = s.get(JobRow, job_id, with_for_update=True)
                     if job is None or job.status != "running" or job.worker != worker:
@@ -329,7 +329,7 @@ class JobRecords(Records):
         back to the queue, or fail once they used up their attempts. ``refund``: the worker was
         stopped on purpose (a shutdown), so the attempt does not count."""
         touched = []
-        with self.session() as s:
+        with self.write_session() as s:
             q = select(JobRow).where(JobRow.status == "running")
             if workers is not None:
                 q = q.where(JobRow.worker.in_(list(workers)))

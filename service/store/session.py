@@ -89,6 +89,18 @@ class Records:
         with self._sessions.begin() as s:
             yield s
 
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session for a change decided by what it reads (a job's state before its end is
+        recorded, say): nothing else may write between the read and the write. PostgreSQL
+        gets that from the rows' locks (``FOR UPDATE``); SQLite's driver starts a
+        transaction only at the first write, so a read before it could be stale by then:
+        here the transaction takes SQLite's write lock first (``BEGIN IMMEDIATE``)."""
+        with self._sessions.begin() as s:
+            if self.engine.dialect.name == "sqlite":
+                s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            yield s
+
     # ------------------------------------------------------------ generic
 
     def _page(

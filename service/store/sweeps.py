@@ -77,6 +77,7 @@ class SweepRecords:
     def __init__(self, records: Records) -> None:
         self.records = records
         self.session = records.session
+        self.write_session = records.write_session
 
     # ------------------------------------------------------------ the sweep
 
@@ -171,7 +172,7 @@ class SweepRecords:
         jobs = [JobRow(id=new_id("job"), status="queued", created_at=now, tenant=sweep.tenant,
                        dataset_id=sweep.dataset_id, spec=t.spec, device=sweep.device,
                        model_name=None, epochs=t.epochs) for t in trials]
-        with self.session() as s:
+        with self.write_session() as s:
             if self.records.engine.dialect.name == "postgresql":  # as create_job's
                 s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
                     f"fitserve-active:{sweep.tenant}"))))
@@ -332,7 +333,7 @@ class SweepRecords:
         """Give a trial's model ``name`` as its next version (None when it was deleted)."""
         for attempt in range(10):
             try:
-                with self.session() as s:
+                with self.write_session() as s:
                     row = s.get(ModelRow, model_id, with_for_update=True)
                     if row is None or row.tenant != tenant:
                         return None

@@ -47,11 +47,15 @@ def worker_main(
     stop: Any,
     events: Any,
     catalog: Any,
+    parent: int,
 ) -> None:
-    """Entry point of one worker process."""
+    """Entry point of one worker process. ``parent``: the server's pid, given by the server
+    (a server killed while this process was still starting is not its parent any more:
+    then it ends here, before it could take a job the next server also recovers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the API; it stops us
-    parent = os.getppid()
     _die_with_parent()
+    if os.getppid() != parent:  # set too late: the server died while this one started
+        return
     from service.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -183,7 +187,8 @@ class LocalWorkerPool:
     def _spawn(self) -> BaseProcess:
         p = self._ctx.Process(
             target=worker_main,
-            args=(self.settings, self._wake, self._stop, self._events, self._catalog),
+            args=(self.settings, self._wake, self._stop, self._events, self._catalog,
+                  os.getpid()),
             name="fitserve-worker",
             daemon=True,
         )
