@@ -107,13 +107,27 @@ def job_ended_badly(job: dict[str, Any]) -> NoReturn:
     raise typer.Exit(1)
 
 
+DataArgument = Annotated[Path | None, typer.Argument(
+    exists=True, dir_okay=False, readable=True,
+    help="CSV file with a header row (or give --dataset).")]
+TargetOption = Annotated[list[str] | None, typer.Option(
+    "--target", "-t", help="Target column of the CSV (repeat for several).")]
+
+
+def check_data(data: Path | None, dataset: str | None, target: list[str] | None) -> None:
+    """A CSV file (naming its target) or a stored dataset's id: one of the two."""
+    if (data is None) == (dataset is None):
+        raise typer.BadParameter("give a CSV file, or --dataset ID, not both",
+                                 param_hint="DATA")
+    if data is not None and not target:
+        raise typer.BadParameter("name the CSV's target column: --target y",
+                                 param_hint="--target")
+
+
 def train(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Argument(
-        exists=True, dir_okay=False, readable=True,
-        help="CSV file with a header row (or give --dataset).")] = None,
-    target: Annotated[list[str] | None, typer.Option(
-        "--target", "-t", help="Target column of the CSV (repeat for several).")] = None,
+    data: DataArgument = None,
+    target: TargetOption = None,
     feature: Annotated[list[str] | None, typer.Option(
         "--feature", "-f", help="Feature column (repeat; default: all but the targets).")
     ] = None,
@@ -148,12 +162,7 @@ def train(
         TimeElapsedColumn,
     )
 
-    if (data is None) == (dataset is None):
-        raise typer.BadParameter("give a CSV file, or --dataset ID, not both",
-                                 param_hint="DATA")
-    if data is not None and not target:
-        raise typer.BadParameter("name the CSV's target column: --target y",
-                                 param_hint="--target")
+    check_data(data, dataset, target)
     spec = {k: v for k, v in {
         "epochs": epochs, "lr": lr, "optimizer": optimizer, "batch_size": batch_size,
         "seed": seed, "validation_fraction": validation_fraction, "device": device,

@@ -15,12 +15,21 @@ A searched option takes a range, a list or one value:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from service.cli.client import API_KEY, URL, connect, fmt, line, short_when
+from service.cli.client import (
+    API_KEY,
+    URL,
+    DataArgument,
+    TargetOption,
+    check_data,
+    connect,
+    fmt,
+    line,
+    short_when,
+)
 from service.cli.tables import Column, print_table
 
 SEARCHED = {"lr": "optimizer.lr", "momentum": "optimizer.momentum",
@@ -81,11 +90,8 @@ def parse_param(text: str) -> tuple[str, dict[str, Any]]:
 
 def sweep(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Argument(
-        exists=True, dir_okay=False, readable=True,
-        help="CSV file with a header row (or give --dataset).")] = None,
-    target: Annotated[list[str] | None, typer.Option(
-        "--target", "-t", help="Target column of the CSV (repeat for several).")] = None,
+    data: DataArgument = None,
+    target: TargetOption = None,
     dataset: str | None = typer.Option(None, "--dataset", "-d",
                                        help="Sweep on a stored dataset (its id) instead."),
     lr: str | None = typer.Option(None, help="Learning rate: 1e-4:1e-1:log, 0.001,0.01 or "
@@ -131,12 +137,7 @@ def sweep(
         TimeElapsedColumn,
     )
 
-    if (data is None) == (dataset is None):
-        raise typer.BadParameter("give a CSV file, or --dataset ID, not both",
-                                 param_hint="DATA")
-    if data is not None and not target:
-        raise typer.BadParameter("name the CSV's target column: --target y",
-                                 param_hint="--target")
+    check_data(data, dataset, target)
     job: dict[str, Any] = {k: v for k, v in {
         "seed": job_seed, "validation_fraction": validation_fraction, "device": device,
         "batch_size": batch_size, "standardize": standardize or None,
