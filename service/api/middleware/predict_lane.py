@@ -7,23 +7,16 @@ runs the same validation and prediction as the FastAPI routes (service/serving/p
 service/serving/protocol.py), and writes the bytes itself. The FastAPI routes stay for the
 OpenAPI docs and answer the same, errors included (tests/api/test_predict_lane.py); any
 other request passes straight through.
-
-The lane also freezes the garbage collector's view of the server once it has started: the
-hundred thousand objects of the app, its libraries and its settings live as long as the
-process, and a full collection would walk them all each time (issue 13: 140 ms, the p99 of
-predict under load). ``gc.freeze`` moves them out of the collector's generations; the
-shutdown puts them back, so an app that goes away (in tests, many do) can be collected.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any, NamedTuple
 
 import orjson
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, ServiceError
 from service.serving.predict import parse_predict_body, predict_result
@@ -50,15 +43,13 @@ _V2_VERSION_INFER = _Route("/v2/models/{name}/versions/{version}/infer")
 
 
 class PredictLane:
-    def __init__(self, app: ASGIApp, services: Any) -> None:
+    def __init__(self, app: ASGIApp, services: Any, inference: InferenceProtocol) -> None:
         self.app = app
         self.services = services
-        self.inference = InferenceProtocol(services.meta, services.predictor)
+        self.inference = inference  # the app's: one model-version cache for both v2 paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
-            if scope["type"] == "lifespan":
-                return await self.app(scope, receive, _freezing(send))
             return await self.app(scope, receive, send)
         path: str = scope["path"]
         if path.startswith(_V2_MODELS) and path.endswith(_V2_SUFFIX):
@@ -117,18 +108,6 @@ class PredictLane:
             await _send(send, status, orjson.dumps(error), _extra(e))
 
 
-def _freezing(send: Send) -> Send:
-    """``send`` of the lifespan: freezes the heap once the app has started, and hands it
-    back to the collector once the app has stopped."""
-
-    async def lifespan_send(message: Message) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            gc.freeze()
-        elif message["type"].startswith("lifespan.shutdown."):
-            gc.unfreeze()
-        await send(message)
-
-    return lifespan_send
 
 
 class _ClientGone(Exception):
