@@ -69,11 +69,11 @@ def serve(
     if workers is not None or role == "predict":
         overrides["workers"] = 0 if role == "predict" else (workers or 0)
     settings = Settings(**overrides)
-    configure_logging(settings.log_level, background=True)  # off the event loop
     refusal = check_bind(settings, insecure)
-    if refusal:
+    if refusal:  # said before logging is set up: a refused start leaves no writer thread
         typer.echo(refusal, err=True)
         raise typer.Exit(2)
+    configure_logging(settings.log_level, background=True)  # off the event loop
     if insecure and not settings.auth:
         logging.getLogger("service").warning(
             "INSECURE: listening on %s with authentication off; anyone who can reach this "

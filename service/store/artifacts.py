@@ -22,6 +22,13 @@ import numpy as np
 from safetensors.numpy import load, save
 
 from service import faults
+from service.store.tabular import (
+    Table,
+    is_table,
+    safetensors_metadata,
+    table_from_bytes,
+    table_from_tensors,
+)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _ID_RE = re.compile(r"^[a-z]{2,4}_[0-9a-f]{24}$")
@@ -72,7 +79,8 @@ def _trace_key(job_id: str) -> str:
 _DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4", "I64": "<i8"}
 
 
-def memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
+def memmap_safetensors(path: Path, metadata: dict[str, str] | None = None
+                       ) -> dict[str, np.ndarray]:
     """Memory-map each tensor of a safetensors file as a numpy array. The format is an
     8-byte little-endian header length, a JSON header giving each tensor's dtype, shape and
     byte range, then the bytes; safetensors' own numpy reader copies, its torch reader gives
@@ -80,6 +88,8 @@ def memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size))
+    if metadata is not None:  # filled in with the file's string metadata
+        metadata.update(header.get("__metadata__") or {})
     out: dict[str, np.ndarray] = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -137,6 +147,15 @@ class ArtifactStore:
         """The arrays as copy-on-write memory maps of the file: nothing is copied, and a
         streaming pass can hand the pages back as it goes (closed_form.drop_pages)."""
         tensors = memmap_safetensors(self._dataset_path(sha))
+        return tensors["x"], tensors["y"]
+
+    def load_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray] | Table:
+        """A numeric dataset's (x, y), memory-mapped as ``get_dataset``'s, or a Table
+        (mixed columns, service/data/table.py)."""
+        metadata: dict[str, str] = {}
+        tensors = memmap_safetensors(self._dataset_path(sha), metadata)
+        if is_table(metadata):
+            return table_from_tensors(tensors, metadata)
         return tensors["x"], tensors["y"]
 
     def delete_dataset(self, sha: str) -> None:
@@ -231,6 +250,13 @@ class ObjectArtifactStore(ArtifactStore):
 
     def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
         tensors = load(self.fs.cat_file(self._key(_dataset_key(sha))))
+        return tensors["x"], tensors["y"]
+
+    def load_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray] | Table:
+        blob = self.fs.cat_file(self._key(_dataset_key(sha)))
+        if is_table(safetensors_metadata(blob)):
+            return table_from_bytes(blob)
+        tensors = load(blob)
         return tensors["x"], tensors["y"]
 
     def discard_dataset(self, sha: str, still_used: Callable[[], bool]) -> None:

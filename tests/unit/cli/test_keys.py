@@ -27,3 +27,8 @@ def test_serve_refuses_a_public_address_without_auth(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--workers", "0"])
     assert result.exit_code == 2
     assert "keys create" in result.output and "--insecure" in result.output
+    # a refused start sets up no log writer thread: one left behind would write later
+    # tests' lines to this runner's closed stream (it broke an unrelated test's teardown)
+    from service import logs
+
+    assert logs._listener is None
