@@ -134,6 +134,18 @@ def make_csv(path: Path, size: Size) -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].copy(), table[:, -1:].copy()
 
 
+def _parquet(path: Path, x: np.ndarray, y: np.ndarray) -> bytes:
+    """The CSV's numbers as a Parquet file (float32 columns, as pandas or polars write)."""
+    if not path.exists():
+        import polars as pl
+
+        frame = pl.DataFrame({**{f"f{i}": x[:, i] for i in range(x.shape[1])}, "y": y[:, 0]})
+        tmp = path.with_suffix(".tmp")
+        frame.write_parquet(tmp)
+        tmp.rename(path)
+    return path.read_bytes()
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -160,6 +172,10 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
     http = httpx.Client(base_url=fs.url, timeout=120)
     try:
         seed_body = {"x": SEED["x"], "y": SEED["y"], "seed": 0, "epochs": size.seed_epochs}
+        if want("pipeline"):  # issue 12: the numeric path with the pipeline code, in process
+            from bench import pipeline
+
+            rows.append(pipeline.row(SEED, size.seed_epochs, max(size.rounds, 3), alternate))
         if want("seed"):
             a, b = alternate(lambda: timed(lambda: _seed_http(http, seed_body)),
                              lambda: timed(lambda: seed_program(size.seed_epochs)), size.rounds)
@@ -192,6 +208,25 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
             # restated by issue 13: the bound is numpy.loadtxt of the same file on local disk
             rows.append(ratio_row(f"CSV upload {size.rows}x{size.features}", a, b, "s",
                                   "<= 1.0", le=1.0))
+        if want("parquet"):
+            parquet = _parquet(cache / f"large-{size.rows}x{size.features}.parquet", x_np, y_np)
+
+            def a_parquet() -> float:
+                t0 = time.perf_counter()
+                r = http.post("/v1/datasets", params={"target": "y"}, content=(
+                    parquet[i : i + (1 << 22)] for i in range(0, len(parquet), 1 << 22)),
+                    headers={"content-type": "application/vnd.apache.parquet",
+                             "content-length": str(len(parquet))})
+                t = time.perf_counter() - t0
+                r.raise_for_status()
+                http.delete(f"/v1/datasets/{r.json()['id']}")  # the next round stores it anew
+                return t
+
+            a, b = alternate(a_parquet, lambda: timed(lambda: np.loadtxt(
+                csv_path, delimiter=",", skiprows=1, dtype=np.float32)), size.rounds)
+            # issue 12: the same data as Parquet, against numpy.loadtxt of the CSV
+            rows.append(ratio_row(f"Parquet upload {size.rows}x{size.features}", a, b, "s",
+                                  "<= 0.3", le=0.3))
         ds = upload()["id"]
 
         full = {"dataset_id": ds, "epochs": size.full_epochs, "seed": 0}
@@ -222,6 +257,10 @@ def run(size: Size, only: set[str] | None, root: Path = ROOT / "data") -> list[R
                          "model_name": predict.MODEL})
         if want("predict"):
             for row in predict.rows(fs.url, bare.url, size.seconds, size.rounds, alternate):
+                rows.append(row)
+        if want("named"):  # issue 12: predict by name against x, one 10-column model
+            predict.train_named_model(http, train)
+            for row in predict.named_rows(fs.url, size.seconds, size.rounds, alternate):
                 rows.append(row)
         if want("replica"):
             rows.append(predict.replica_memory(data / "main", root))
@@ -310,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="A/B rounds per row")
     p.add_argument("--data", type=Path, default=ROOT / "data",
                    help="where servers keep their data and the generated CSV is cached")
-    p.add_argument("--only", help="comma-separated rows: seed,csv,full,mini,small,predict,"
-                                  "replica,busy,memory")
+    p.add_argument("--only", help="comma-separated rows: seed,pipeline,csv,parquet,full,mini,small,"
+                                  "predict,replica,busy,memory")
     args = p.parse_args(argv)
     size = QUICK if args.quick else FULL
     # the baselines get the torch threads a training worker gets (2 workers share the cores)

@@ -147,3 +147,39 @@ def replica_memory(data_dir: Path, log_dir: Path) -> Row:
 def _has_torch(pid: int) -> bool:
     """Whether the process mapped torch's library (it imported torch)."""
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+NAMED_MODEL = "bench10"
+"""A 10-column model for the named-field rows (inline data: its columns are x0 .. x9)."""
+
+
+def train_named_model(http: httpx.Client, train: Callable[[httpx.Client, dict], dict]) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 10)).round(3)
+    y = x @ np.arange(1, 11) + 0.5
+    train(http, {"x": x.tolist(), "y": y[:, None].tolist(), "epochs": 100, "seed": 0,
+                 "model_name": NAMED_MODEL})
+
+
+def named_rows(fs_url: str, seconds: float, rounds: int,
+               alternate: Callable[..., tuple[list[Any], list[Any]]]) -> list[Row]:
+    """Issue 12: predict by name (``rows``) against the matrix form (``x``) of the same
+    10-column model, the same rows, on the same server (the lane serves both)."""
+    url = fs_url + "/predict"
+    out: list[Row] = []
+    for n in (1, 1000):
+        values = np.random.default_rng(n).standard_normal((n, 10)).round(4).tolist()
+        matrix = {"model": NAMED_MODEL, "x": values}
+        named = {"model": NAMED_MODEL,
+                 "rows": [{f"x{i}": v for i, v in enumerate(row)} for row in values]}
+        with httpx.Client(timeout=60) as http:  # the same answer before either is timed
+            a_y = http.post(url, json=named).json()["y"]
+            if a_y != http.post(url, json=matrix).json()["y"]:
+                raise RuntimeError("named-field predict differs from the matrix form")
+        a, b = alternate(lambda named=named: load.run(url, named, seconds),
+                         lambda matrix=matrix: load.run(url, matrix, seconds), rounds)
+        what = "1 row" if n == 1 else f"{n:,} rows".replace(",", " ")
+        out.append(ratio_row(f"predict by name vs x, 10 columns, {what}, req/s",
+                             [r["rps"] for r in a], [r["rps"] for r in b], "req/s",
+                             ">= 0.67", ge=0.67))
+    return out

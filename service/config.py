@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 beyond)."""
 
+    max_json_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest JSON dataset upload (413 beyond, before the body is read): JSON becomes
+    Python objects many times its size while parsed; larger data goes as CSV, Parquet or
+    Arrow, which are read in place."""
+
+    max_categories: int = Field(default=1000, ge=2)
+    """Most distinct values of one categorical column, in a dataset (422 beyond) and in a
+    model's one-hot encoding."""
+
     max_rows: int = Field(default=20_000_000, ge=1)
     """Most rows in one dataset (422 beyond)."""
 

@@ -53,7 +53,12 @@ class ErrorResponse(BaseModel):
 
 
 class DatasetCreate(_Strict):
-    """JSON upload. CSV uploads send ``text/csv`` with ``?target=col`` instead."""
+    """JSON upload of numeric matrices. Tables go as JSON records
+    (``{"rows": [{"sqft": 1200, "city": "Lyon"}, ...], "target": "price"}``) or columns
+    (``{"columns": {"sqft": [...], ...}, "target": ...}``), each with optional ``features``,
+    ``schema`` (``{"zip": "categorical"}``) and ``name``; or as ``text/csv``,
+    ``application/x-ndjson``, ``application/vnd.apache.parquet`` or
+    ``application/vnd.apache.arrow.stream`` with ``?target=col``."""
 
     name: str | None = Field(default=None, max_length=200)
     x: Matrix = Field(description="Feature rows, one list per row.", examples=[[[3.3], [4.4]]])
@@ -62,13 +67,28 @@ class DatasetCreate(_Strict):
     target_names: list[str] | None = None
 
 
+class CategoryCount(BaseModel):
+    value: str
+    count: int
+
+
 class ColumnStats(BaseModel):
+    """A column's schema as inferred at upload (or declared with ``schema``) and its
+    statistics: mean/std/min/max over the present cells of numeric and boolean columns
+    (a boolean's mean is its share of true), the distinct count and the most frequent
+    values of categorical ones."""
+
     name: str
     role: Literal["feature", "target"]
-    mean: float
-    std: float
-    min: float
-    max: float
+    type: Literal["numeric", "categorical", "boolean"] = "numeric"
+    missing: int = 0
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    distinct: int | None = None
+    top: list[CategoryCount] | None = Field(
+        default=None, description="Categorical: the 5 most frequent values with their counts.")
 
 
 class DatasetPublic(BaseModel):
@@ -258,6 +278,21 @@ class EarlyStop(BaseModel):
     message: str
 
 
+class ModelInput(BaseModel):
+    """One field of a named predict call."""
+
+    name: str
+    kind: Literal["numeric", "categorical", "boolean"]
+    required: bool = Field(description="Not imputed: a call without it is refused.")
+    fill: float | str | None = Field(
+        default=None, description="What a missing value becomes (the training rows' mean, "
+        "median or most frequent level).")
+    levels: list[str] | None = Field(default=None, description="Categorical: the levels with "
+                                     "a column of their own.")
+    other: bool | None = Field(default=None, description="Categorical: rare and unseen levels "
+                               "share an `other` column (without it they add nothing).")
+
+
 class ModelPublic(BaseModel):
     id: str
     name: str | None
@@ -288,8 +323,21 @@ class ModelPublic(BaseModel):
         default=None, description="Why `parameters` is missing on GET /v1/models/{id}: the "
         "checkpoint cannot be read or fails its checksum (predict answers 503 then)."
     )
-    feature_names: list[str]
+    feature_names: list[str] = Field(description="The model's numeric inputs (the columns "
+                                     "of `x`, which `weight` applies to): the pipeline's "
+                                     "expanded columns (`city=Lyon`, `sqft_missing`).")
     target_names: list[str]
+    coefficients: dict[str, dict[str, float]] | None = Field(
+        default=None, description="The linear layer's weight by output (target, or class "
+        "label) and input name, in original units (as `weight`); `intercept` is the bias. "
+        "Null for an mlp.")
+    inputs: list[ModelInput] | None = Field(
+        default=None, description="The fields a named predict call sends (`rows`, "
+        "`columns`), on GET /v1/models/{id}: each column's kind, whether it is required "
+        "(not imputed), its fill and its levels.")
+    labels: list[str | float | bool] | None = Field(
+        default=None, description="A classifier trained on a labelled column: its class "
+        "labels, in class index order.")
     metrics: ModelMetrics
     hyperparameters: TrainingSpec | None = Field(
         description="What the job that trained it was asked; null for an imported model.")
@@ -312,8 +360,23 @@ class ModelsPublic(BaseModel):
     next: str | None
 
 
+Cell = str | float | bool | None
+"""A named field's value: a number, a boolean, a text (a categorical level), or null
+(missing: imputed when the model imputes that column)."""
+
+
 class PredictRequest(_Strict):
-    x: Matrix = Field(examples=[[[3.3], [4.4]]])
+    """One of `x` (rows of the model's numeric inputs, in the order of its `feature_names`),
+    `rows` (one object per row, by field name) or `columns` (one list per field)."""
+
+    x: Matrix | None = Field(default=None, examples=[[[3.3], [4.4]]])
+    rows: list[dict[str, Cell]] | None = Field(
+        default=None, examples=[[{"sqft": 1200, "city": "Lyon", "has_garage": True}]],
+        description="Named fields per row (the model's `inputs`); a missing field the model "
+        "imputes is imputed, an unseen category counts as `other`.")
+    columns: dict[str, list[Cell]] | None = Field(
+        default=None, examples=[{"sqft": [1200, 800], "city": ["Lyon", None]}],
+        description="Named fields, one list of values each (all of one length).")
 
 
 class ServicePredictRequest(PredictRequest):
@@ -328,9 +391,12 @@ class PredictResponse(BaseModel):
     version: int | None
     y: Matrix = Field(description="Regression: the predictions. Classifiers: each row's "
                       "label (class index) as a one-column matrix.")
-    labels: list[int] | None = Field(default=None, description="Classifiers: each row's label.")
-    probabilities: Matrix | None = Field(
-        default=None, description="Classifiers: P(class c) for each row and class."
+    labels: list[int] | list[str | float | bool] | None = Field(
+        default=None, description="Classifiers: each row's label: the class index, or the "
+        "target's own label (text, number) for a model trained on a labelled column.")
+    probabilities: Matrix | list[dict[str, float]] | None = Field(
+        default=None, description="Classifiers: P(class c) for each row and class; keyed by "
+        "label for a model trained on a labelled column."
     )
 
 

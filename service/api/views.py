@@ -16,11 +16,13 @@ from service.api.schemas import (
     JobError,
     JobProgress,
     JobPublic,
+    ModelInput,
     ModelMetrics,
     ModelPublic,
     Normalization,
     TrainingSpec,
 )
+from service.features.pipeline import Pipeline, label_text
 from service.jobs.status import JobStatus
 from service.store.tables import DatasetRow, JobRow, ModelRow
 
@@ -86,14 +88,43 @@ def job_history(row: JobRow) -> dict[str, Any]:
 
 
 
+def _coefficients(row: ModelRow, inputs: list[str] | None,
+                  labels: tuple[Any, ...] | None) -> dict[str, dict[str, float]] | None:
+    """The weight by output and input name, and the bias as ``intercept``."""
+    if row.weight is None or inputs is None or not row.weight \
+            or len(inputs) != len(row.weight[0]):
+        return None
+    if get_kind(row.kind).task == "classification":
+        keys = [label_text(v) for v in labels] if labels else \
+            [str(i) for i in range(max(2, len(row.weight)))]
+        outputs = keys[-1:] if len(row.weight) == 1 else keys  # one logit: P(the last)
+    else:
+        outputs = list(row.target_names)
+    if len(outputs) != len(row.weight):
+        outputs = [f"y{i}" for i in range(len(row.weight))]
+    out: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(outputs):
+        coef = dict(zip(inputs, map(float, row.weight[i]), strict=True))
+        if row.bias is not None:
+            coef["intercept"] = float(row.bias[i])
+        out[name] = coef
+    return out
+
+
 def model_public(row: ModelRow, parameters: dict[str, Any] | None = None,
-                 checkpoint_error: str | None = None) -> ModelPublic:
+                 checkpoint_error: str | None = None,
+                 pipeline: Pipeline | None = None) -> ModelPublic:
+    """``pipeline``: the model's feature pipeline, when its checkpoint was read (GET
+    /v1/models/{id}): the input schema and the class labels come from it."""
     kind = get_kind(row.kind)
     classifier = kind.task == "classification"
     config = row.config or {}
     terms = None
     if kind.transforms_inputs and "degree" in config:
         terms = term_names(row.feature_names, config["degree"], config.get("interactions", False))
+    labels = pipeline.labels if pipeline is not None else None
+    names = terms if terms is not None else (
+        row.feature_names if len(row.feature_names or ()) == row.in_features else None)
     return ModelPublic(
         id=row.id,
         name=row.name,
@@ -111,6 +142,10 @@ def model_public(row: ModelRow, parameters: dict[str, Any] | None = None,
         checkpoint_error=checkpoint_error,
         feature_names=row.feature_names,
         target_names=row.target_names,
+        coefficients=_coefficients(row, names, labels),
+        inputs=None if pipeline is None else [ModelInput(**c.public())
+                                              for c in pipeline.inputs],
+        labels=None if labels is None else list(labels),
         metrics=ModelMetrics(**row.metrics),
         # an imported model's record has none: no job trained it here
         hyperparameters=TrainingSpec.model_validate(row.spec) if row.spec else None,

@@ -1,4 +1,5 @@
-"""``fitserve datasets``: list (the default), upload (CSV or JSON), show, delete."""
+"""``fitserve datasets``: list (the default), upload (CSV, Parquet, Arrow, NDJSON or JSON),
+show, delete."""
 
 from __future__ import annotations
 
@@ -57,12 +58,16 @@ def upload(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, readable=True,
-        help='A CSV file with a header row, or a .json file {"x": [[...]], "y": [[...]]}.')],
+        help='A CSV file with a header row, a .parquet, .arrow/.arrows, .feather or .ndjson '
+        'file, or a .json file {"x": [[...]], "y": [[...]]}.')],
     target: Annotated[list[str] | None, typer.Option(
-        "--target", "-t", help="CSV: the target column (repeat for several).")] = None,
+        "--target", "-t", help="The target column (repeat for several).")] = None,
     feature: Annotated[list[str] | None, typer.Option(
-        "--feature", "-f", help="CSV: a feature column (repeat; default: all but the "
+        "--feature", "-f", help="A feature column (repeat; default: all but the "
         "targets).")] = None,
+    schema: Annotated[list[str] | None, typer.Option(
+        "--schema", "-s", help="A column's type, overriding the inferred one: zip:categorical "
+        "(repeat; types: numeric, categorical, boolean).")] = None,
     name: str | None = typer.Option(None, help="A name (default: the file's name)."),
     url: str = URL,
     api_key: str | None = API_KEY,
@@ -80,17 +85,31 @@ def upload(
             raise typer.BadParameter(f'{path} must hold {{"x": [[...]], "y": [[...]]}}',
                                      param_hint="PATH")
     elif not target:
-        raise typer.BadParameter("name the CSV's target column: --target y",
+        raise typer.BadParameter("name the target column: --target y",
                                  param_hint="--target")
+    types: dict[str, str] = {}
+    for item in schema or []:
+        for part in item.split(","):
+            column, sep, kind = part.rpartition(":")
+            if not sep or not column:
+                raise typer.BadParameter(f"{part!r} is not name:type (zip:categorical)",
+                                         param_hint="--schema")
+            types[column] = kind
     with connect(ctx, url, api_key) as client:
         if body is not None:
             d = client.upload(body.get("x"), body.get("y"),
                               name=name or body.get("name") or path.stem,
                               feature_names=body.get("feature_names"),
                               target_names=body.get("target_names"))
-        else:
+        elif path.suffix.lower() == ".csv" and not types:
             d = client.upload_csv(path, target or [], features=feature or None,
                                   name=name or path.stem)
+        else:
+            try:
+                d = client.upload_table(path, target or [], features=feature or None,
+                                        name=name or path.stem, schema=types or None)
+            except ValueError as e:  # an extension no reader takes
+                raise typer.BadParameter(str(e), param_hint="PATH") from None
     _print(d)
 
 
@@ -101,11 +120,24 @@ def show(ctx: typer.Context, dataset_id: DatasetId, url: str = URL,
     with connect(ctx, url, api_key) as client:
         d = client.dataset(dataset_id)
     _print(d)
-    stats = [Column("column", max_width=24), Column("role"), Column("mean", max_width=12),
-             Column("std", max_width=12), Column("min", max_width=12),
-             Column("max", max_width=12)]
-    print_table("", stats, [[c["name"], c["role"], fmt(c["mean"]), fmt(c["std"]),
-                             fmt(c["min"]), fmt(c["max"])] for c in d["columns"]])
+    stats = [Column("column", max_width=24), Column("role"), Column("type"),
+             Column("missing"), Column("mean", max_width=12), Column("std", max_width=12),
+             Column("min", max_width=12), Column("max", max_width=12),
+             Column("most frequent", max_width=40, drop=1)]
+    print_table("", stats, [[c["name"], c["role"], c.get("type", "numeric"),
+                             str(c.get("missing", 0)), *_numbers(c), _top(c)]
+                            for c in d["columns"]])
+
+
+def _numbers(c: dict[str, Any]) -> list[str]:
+    return ["" if c.get(k) is None else fmt(c[k]) for k in ("mean", "std", "min", "max")]
+
+
+def _top(c: dict[str, Any]) -> str:
+    """A categorical column's distinct count and most frequent values."""
+    if not c.get("top"):
+        return ""
+    return f"{c['distinct']}: " + ", ".join(f"{t['value']} ({t['count']})" for t in c["top"])
 
 
 @datasets.command("delete")

@@ -26,6 +26,8 @@ import httpx
 import orjson
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
+from service.client import frames
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 Progress = Callable[[dict[str, Any]], None]
@@ -191,6 +193,24 @@ class _Api:
                     headers={"content-type": "text/csv"})
 
     @staticmethod
+    def upload_table(data: Any, target: str | list[str], features: list[str] | None,
+                     name: str | None, schema: dict[str, str] | None) -> _Req:
+        if frames.is_frame(data):
+            content, media = frames.frame_body(data)
+        else:
+            path = Path(data)
+            media, content = frames.file_media(path), path.read_bytes()
+        targets = [target] if isinstance(target, str) else list(target)
+        params = _page({"target": targets, "features": features, "name": name, "schema": [
+            f"{k}:{v}" for k, v in (schema or {}).items()] or None})
+        return _Req("POST", "/v1/datasets", params=params, content=content,
+                    headers={"content-type": media})
+
+    @staticmethod
+    def predict(x: Any, model: str | None) -> _Req:
+        return _Req("POST", "/predict", json=_page({**frames.predict_body(x), "model": model}))
+
+    @staticmethod
     def submit(dataset_id: str | None, x: Any, y: Any, spec: dict[str, Any]) -> _Req:
         return _Req("POST", "/v1/jobs",
                     json={**_page({"dataset_id": dataset_id, "x": x, "y": y}), **spec})
@@ -303,6 +323,14 @@ class Client:
         """Store a dataset from CSV (a header row; ``target`` names the target column(s))."""
         return self._call(_Api.upload_csv(data, target, features, name))
 
+    def upload_table(self, data: Any, target: str | list[str], *,
+                     features: list[str] | None = None, name: str | None = None,
+                     schema: dict[str, str] | None = None) -> dict[str, Any]:
+        """Store a table: a pandas or polars DataFrame (sent as Arrow), or a .csv,
+        .parquet, .arrow/.arrows, .feather or .ndjson file; ``schema`` overrides the
+        inferred column types (``{"zip": "categorical"}``)."""
+        return self._call(_Api.upload_table(data, target, features, name, schema))
+
     def datasets(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._call(_Req("GET", "/v1/datasets", params={"limit": limit}))["data"]
 
@@ -405,8 +433,9 @@ class Client:
         self._call(_Req("DELETE", f"/v1/models/{model_id}"))
 
     def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
-        """``y`` for rows ``x`` from a model id or name (default: the latest model)."""
-        return self._call(_Req("POST", "/predict", json=_page({"x": x, "model": model})))
+        """``y`` for rows ``x`` from a model id or name (default: the latest model). ``x``:
+        a matrix, or by name a DataFrame, a dict of columns or a list of records."""
+        return self._call(_Api.predict(x, model))
 
     def model_plot(self, model_id: str) -> bytes:
         return self._call(_Req("GET", f"/v1/models/{model_id}/plot.png", raw=True))
@@ -542,6 +571,11 @@ class AsyncClient:
                          ) -> dict[str, Any]:
         return await self._call(_Api.upload_csv(data, target, features, name))
 
+    async def upload_table(self, data: Any, target: str | list[str], *,
+                           features: list[str] | None = None, name: str | None = None,
+                           schema: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self._call(_Api.upload_table(data, target, features, name, schema))
+
     async def datasets(self, limit: int = 50) -> list[dict[str, Any]]:
         return (await self._call(_Req("GET", "/v1/datasets", params={"limit": limit})))["data"]
 
@@ -635,7 +669,7 @@ class AsyncClient:
         await self._call(_Req("DELETE", f"/v1/models/{model_id}"))
 
     async def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
-        return await self._call(_Req("POST", "/predict", json=_page({"x": x, "model": model})))
+        return await self._call(_Api.predict(x, model))
 
     async def model_plot(self, model_id: str) -> bytes:
         return await self._call(_Req("GET", f"/v1/models/{model_id}/plot.png", raw=True))

@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.registry import get_kind
 from service.config import Settings
 from service.data.arrays import as_matrix, check_xy
 from service.data.datasets import check_table, store_dataset
+from service.data.table import Table
 from service.errors import DeviceUnavailable, InvalidInput
+from service.features import FeatureOptions, fit_pipeline, numeric_table, select, table_targets
 from service.jobs.limits import check_active, check_budget, check_epochs, check_model
 from service.jobs.warm_start import check_init_from
 from service.store.idempotency import Completion, Replay, idempotent
@@ -66,32 +69,41 @@ def submit_job(
     if dataset_id is not None:
         dataset = meta.get_dataset(dataset_id, tenant)
         check_rows(dataset.rows)
-        largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
-                            if c["role"] == "feature"])
-
-        def stored_targets() -> np.ndarray:
-            try:
-                return artifacts.get_dataset(dataset.sha256)[1]
-            except FileNotFoundError:  # deleted since it was read: a 404, as below
-                meta.get_dataset(dataset.id, tenant)
-                raise
-
-        if spec.init_from is not None:
-            spec = check_init_from(meta, spec, tenant, dataset.feature_names, dataset.targets,
-                                   "dataset_id")
-        spec = check_kind(spec, settings, dataset.rows, dataset.features, dataset.targets,
-                          stored_targets, largest)
+        try:
+            loaded = artifacts.load_dataset(dataset.sha256)
+        except FileNotFoundError:  # deleted since it was read: a 404, as below
+            meta.get_dataset(dataset.id, tenant)
+            raise
+        if isinstance(loaded, Table) or spec.features is not None or spec.column_types:
+            table = loaded if isinstance(loaded, Table) else numeric_table(
+                *loaded, dataset.feature_names, dataset.target_names)
+            spec = check_table_job(spec, settings, table, meta, tenant)
+        else:
+            spec = _standardize(spec, False)
+            largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
+                                if c["role"] == "feature"])
+            if spec.init_from is not None:
+                spec = check_init_from(meta, spec, tenant, dataset.feature_names,
+                                       dataset.targets, "dataset_id")
+            spec = check_kind(spec, settings, dataset.rows, dataset.features,
+                              dataset.targets, lambda: loaded[1], largest)
     else:
         xm = as_matrix(x, "x")
         ym = as_matrix(y, "y")
         check_xy(xm, ym)
         check_table(settings, xm.shape[0], xm.shape[1], ym.shape[1])
         check_rows(xm.shape[0])  # before anything is stored: a refused job leaves nothing
-        if spec.init_from is not None:
-            spec = check_init_from(meta, spec, tenant, _inline_names("x", xm.shape[1]),
-                                   ym.shape[1], "x")
-        spec = check_kind(spec, settings, xm.shape[0], xm.shape[1], ym.shape[1], lambda: ym,
-                          np.abs(xm).max(axis=0))
+        if spec.features is not None or spec.column_types:
+            spec = check_table_job(spec, settings, numeric_table(
+                xm, ym, _inline_names("x", xm.shape[1]), _inline_names("y", ym.shape[1])),
+                meta, tenant)
+        else:
+            spec = _standardize(spec, False)
+            if spec.init_from is not None:
+                spec = check_init_from(meta, spec, tenant, _inline_names("x", xm.shape[1]),
+                                       ym.shape[1], "x")
+            spec = check_kind(spec, settings, xm.shape[0], xm.shape[1], ym.shape[1],
+                              lambda: ym, np.abs(xm).max(axis=0))
         dataset, _ = store_dataset(
             meta, artifacts, xm, ym,
             {"name": None, "feature_names": _inline_names("x", xm.shape[1]),
@@ -138,6 +150,38 @@ def submit_job_once(
         if isinstance(attempt, Replay):
             return meta.get_job(attempt.resource_id, tenant)
         return submit_job(services, tenant, spec, completion=attempt.completion(202), **data)
+
+
+def _standardize(spec: TrainingSpec, default: bool) -> TrainingSpec:
+    """``standardize`` as the job names it, or its default for the data (stored so)."""
+    if spec.standardize is not None:
+        return spec
+    return spec.model_copy(update={"standardize": default})
+
+
+def check_table_job(spec: TrainingSpec, settings: Settings, table: Table, meta: Any,
+                    tenant: str) -> TrainingSpec:
+    """A job on typed columns: its ``features`` and ``schema`` name columns the dataset has,
+    its targets fit the model kind (a classifier's labels give its classes), the pipeline
+    can be fitted (``impute: none`` with blanks cannot), and the model's inputs (the
+    pipeline's columns) fit the limits. Standardize defaults to on."""
+    spec = _standardize(spec, True)
+    if spec.categorical.max_categories is None:  # the server's bound, named in the job
+        limit = getattr(settings, "max_categories", None)
+        if limit is not None and limit >= 2:
+            spec = TrainingSpec.model_validate({
+                **spec.model_dump(), "categorical": {
+                    **spec.categorical.model_dump(), "max_categories": int(limit)}})
+    options = FeatureOptions.from_spec(spec)
+    classify = get_kind(spec.model.kind).task == "classification"
+    chosen = select(table, options)
+    y, _ = table_targets(chosen, classify)
+    pipeline = fit_pipeline(chosen, options)  # every row: the training rows' columns or fewer
+    if spec.init_from is not None:
+        spec = check_init_from(meta, spec, tenant, pipeline.output_names, y.shape[1],
+                               "dataset_id")
+    return check_kind(spec, settings, table.rows, pipeline.width, y.shape[1], lambda: y,
+                      np.zeros(0))
 
 
 def check_kind(spec: TrainingSpec, settings: Settings, rows: int, features: int, targets: int,

@@ -242,6 +242,16 @@ def read_checkpoint(blob: bytes, sha256: str | None, settings: Settings) -> Chec
     if len(features) > settings.max_features:  # the parameter limit bounds it already
         raise _fail(f"{len(features)} features exceed FITSERVE_MAX_FEATURES")
     norm = _normalization(_json(metadata, "normalization"), n_in, n_out, not classifier)
+    if "pipeline" in metadata:  # a model trained on typed columns: its feature pipeline
+        from service.features import Pipeline
+
+        try:
+            pipeline = Pipeline.from_json(_json(metadata, "pipeline"))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise _fail(f"the metadata 'pipeline' is not a feature pipeline ({e})") from None
+        if pipeline.width != n_in or pipeline.output_names != features:
+            raise _fail(f"the feature pipeline writes {pipeline.width} inputs named "
+                        "otherwise than feature_names")
     return Checkpoint(kind=kind, config={**config, "in_features": n_in, "out_features": n_out},
                       spec=spec, tensors=tensors, metadata=metadata, feature_names=features,
                       target_names=targets, normalization=norm, sha256=sha256)
@@ -284,5 +294,5 @@ def import_checkpoint(meta: MetadataStore, artifacts: ArtifactStore, settings: S
 
 
 _KEPT = ("format", "kind", "config", "feature_names", "target_names", "normalization", "job_id",
-         "dataset_sha256")
+         "dataset_sha256", "pipeline")
 """The metadata an imported checkpoint keeps (its own lines, as it came)."""

@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from models.registry import get_kind
+from service.data.table import Table
 from service.errors import Conflict, InvalidInput, ShapeMismatch
+from service.features import numeric_table, scored_data
+from service.features.pipeline import FeatureError
 from service.lifecycle.metrics import ClassificationMetrics, RegressionMetrics
 from service.serving.predictor import LoadedModel, Prediction, Predictor
 from service.store.artifacts import ArtifactStore
@@ -85,6 +88,28 @@ def match_columns(model: ModelRow, dataset: DatasetRow) -> tuple[list[int], list
             [targets[n] for n in model.target_names], ignored)
 
 
+def _through_pipeline(model: ModelRow, loaded: LoadedModel, dataset: DatasetRow,
+                      data: tuple[np.ndarray, np.ndarray] | Table
+                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(x, y, ignored columns) of a dataset scored through the model's feature pipeline."""
+    pipeline = loaded.pipeline
+    if pipeline is None:
+        raise InvalidInput(f"model {model.id} has no feature names to match the dataset's "
+                           "columns by; evaluate it on a numeric dataset of its width",
+                           field="dataset_id")
+    table = data if isinstance(data, Table) else numeric_table(
+        *data, dataset.feature_names, dataset.target_names)
+    classify = get_kind(model.kind).task == "classification"
+    try:
+        x, y = scored_data(pipeline, table, list(model.target_names), classify)
+    except FeatureError as e:
+        raise InvalidInput(f"dataset {dataset.id} does not fit model {model.id}: {e.message}",
+                           field="dataset_id") from None
+    used = set(pipeline.input_names) | set(model.target_names)
+    ignored = [n for n in [*table.feature_names, *table.target_names] if n not in used]
+    return x, y, ignored
+
+
 def _predict(model: LoadedModel, x: np.ndarray, rows: np.ndarray, refusals: Refusals
              ) -> Iterator[tuple[np.ndarray, Prediction]]:
     """Predictions of ``x`` (whose dataset row numbers are ``rows``), in pieces; a piece
@@ -131,20 +156,27 @@ def evaluate_model(meta: MetadataStore, artifacts: ArtifactStore, predictor: Pre
     """Score a model on a dataset and record the evaluation."""
     model = meta.get_model(model_id, tenant)
     dataset = meta.get_dataset(dataset_id, tenant)
-    feature_idx, target_idx, ignored = match_columns(model, dataset)
     kind = get_kind(model.kind)
     classes = int((model.config or {}).get("classes", 0)) if kind.task == "classification" \
         else 0
+    loaded = predictor.cached(model.id, tenant) or predictor.load(model.id, tenant)
+    pipeline = loaded.pipeline
+    try:
+        data = artifacts.load_dataset(dataset.sha256)
+    except OSError:  # the file went with a delete since the record was read
+        meta.get_dataset(dataset.id, tenant)  # a 404 if the record went too
+        raise Conflict(f"the data of dataset {dataset.id} cannot be read") from None
+    if isinstance(data, Table) or (pipeline is not None and not pipeline.identity):
+        # typed columns, or a model with a pipeline: by input name, through the pipeline
+        x_all, y_all, ignored = _through_pipeline(model, loaded, dataset, data)
+        feature_idx, target_idx = list(range(x_all.shape[1])), list(range(y_all.shape[1]))
+    else:
+        feature_idx, target_idx, ignored = match_columns(model, dataset)
+        x_all, y_all = data
     if classes and len(target_idx) not in (1, classes):
         raise InvalidInput(f"model {model.id} has {classes} classes: its target is one column "
                            f"of class indices or {classes} one-hot columns, not "
                            f"{len(target_idx)}", field="dataset_id")
-    loaded = predictor.cached(model.id, tenant) or predictor.load(model.id, tenant)
-    try:
-        x_all, y_all = artifacts.get_dataset(dataset.sha256)
-    except OSError:  # the file went with a delete since the record was read
-        meta.get_dataset(dataset.id, tenant)  # a 404 if the record went too
-        raise Conflict(f"the data of dataset {dataset.id} cannot be read") from None
 
     refusals = Refusals()
     regression = RegressionMetrics(len(target_idx)) if not classes else None

@@ -13,7 +13,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from service.errors import Conflict, NotFound
+from models.registry import get_kind
+from service.data.table import Table
+from service.errors import Conflict, InvalidInput, NotFound
+from service.features import numeric_table, scored_data
+from service.features.pipeline import FeatureError
 from service.serving.predictor import LoadedModel, Predictor
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
@@ -123,17 +127,45 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def feature_figure(x: np.ndarray, y: np.ndarray, values: np.ndarray, model: LoadedModel,
+                   feature: str, target_names: list[str], title: str) -> Figure:
+    """The rows against one input column: the data and the model's prediction for each row
+    (its other inputs as they are); a classifier's probability of each class."""
+    idx = _subsample(len(x))
+    xs, ys, vs = np.asarray(x, np.float32)[idx], np.asarray(y, np.float64)[idx], values[idx]
+    fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    p = model.infer(xs)
+    if p.probabilities is not None:
+        names = (model.pipeline.labels if model.pipeline is not None
+                 and model.pipeline.labels is not None else range(p.probabilities.shape[1]))
+        for c, name in enumerate(names):
+            ax.plot(vs, p.probabilities[:, c], "o", markersize=3, label=f"P({name})")
+        ax.set_ylabel("probability")
+    else:
+        ax.plot(vs, ys[:, 0], "ro", markersize=3, label="data")
+        ax.plot(vs, p.y[:, 0], "o", color="tab:blue", markersize=3, label="predicted")
+        ax.set_ylabel(target_names[0])
+    ax.set_xlabel(feature)
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
 def model_plot_png(
     meta: MetadataStore, artifacts: ArtifactStore, predictor: Predictor, model_id: str,
-    tenant: str,
+    tenant: str, feature: str | None = None,
 ) -> bytes:
+    """``feature``: a numeric input to draw the rows against (default: the fit over the
+    only feature, or predicted against actual)."""
     model = meta.get_model(model_id, tenant)
     if model.dataset_id is None:  # imported from a checkpoint: no training rows
         raise Conflict(f"model {model_id!r} was imported from a checkpoint and has no "
                        "dataset to draw the fit over")
     try:
         dataset = meta.get_dataset(model.dataset_id, tenant)
-        x, y = artifacts.get_dataset(dataset.sha256)
+        data = artifacts.load_dataset(dataset.sha256)
     except (NotFound, OSError):
         raise Conflict(
             f"the dataset {model.dataset_id!r} of model {model_id!r} was deleted; "
@@ -141,8 +173,32 @@ def model_plot_png(
         ) from None
     loaded = predictor.cached(model.id, tenant) or predictor.load(model.id, tenant)
     label = f"{model.name} v{model.version}" if model.name else model.id
-    fig = fit_figure(x, y, loaded, model.feature_names, model.target_names, label)
-    return png(fig)
+    pipeline = loaded.pipeline
+    if not isinstance(data, Table) and (pipeline is None or pipeline.identity) \
+            and feature is None:
+        x, y = data
+        return png(fit_figure(x, y, loaded, model.feature_names, model.target_names, label))
+    if pipeline is None:
+        raise InvalidInput(f"model {model_id!r} has no feature names to plot against",
+                           field="feature")
+    table = data if isinstance(data, Table) else numeric_table(
+        *data, dataset.feature_names, dataset.target_names)
+    classify = get_kind(model.kind).task == "classification"
+    try:
+        x, y = scored_data(pipeline, table, list(model.target_names), classify)
+    except FeatureError as e:
+        raise Conflict(f"the dataset of model {model_id!r} no longer fits it: {e.message}"
+                       ) from None
+    numeric = [c.name for c in pipeline.inputs if c.kind != "categorical"]
+    if feature is None:  # one input column: the fit over it; else predicted against actual
+        return png(fit_figure(x, y, loaded, model.feature_names, model.target_names, label))
+    if feature not in numeric:
+        raise InvalidInput(f"feature {feature!r} is not a numeric input of model "
+                           f"{model_id!r}; its numeric inputs: {', '.join(numeric) or 'none'}",
+                           field="feature")
+    column = next(c for c in table.features if c.name == feature)
+    values = column.values.astype(np.float64)
+    return png(feature_figure(x, y, values, loaded, feature, model.target_names, label))
 
 
 def loss_plot_png(meta: MetadataStore, job_id: str, tenant: str) -> bytes:

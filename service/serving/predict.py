@@ -7,7 +7,8 @@ from __future__ import annotations
 import functools
 import gc
 from collections.abc import Callable
-from itertools import chain
+from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -21,7 +22,7 @@ from service.errors import (
     UnsupportedMediaType,
     unknown_field_message,
 )
-from service.serving.predictor import Predictor
+from service.serving.predictor import LoadedModel, Predictor
 
 INLINE_PARAMETERS = 1_000_000
 """Most values GET /v1/models/{id} writes out as JSON; a larger model's are in its checkpoint."""
@@ -54,34 +55,95 @@ def collector_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return paused
 
 
+@dataclass(frozen=True)
+class NamedFields:
+    """A predict body's named form: each field's values (None where a row lacks it)."""
+
+    columns: dict[str, list[Any]]
+    rows: int
+    form: str  # "rows" or "columns": where an error points
+
+
+_FORMS = ("x", "rows", "columns")
+_EXAMPLE = '{"x": [[...]]}, {"rows": [{"name": value, ...}]} or {"columns": {"name": [...]}}'
+
+
 @collector_paused
 def parse_predict_body(
     raw: bytes, content_type: str | None, ref: str | None, *, by_path: bool,
     max_rows: int | None = None,
-) -> tuple[str | None, Any]:
-    """Validate a predict body; returns (model reference, x as a float32 array)."""
+) -> tuple[str | None, np.ndarray | NamedFields]:
+    """Validate a predict body; returns (model reference, x as a float32 array or the named
+    fields, which the model's pipeline turns into x)."""
     if not is_json(content_type):
         raise UnsupportedMediaType(f"send the body as application/json (got {content_type!r})")
     body = decode_json(raw)
     if not isinstance(body, dict):
-        raise InvalidInput('the body must be a JSON object: {"x": [[...]]}')
+        raise InvalidInput(f"the body must be a JSON object: {_EXAMPLE}")
+    form = "x"
     if len(body) > 1 or "x" not in body:
-        allowed = {"x"} if by_path else {"x", "model"}
+        allowed = {*_FORMS} if by_path else {*_FORMS, "model"}
         unknown = set(body) - allowed
         if unknown:
             raise InvalidInput(unknown_field_message(unknown, allowed),
                                field=sorted(unknown)[0])
-        if "x" not in body:
-            raise InvalidInput("x is required", field="x")
+        forms = [f for f in _FORMS if f in body]
+        if not forms:
+            raise InvalidInput(f"x is required (or rows, or columns): {_EXAMPLE}", field="x")
+        if len(forms) > 1:
+            raise InvalidInput(f"send one of {' and '.join(forms)}, not both",
+                               field=forms[1])
+        form = forms[0]
         if not by_path:
             ref = body.get("model")
             if ref is not None and (not isinstance(ref, str) or not ref):
                 raise InvalidInput("model must be a model id or name", field="model")
-    x = body["x"]
-    if max_rows is not None and isinstance(x, list) and len(x) > max_rows:
-        raise LimitExceeded(f"{len(x)} rows exceed the predict limit of {max_rows} per "
-                            "request (FITSERVE_MAX_PREDICT_ROWS)", field="x")
-    return ref, rows_matrix(x)
+    data = body[form]
+    count = (len(data) if isinstance(data, list) else
+             len(next(iter(data.values()), [])) if form == "columns" and isinstance(data, dict)
+             and isinstance(next(iter(data.values()), []), list) else 0)
+    if max_rows is not None and count > max_rows:
+        raise LimitExceeded(f"{count} rows exceed the predict limit of {max_rows} per "
+                            "request (FITSERVE_MAX_PREDICT_ROWS)", field=form)
+    if form == "rows":
+        return ref, _rows_fields(data)
+    if form == "columns":
+        return ref, _columns_fields(data)
+    return ref, rows_matrix(data)
+
+
+def _rows_fields(rows: Any) -> NamedFields:
+    """``[{"sqft": 1200, "city": "Lyon"}, ...]`` -> each field's values (None where absent)."""
+    if not isinstance(rows, list) or not rows:
+        raise InvalidInput('rows must be a non-empty list of objects: [{"name": value, ...}]',
+                           field="rows")
+    if set(map(type, rows)) != {dict}:
+        i = next(i for i, r in enumerate(rows) if type(r) is not dict)
+        raise InvalidInput(f'rows[{i}] must be an object: {{"name": value, ...}}',
+                           field="rows")
+    names: set[str] = set().union(*rows)
+    n = len(rows)
+    return NamedFields({k: list(map(dict.get, rows, repeat(k, n))) for k in names}, n, "rows")
+
+
+def _columns_fields(columns: Any) -> NamedFields:
+    """``{"sqft": [...], "city": [...]}``: lists of one length."""
+    if not isinstance(columns, dict) or not columns:
+        raise InvalidInput('columns must be a non-empty object of lists: {"name": [...]}',
+                           field="columns")
+    n = -1
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            raise InvalidInput(f"columns.{name} must be a list of values", field=f"columns.{name}")
+        if n < 0:
+            n = len(values)
+        elif len(values) != n:
+            raise InvalidInput(f"columns.{name} has {len(values)} values; the columns before it "
+                               f"have {n}: every column needs one value per row",
+                               field=f"columns.{name}")
+    if n == 0:
+        raise InvalidInput("columns hold no rows", field="columns")
+    return NamedFields(dict(columns), n, "columns")
 
 
 _INT_LIMIT = float(2**63)  # as_matrix reads larger ints another way (uint64, objects)
@@ -116,18 +178,24 @@ def rows_matrix(x: Any) -> np.ndarray:
 
 
 async def predict_result(
-    predictor: Predictor, tenant: str, ref: str | None, x: Any
+    predictor: Predictor, tenant: str, ref: str | None, x: np.ndarray | NamedFields
 ) -> dict[str, Any]:
     model = predictor.cached(ref, tenant)
     if model is None:  # first use: resolve and load off the event loop
         model = await to_thread.run_sync(predictor.load, ref, tenant)
+    if isinstance(x, NamedFields):
+        x = model.matrix(x.columns, x.rows, x.form)
     p = model.infer(x)
     predictor.rows_predicted += len(p.y)  # the /metrics counter; one int add per request
-    result = {"model_id": model.id, "model_name": model.name, "version": model.version,
-              "y": p.y}
+    result: dict[str, Any] = {"model_id": model.id, "model_name": model.name,
+                              "version": model.version, "y": p.y}
     if p.labels is not None:
-        result["labels"] = p.labels
-        result["probabilities"] = p.probabilities
+        named = model.labelled(p)
+        if named is None:
+            result["labels"] = p.labels
+            result["probabilities"] = p.probabilities
+        else:
+            result["labels"], result["probabilities"] = named
     return result
 
 
@@ -137,12 +205,20 @@ async def model_parameters(
     """Every tensor of a model by name, as nested lists, read from its verified checkpoint
     (what predict serves); None beyond INLINE_PARAMETERS values. Second: why the checkpoint
     cannot be read, when it cannot (the model's record stays readable)."""
+    model, error = await loaded_model(predictor, model_id, tenant)
+    if model is None or sum(v.size for v in model.state.values()) > INLINE_PARAMETERS:
+        return None, error
+    return {k: v.tolist() for k, v in model.state.items()}, None
+
+
+async def loaded_model(predictor: Predictor, model_id: str, tenant: str
+                       ) -> tuple[LoadedModel | None, str | None]:
+    """The model as predict serves it (loaded off the event loop on first use), or why its
+    checkpoint cannot be read."""
     try:
         model = predictor.cached(model_id, tenant)
         if model is None:
             model = await to_thread.run_sync(predictor.load, model_id, tenant)
     except ModelUnavailable as e:
         return None, e.message
-    if sum(v.size for v in model.state.values()) > INLINE_PARAMETERS:
-        return None, None
-    return {k: v.tolist() for k, v in model.state.items()}, None
+    return model, None

@@ -10,8 +10,9 @@ imported only to build the module of a kind or option that has no numpy forward 
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load
 
 from models.registry import get_kind
-from service.errors import InvalidInput, ModelUnavailable, ShapeMismatch
+from service.data.table import safetensors_metadata
+from service.errors import InvalidInput, ModelUnavailable, ShapeMismatch, unknown_field_message
+from service.features.pipeline import FeatureError, Pipeline, identity_pipeline, label_text
 from service.serving.forward import CheckpointMismatch, Forward, numpy_forward, state_order
 from service.store.artifacts import ArtifactStore, sha256_hex
 from service.store.metadata import MetadataStore
@@ -50,8 +53,40 @@ class LoadedModel:
     module: Any = None  # the nn.Module, for kinds the numpy forward does not cover
     scaling: Scaling | None = None  # what standardize learnt
     classes: int | None = None
-    feature_names: tuple[str, ...] = ()  # the training data's columns, when known
+    feature_names: tuple[str, ...] = ()  # the columns of x (the pipeline's outputs)
     forward: Forward | None = None  # the module's forward in numpy (serving/forward.py)
+    pipeline: Pipeline | None = None  # named fields -> x; identity for a matrix model
+    label_keys: tuple[str, ...] | None = None  # a labelled classifier's, as JSON keys
+
+    def matrix(self, columns: Mapping[str, Sequence[object] | None], rows: int,
+               form: str) -> np.ndarray:
+        """Named fields (``form``: rows or columns, for the error's field) as x: unknown
+        names are refused (the targets' are ignored), missing ones imputed when the model
+        imputes them."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            raise InvalidInput(f"model {self.id!r} has no feature names: send x, "
+                               f"{self.expects()}", field=form)
+        # the target's own column may ride along (rows sent back as they were stored)
+        unknown = pipeline.unknown(columns) if not pipeline.known.issuperset(columns) else ()
+        if unknown:
+            raise InvalidInput(unknown_field_message(unknown, pipeline.input_names),
+                               field=f"{form}.{unknown[0]}")
+        try:
+            return pipeline.fields(columns, rows)
+        except FeatureError as e:
+            raise InvalidInput(e.message, field=f"{form}.{e.field}") from None
+
+    def labelled(self, p: Prediction) -> tuple[list[object], list[dict[str, float]]] | None:
+        """A labelled classifier's answer: each row's label, and its probabilities keyed by
+        label; None for a model whose classes are indices."""
+        if self.label_keys is None or self.pipeline is None or self.pipeline.labels is None \
+                or p.labels is None or p.probabilities is None:
+            return None
+        names = self.pipeline.labels
+        keys = self.label_keys
+        return ([names[i] for i in p.labels.tolist()],
+                [dict(zip(keys, row, strict=True)) for row in p.probabilities.tolist()])
 
     def expects(self) -> str:
         """``2 features per row (a, b)``: what a row of x must hold."""
@@ -233,6 +268,8 @@ class Predictor:
         weight = tensors["linear.weight"].astype(np.float32) if plain else None
         bias = tensors.get("linear.bias") if plain else None
         classes = config.get("classes") if kind.task == "classification" else None
+        pipeline = _pipeline(row, blob)
+        labels = pipeline.labels if pipeline is not None else None
         return LoadedModel(
             id=row.id,
             tenant=row.tenant,
@@ -249,7 +286,29 @@ class Predictor:
             classes=classes,
             feature_names=tuple(row.feature_names or ()),
             forward=forward,
+            pipeline=pipeline,
+            label_keys=None if labels is None else tuple(label_text(v) for v in labels),
         )
+
+
+def _pipeline(row: ModelRow, blob: bytes) -> Pipeline | None:
+    """The checkpoint's feature pipeline; a matrix model's identity one over its feature
+    names (None when they do not name its inputs)."""
+    stored = safetensors_metadata(blob).get("pipeline")
+    if stored is None:
+        names = list(row.feature_names or ())
+        if len(names) != row.in_features or len(set(names)) != len(names):
+            return None
+        return identity_pipeline(names, row.target_names or ())
+    try:
+        pipeline = Pipeline.from_json(json.loads(stored))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelUnavailable(f"the feature pipeline of model {row.id!r} is unreadable "
+                               f"({e})") from None
+    if pipeline.width != row.in_features:
+        raise ModelUnavailable(f"the feature pipeline of model {row.id!r} writes "
+                               f"{pipeline.width} inputs; the model takes {row.in_features}")
+    return pipeline
 
 
 def _build_module(row: ModelRow, tensors: dict[str, np.ndarray]) -> Any:

@@ -24,6 +24,7 @@ from models.registry import get_kind
 from service import __version__
 from service.data.arrays import decode_json
 from service.errors import InferenceError, InvalidInput, NotFound, ServiceError
+from service.features.pipeline import Pipeline
 from service.serving.predict import collector_paused
 from service.serving.predictor import LoadedModel, Predictor
 from service.store.metadata import MetadataStore
@@ -36,6 +37,7 @@ PROBABILITIES = "probabilities"
 OUTPUTS = (OUTPUT, PROBABILITIES)
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 HEADER_LENGTH = "inference-header-content-length"
+_COLUMN_DATATYPE = {"numeric": "FP32", "boolean": "BOOL", "categorical": "BYTES"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class InferRequest:
     datatype: str
     binary_output: bool
     outputs: tuple[str, ...] | None = None  # asked for by name; None: all of them
+    columns: dict[str, list[Any]] | None = None  # one input per column, by name
 
 
 def server_metadata() -> dict[str, Any]:
@@ -95,13 +98,14 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise _fail(f"inputs must be a list with one input tensor, {_EXAMPLE}")
     if not inputs:
         raise _fail(f"inputs needs at least one input tensor: [{_EXAMPLE}]")
-    if len(inputs) != 1:
-        raise _fail(f"this model takes one input ({INPUT!r}); got {len(inputs)}")
-    tensor = inputs[0]
-    if not isinstance(tensor, dict):
+    if not all(isinstance(t, dict) for t in inputs):
         raise _fail("each input must be an object with name, shape, datatype and data")
-    if tensor.get("name") != INPUT:
-        raise _fail(f"unexpected input {tensor.get('name')!r}; this model's input is {INPUT!r}")
+    binary, names = _outputs_asked(req)
+    if len(inputs) > 1 or inputs[0].get("name") != INPUT:  # one input per column
+        columns, rows = _column_inputs(inputs, tail)
+        return InferRequest(rid, np.zeros(0, np.float32), (rows,), "FP32", binary, names,
+                            columns)
+    tensor = inputs[0]
     shape = tensor.get("shape")
     if (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
@@ -140,7 +144,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                         f"{data.size}")
     if not np.isfinite(data).all():
         raise _fail(f"input {INPUT!r}: data must be finite numbers")
+    return InferRequest(rid, data, tuple(shape), datatype, binary, names)
 
+
+def _outputs_asked(req: dict[str, Any]) -> tuple[bool, tuple[str, ...] | None]:
+    """(binary output?, the outputs asked for by name, None: all)."""
     binary = bool((req.get("parameters") or {}).get("binary_data_output", False))
     outputs = req.get("outputs")
     if outputs is not None:
@@ -151,8 +159,87 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                 raise _fail(f"unknown output {o.get('name')!r}; models have {OUTPUT!r} and "
                             f"classifiers {PROBABILITIES!r}")
             binary = bool((o.get("parameters") or {}).get("binary_data", binary))
-    names = None if outputs is None else tuple(o["name"] for o in outputs)
-    return InferRequest(rid, data, tuple(shape), datatype, binary, names)
+    return binary, None if outputs is None else tuple(o["name"] for o in outputs)
+
+
+_COLUMN_TYPES: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"), "BOOL": np.dtype("?")}
+
+
+def _column_inputs(inputs: list[dict[str, Any]], tail: bytes
+                   ) -> tuple[dict[str, list[Any]], int]:
+    """One input per column (issue 12): each of shape [N] or [N, 1], numbers (FP32, FP64,
+    INT32, INT64), BOOL or BYTES (text, UTF-8), in JSON or in the binary tail (in input
+    order; BYTES as 4-byte little-endian lengths before each string, as tritonclient
+    writes them). A NaN number is a missing value."""
+    columns: dict[str, list[Any]] = {}
+    rows = -1
+    offset = 0
+    for tensor in inputs:
+        name = tensor.get("name")
+        if not isinstance(name, str) or not name:
+            raise _fail("each input needs a name: the column it holds")
+        if name in columns:
+            raise _fail(f"input {name!r} is given twice")
+        shape = tensor.get("shape")
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                           for d in shape) or (len(shape) == 2 and shape[1] != 1)):
+            raise _fail(f"input {name!r}: a column's shape is [N] or [N, 1]")
+        datatype = tensor.get("datatype")
+        if datatype != "BYTES" and datatype not in _COLUMN_TYPES:
+            raise _fail(f"input {name!r}: datatype {datatype!r} is not supported; send "
+                        "FP32, FP64, INT32, INT64, BOOL or BYTES")
+        n = shape[0]
+        params = tensor.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+                raise _fail(f"input {name!r}: binary_data_size {size!r} runs past the "
+                            f"{len(tail)} bytes after the JSON header")
+            chunk, offset = tail[offset : offset + size], offset + size
+            values = (_bytes_elements(name, chunk) if datatype == "BYTES" else
+                      _binary_numbers(name, chunk, _COLUMN_TYPES[datatype]))
+        else:
+            data = tensor.get("data")
+            if not isinstance(data, list):
+                raise _fail(f"input {name!r}: data is required, a list of values")
+            values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
+        if len(values) != n:
+            raise _fail(f"input {name!r}: shape {shape} needs {n} values, data has "
+                        f"{len(values)}")
+        if rows >= 0 and n != rows:
+            raise _fail(f"input {name!r} has {n} rows; the inputs before it have {rows}")
+        rows = n
+        columns[name] = values
+    return columns, rows
+
+
+def _binary_numbers(name: str, chunk: bytes, dtype: np.dtype[Any]) -> list[Any]:
+    if len(chunk) % dtype.itemsize:
+        raise _fail(f"input {name!r}: {len(chunk)} bytes are not whole {dtype.name} values")
+    arr = np.frombuffer(chunk, dtype)
+    if dtype.kind == "f":
+        return [None if v != v else v for v in arr.tolist()]  # NaN: missing
+    return arr.tolist()
+
+
+def _bytes_elements(name: str, chunk: bytes) -> list[Any]:
+    out: list[Any] = []
+    at = 0
+    while at < len(chunk):
+        if at + 4 > len(chunk):
+            raise _fail(f"input {name!r}: a BYTES element's 4-byte length is cut short")
+        n = int.from_bytes(chunk[at : at + 4], "little")
+        if at + 4 + n > len(chunk):
+            raise _fail(f"input {name!r}: a BYTES element runs past its data")
+        try:
+            out.append(chunk[at + 4 : at + 4 + n].decode())
+        except UnicodeDecodeError:
+            raise _fail(f"input {name!r}: BYTES elements must be UTF-8 text") from None
+        at += 4 + n
+    return out
 
 
 def _outputs_metadata(row: ModelRow) -> list[dict[str, Any]]:
@@ -184,15 +271,33 @@ class InferenceProtocol:
     def model_metadata(self, name: str, version: str | None, tenant: str) -> dict[str, Any]:
         row = self._row(name, version, tenant)
         versions = self.meta.model_versions(row.name, tenant) if row.name else []
+        parameters: dict[str, Any] = {"model_id": row.id, "feature_names": row.feature_names,
+                                      "target_names": row.target_names}
+        inputs = [{"name": INPUT, "datatype": "FP32", "shape": [-1, row.in_features]}]
+        pipeline = self._pipeline(row, tenant)
+        if pipeline is not None and not pipeline.identity:  # one input per column
+            inputs = [{"name": c.name, "datatype": _COLUMN_DATATYPE[c.kind], "shape": [-1]}
+                      for c in pipeline.inputs]
+            parameters["matrix_input"] = {"name": INPUT, "datatype": "FP32",
+                                          "shape": [-1, row.in_features]}
+            if pipeline.labels is not None:
+                parameters["labels"] = list(pipeline.labels)
         return {
             "name": name,
             "versions": [str(v) for v in versions],
             "platform": f"pytorch_{row.kind}",
-            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, row.in_features]}],
+            "inputs": inputs,
             "outputs": _outputs_metadata(row),
-            "parameters": {"model_id": row.id, "feature_names": row.feature_names,
-                           "target_names": row.target_names},
+            "parameters": parameters,
         }
+
+    def _pipeline(self, row: ModelRow, tenant: str) -> Pipeline | None:
+        """The model's feature pipeline, from its checkpoint (None when it cannot be read:
+        the metadata still answers)."""
+        try:
+            return self.predictor.load(row.id, tenant).pipeline
+        except ServiceError:
+            return None
 
     def model_ready(self, name: str, version: str | None, tenant: str) -> dict[str, Any]:
         self.load(name, version, tenant)  # ready means loadable: checkpoint read and verified
@@ -222,14 +327,22 @@ class InferenceProtocol:
         self, model: LoadedModel, name: str, req: InferRequest
     ) -> tuple[dict[str, Any], bytes | None]:
         """The response's JSON part, and its binary tail when binary output was asked for."""
-        if len(req.shape) == 2:
+        if req.columns is not None:
+            names = model.pipeline.input_names if model.pipeline is not None else []
+            unknown = sorted(set(req.columns) - set(names))
+            if unknown:
+                per_column = f" or one input per column: {', '.join(names)}" if names else ""
+                raise _fail(f"unexpected input {unknown[0]!r}; this model's input is "
+                            f"{INPUT!r} (shape [N, {model.in_features}]){per_column}")
+            x = model.matrix(req.columns, req.shape[0], "inputs")
+        elif len(req.shape) == 2:
             x = req.data.reshape(req.shape)
         elif len(req.shape) == 1 and model.in_features == 1:
             x = req.data.reshape(-1, 1)  # a flat batch of one-feature rows
         else:
             raise _fail(f"input {INPUT!r}: shape must be [N, {model.in_features}] for "
                         f"{model.expects()}, got {list(req.shape)}")
-        if x.shape[1] != model.in_features:
+        if req.columns is None and x.shape[1] != model.in_features:
             raise InvalidInput(
                 f"input {INPUT!r}: model {name!r} expects {model.expects()}, got shape "
                 f"{list(req.shape)}; send shape [N, {model.in_features}]"

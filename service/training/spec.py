@@ -187,8 +187,28 @@ class InitFromSpec(_Strict):
     )
 
 
+class CategoricalSpec(_Strict):
+    """How categorical (text) columns become one-hot columns."""
+
+    min_frequency: int = Field(
+        default=1, ge=1, description="A level seen on fewer training rows goes to the "
+        "column's `other` bucket, as do levels predict has never seen.")
+    max_categories: int | None = Field(
+        default=None, ge=2, description="Most one-hot columns per categorical column, "
+        "`other` included (the most frequent levels keep theirs); default "
+        "FITSERVE_MAX_CATEGORIES.")
+
+
+ColumnKindName = Literal["numeric", "categorical", "boolean"]
+
+
 class TrainingSpec(_Strict):
     """Hyperparameters of one run. Defaults are the seed program's."""
+
+    # ``schema`` (column_types here: the name would shadow BaseModel.schema) reads and
+    # writes under its public name
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, serialize_by_alias=True,
+                              validate_by_name=True, validate_by_alias=True)
 
     FLAT_FIELDS: ClassVar[tuple[str, ...]] = ("bias", "lr")
     """Keys the flat form takes besides the fields (``_accept_flat_form``): an unknown key
@@ -213,12 +233,30 @@ class TrainingSpec(_Strict):
         default="auto",
         description="`autograd` runs the plain PyTorch loop; `auto` picks the fastest exact path.",
     )
-    standardize: bool = Field(
-        default=False,
+    standardize: bool | None = Field(
+        default=None,
         description="Scale inputs (and regression targets) to zero mean and unit variance by "
         "the training split's statistics; they are stored in the checkpoint and predict "
-        "applies them.",
+        "applies them. Default: off for a numeric matrix (the seed program's), on for a "
+        "dataset of typed columns (text, booleans or blanks); set at submit.",
     )
+    features: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1,
+        description="The feature columns to train on, by name; default all of them.")
+    impute: Literal["mean", "median", "none"] = Field(
+        default="mean",
+        description="What a missing feature value becomes: the training rows' mean or "
+        "median (a categorical's most frequent level); `none` refuses rows with missing "
+        "features, at training and at predict.")
+    missing_indicator: bool = Field(
+        default=True,
+        description="Add a `<column>_missing` input (1 where the value was missing) for each "
+        "column with blanks in the training rows.")
+    categorical: CategoricalSpec = Field(default_factory=CategoricalSpec)
+    column_types: dict[str, ColumnKindName] | None = Field(
+        default=None, alias="schema",
+        description="Override the type inferred for a column, e.g. `{\"zip\": "
+        "\"categorical\"}`.")
     early_stopping: EarlyStoppingSpec | None = Field(
         default=None, description="Needs validation_fraction > 0."
     )

@@ -11,6 +11,8 @@ from typing import Any, cast
 import numpy as np
 import orjson
 
+from models.registry import get_kind
+from service.data.table import Table
 from service.errors import (
     ArtifactsFailed,
     Cancelled,
@@ -22,10 +24,12 @@ from service.errors import (
     is_disk_full,
 )
 from service.faults import pause_at
+from service.features import FeatureOptions, Pipeline, numeric_table, prepare_table
+from service.features.pipeline import FeatureError
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
-from service.store.tables import JobRow, new_id
-from service.training.fit import FitResult, fit
+from service.store.tables import DatasetRow, JobRow, new_id
+from service.training.fit import FitResult, fit, split_rows
 from service.training.spec import TrainingSpec
 from service.worker.warm_start import initial_state
 
@@ -47,10 +51,12 @@ def _history_values(epochs: np.ndarray, loss: np.ndarray, val: np.ndarray | None
 
 def checkpoint_payload(
     job: JobRow, spec: TrainingSpec, result: FitResult, feature_names: list[str],
-    target_names: list[str], dataset_sha: str,
+    target_names: list[str], dataset_sha: str, pipeline: Pipeline | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The module's state_dict as tensors; its kind, config and the standardization
-    statistics beside them as string metadata, so loading is ``Model(Config(**config))``."""
+    statistics beside them as string metadata, so loading is ``Model(Config(**config))``;
+    the feature pipeline (service/features/) as JSON when the model has one (a numeric
+    matrix model has none: its inputs are its feature names, as sent)."""
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in result.state.items()}
     metadata = {
         "format": CHECKPOINT_FORMAT,
@@ -62,7 +68,43 @@ def checkpoint_payload(
         "job_id": job.id,
         "dataset_sha256": dataset_sha,
     }
+    if pipeline is not None:
+        metadata["pipeline"] = json.dumps(pipeline.to_json())
     return tensors, metadata
+
+
+def uses_pipeline(spec: TrainingSpec, loaded: object) -> bool:
+    """Whether the job trains through a feature pipeline: a dataset of typed columns, or a
+    numeric one whose columns the job selects or retypes. Otherwise the matrix goes to
+    ``fit`` as it is stored (the seed example's path)."""
+    return (isinstance(loaded, Table) or spec.features is not None
+            or bool(spec.column_types))
+
+
+def training_data(
+    spec: TrainingSpec, dataset: DatasetRow, loaded: tuple[np.ndarray, np.ndarray] | Table
+) -> tuple[TrainingSpec, np.ndarray, np.ndarray, Pipeline | None]:
+    """(spec with standardize resolved, x, y, pipeline) for ``fit``. A Table's pipeline is
+    fitted on the rows ``fit``'s own split trains on (the same seed draws the same rows),
+    then every row is transformed; a numeric matrix passes as it is."""
+    if not uses_pipeline(spec, loaded):
+        if spec.standardize is None:
+            spec = spec.model_copy(update={"standardize": False})
+        x, y = cast(tuple[np.ndarray, np.ndarray], loaded)
+        return spec, x, y, None
+    if spec.standardize is None:  # typed columns: one-hot beside sqft needs scaling
+        spec = spec.model_copy(update={"standardize": True})
+    table = loaded if isinstance(loaded, Table) else numeric_table(
+        *loaded, dataset.feature_names, dataset.target_names)
+    seed = spec.seed if spec.seed is not None else 0
+    train_idx, _ = split_rows(table.rows, spec.validation_fraction, seed)
+    classify = get_kind(spec.model.kind).task == "classification"
+    try:
+        prepared = prepare_table(table, FeatureOptions.from_spec(spec), train_idx, classify)
+    except FeatureError as e:
+        raise TrainingError(f"the dataset does not fit the job's features: {e.message}"
+                            ) from None
+    return spec, prepared.x, prepared.y, prepared.pipeline
 
 
 def _store_trace(artifacts: ArtifactStore, job_id: str, trace: dict[str, Any] | None,
@@ -140,19 +182,20 @@ def run_job(
     pause_at("claimed", job.id)
     try:
         dataset = meta.get_dataset(job.dataset_id, tenant=job.tenant)
-        x, y = artifacts.get_dataset(dataset.sha256)
+        spec, x, y, pipeline = training_data(spec, dataset,
+                                             artifacts.load_dataset(dataset.sha256))
         init = (initial_state(meta, artifacts, spec.init_from.model, job.tenant)
                 if spec.init_from is not None else None)  # a warm start
         result = fit(spec, x, y, job.device, reporter.progress, reporter.should_stop,
                      init=init)
     except Cancelled as e:
-        _store_trace(artifacts, job.id, e.extra.get("trace"), spec.standardize)
+        _store_trace(artifacts, job.id, e.extra.get("trace"), bool(spec.standardize))
         return _end(meta, job, worker, "cancelled", e, notify)
     except NotFound:  # the dataset was deleted after the job was queued
         err: TrainingError = DatasetMissing("the job's dataset was deleted before the job ran")
         return _end(meta, job, worker, "failed", err, notify)
     except TrainingError as e:
-        _store_trace(artifacts, job.id, e.extra.get("trace"), spec.standardize)
+        _store_trace(artifacts, job.id, e.extra.get("trace"), bool(spec.standardize))
         return _end(meta, job, worker, "failed", e, notify)
     except OSError as e:  # the data file gone or unreadable: said without its path
         log.exception("job %s could not read its data", job.id)
@@ -169,10 +212,12 @@ def run_job(
                             "the worker log has the details")
         return _end(meta, job, worker, "failed", err, notify)
 
-    _store_trace(artifacts, job.id, result.trace, spec.standardize)
+    _store_trace(artifacts, job.id, result.trace, bool(spec.standardize))
     model_id = new_id("mdl")
+    feature_names = dataset.feature_names if pipeline is None else pipeline.output_names
+    target_names = dataset.target_names if pipeline is None else list(pipeline.targets)
     tensors, metadata = checkpoint_payload(
-        job, spec, result, dataset.feature_names, dataset.target_names, dataset.sha256
+        job, spec, result, feature_names, target_names, dataset.sha256, pipeline
     )
     try:
         path, sha = artifacts.put_checkpoint(model_id, tensors, metadata)
@@ -194,8 +239,8 @@ def run_job(
         "weight": None if result.weight is None else result.weight.astype(float).tolist(),
         "bias": None if result.bias is None else result.bias.astype(float).tolist(),
         "normalization": result.normalization,
-        "feature_names": dataset.feature_names,
-        "target_names": dataset.target_names,
+        "feature_names": feature_names,
+        "target_names": target_names,
         "metrics": {
             "train_loss": result.train_loss,
             "val_loss": result.final_val_loss,
@@ -297,11 +342,11 @@ class _ReadOnce:
 
     def __init__(self, artifacts: ArtifactStore) -> None:
         self._artifacts = artifacts
-        self._datasets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._datasets: dict[str, tuple[np.ndarray, np.ndarray] | Table] = {}
 
-    def get_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray]:
+    def load_dataset(self, sha: str) -> tuple[np.ndarray, np.ndarray] | Table:
         if sha not in self._datasets:
-            self._datasets[sha] = self._artifacts.get_dataset(sha)
+            self._datasets[sha] = self._artifacts.load_dataset(sha)
         return self._datasets[sha]
 
     def __getattr__(self, name: str) -> Any:

@@ -123,7 +123,8 @@ def test_unknown_dataset_is_404(client):
 @pytest.mark.parametrize(
     ("csv", "needle"),
     [
-        (b"a,y\n1,2\n,3\n", "CSV line 3 column 1 is not a number: ''"),
+        # an empty feature cell is a missing value now (issue 12); in the target it is refused
+        (b"a,y\n1,2\n3,\n", "target 'y' has 1 missing value, the first at CSV line 3 column 2"),
         (b"a,y\n1,2\n1,2,3\n", "CSV line 3 has 3 cells"),
         (b"a,y\n1,2\n1e39,2\n", "CSV line 3 column 1 is not a finite number"),
     ],

@@ -38,6 +38,16 @@ REQUESTS = [
     ("MODEL", {"x": [[0.5, 0.25]]}),
     ("MODEL", {"x": [[0.5, 0.25]], "model": "x"}),
     ("/v1/models/mdl_000000000000000000000000/predict", {"x": [[1.0, 2.0]]}),
+    # named fields (issue 12): a matrix model's feature names are x0, x1
+    ("/predict", {"rows": [{"x0": 1.0, "x1": 2.0}, {"x1": 4, "x0": 3}]}),
+    ("MODEL", {"columns": {"x0": [1.0, 3.0], "x1": [2.0, 4.0]}}),
+    ("/predict", {"rows": [{"x0": 1.0}]}),  # x1 was never imputed: 422 naming it
+    ("/predict", {"rows": [{"x0": 1.0, "x1": 2.0, "zip": 3}]}),  # unknown field
+    ("/predict", {"rows": [{"x0": "a", "x1": 2.0}]}),
+    ("/predict", {"columns": {"x0": [1.0], "x1": [2.0, 3.0]}}),
+    ("/predict", {"x": [[1.0, 2.0]], "rows": [{"x0": 1}]}),
+    ("/predict", {"rows": []}),
+    ("/predict", {"rows": [1]}),
 ]
 
 
@@ -48,6 +58,32 @@ def test_lane_and_fastapi_routes_agree(client, services, trained, path, body):
         a = client.post(path, json=body)
         b = plain.post(path, json=body)
     assert (a.status_code, a.json()) == (b.status_code, b.json())
+
+
+def test_lane_and_fastapi_agree_on_a_tabular_model(client, services, run_queued):
+    # typed columns, blanks and text labels: the labelled answer, imputation, "other"
+    from service.data.table import Table
+    from tests.tables import categorical, numeric, store_table
+
+    table = Table([numeric("sqft", [50.0, None, 80.0, 120.0, 60.0, 90.0]),
+                   categorical("city", ["a", "b", "a", "b", "c", None])],
+                  [categorical("band", ["lo", "lo", "hi", "hi", "lo", "hi"])])
+    dataset = store_table(services, table)
+    client.post("/v1/jobs", json={"dataset_id": dataset, "model": "logistic", "epochs": 50,
+                                  "seed": 0, "model_name": "tab",
+                                  "categorical": {"min_frequency": 2}})
+    assert run_queued() == ["succeeded"]
+    bodies = [{"model": "tab", "rows": [{"sqft": 70, "city": "zzz"}, {"city": "a"}]},
+              {"model": "tab", "columns": {"sqft": [70.0, None], "city": [None, "c"]}},
+              {"model": "tab", "x": [[0.1, 0.0, 1.0, 0.0, 0.0, 0.0]]},
+              {"model": "tab", "rows": [{"sqft": 70, "town": "a"}]},
+              {"model": "tab", "rows": [{"sqft": True}]}]
+    with TestClient(_without_lane(services), base_url="http://127.0.0.1") as plain:
+        for body in bodies:
+            a, b = client.post("/predict", json=body), plain.post("/predict", json=body)
+            assert (a.status_code, a.json()) == (b.status_code, b.json()), body
+    out = client.post("/predict", json=bodies[0]).json()
+    assert set(out["labels"]) <= {"hi", "lo"} and set(out["probabilities"][0]) == {"hi", "lo"}
 
 
 def test_lane_rejects_other_media_and_malformed_json_like_the_routes(client, services, trained):

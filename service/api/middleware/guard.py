@@ -21,6 +21,9 @@ _SWEEP_S = 0.5
 """How often reads of request bodies are checked against the body deadline."""
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_STREAMED = frozenset({("POST", "/v1/datasets")})
+"""Routes that read a chunked body as a stream and count it against the limits themselves
+(dataset uploads go to a spool file: buffering them here would hold them in memory)."""
 
 
 class RequestGuard:
@@ -88,7 +91,8 @@ class RequestGuard:
             self._loop = asyncio.get_running_loop()
             self._loop.call_later(_SWEEP_S, self._expire_slow_bodies)
         try:
-            if length is None and scope["method"] in _UNSAFE:
+            if length is None and scope["method"] in _UNSAFE and \
+                    (scope["method"], scope["path"]) not in _STREAMED:
                 # a chunked body: read it here, up to the limit, and hand it on; the app would
                 # turn an error raised mid-read into a 400 (FastAPI) or a 500
                 messages = await self._buffer(timed.receive)

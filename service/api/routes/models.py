@@ -30,7 +30,7 @@ from service.api.schemas import (
 from service.api.views import model_public
 from service.errors import UnsupportedMediaType
 from service.services import Services
-from service.serving.predict import model_parameters
+from service.serving.predict import loaded_model, model_parameters
 from service.serving.predictor import Predictor
 from service.store.tables import ModelRow
 
@@ -136,7 +136,9 @@ async def get_model(
     """Weight, bias, every parameter by name, metrics, hyperparameters and lineage."""
     row = await run_in_threadpool(meta.get_model, model_id, tenant)
     tensors, error = await model_parameters(predictor, row.id, tenant)
-    return model_public(row, tensors if parameters else None, checkpoint_error=error)
+    model, _ = await loaded_model(predictor, row.id, tenant)  # cached by now
+    return model_public(row, tensors if parameters else None, checkpoint_error=error,
+                        pipeline=model.pipeline if model is not None else None)
 
 
 @router.get(
@@ -170,7 +172,8 @@ async def get_checkpoint(
 async def predict_with(
     model_id: str, request: Request, predictor: PredictorDep, tenant: TenantDep
 ) -> Response:
-    """Predict with this model: `{"x": [[...]]}` -> `{"y": [[...]]}`."""
+    """Predict with this model: `{"x": [[...]]}`, `{"rows": [{...}]}` or `{"columns":
+    {...}}` -> `{"y": [[...]]}`."""
     return await predict_response(request, predictor, tenant, model_id, by_path=True)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -24,10 +24,10 @@ _PNG: dict[int | str, dict[str, Any]] = {
 
 
 def _model_png(meta: MetadataStore, artifacts: ArtifactStore, predictor: Predictor,
-               model_id: str, tenant: str) -> bytes:
+               model_id: str, tenant: str, feature: str | None) -> bytes:
     from service.serving.plots import model_plot_png
 
-    return model_plot_png(meta, artifacts, predictor, model_id, tenant)
+    return model_plot_png(meta, artifacts, predictor, model_id, tenant, feature)
 
 
 def _loss_png(meta: MetadataStore, job_id: str, tenant: str) -> bytes:
@@ -37,13 +37,18 @@ def _loss_png(meta: MetadataStore, job_id: str, tenant: str) -> bytes:
 
 
 @router.get("/v1/models/{model_id}/plot.png", tags=["models"], response_class=Response,
-            responses={**_PNG, **errors(404, 409, 503)})
+            responses={**_PNG, **errors(404, 409, 422, 503)})
 async def model_plot(
     model_id: str, meta: MetaDep, artifacts: ArtifactsDep, predictor: PredictorDep,
     tenant: TenantDep,
+    feature: Annotated[str | None, Query(
+        max_length=200, description="A numeric input to draw the rows against: the data "
+        "and each row's prediction (a classifier's probabilities).")] = None,
 ) -> Response:
-    """The data and the fitted line or curve (one feature), or predicted against actual."""
-    body = await run_in_threadpool(_model_png, meta, artifacts, predictor, model_id, tenant)
+    """The data and the fitted line or curve (one feature), predicted against actual, or
+    the rows against one numeric input (`?feature=`)."""
+    body = await run_in_threadpool(_model_png, meta, artifacts, predictor, model_id, tenant,
+                                   feature)
     return Response(body, media_type="image/png")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from service.data.arrays import as_matrix, check_xy
 from service.data.datasets import check_table, store_dataset
+from service.data.table import Table
 from service.errors import DeviceUnavailable, InvalidInput, LimitExceeded, ServiceError
 from service.jobs.limits import check_active, check_budget, check_epochs
 from service.jobs.submit import check_kind
@@ -25,6 +26,7 @@ from service.jobs.sweeps.controller import sweep_records
 from service.jobs.sweeps.objectives import OBJECTIVES, check_objective
 from service.jobs.sweeps.space import grid_size, parse_space
 from service.jobs.sweeps.study import PRUNERS, STRATEGIES
+from service.store.idempotency import Completion, Replay, idempotent
 from service.store.tables import SweepRow
 from service.training.spec import TrainingSpec
 
@@ -68,14 +70,20 @@ def submit_sweep(
     x: Any = None,
     y: Any = None,
     device: str | None = None,
+    completion: Completion | None = None,
 ) -> SweepRow:
-    """Check and store a sweep over the base ``job``; returns it queued."""
+    """Check and store a sweep over the base ``job``; returns it queued. ``completion``
+    commits with it (an Idempotency-Key's record of it)."""
     settings, meta, artifacts = services.settings, services.meta, services.artifacts
     if request.strategy not in STRATEGIES:
         raise InvalidInput(f"strategy must be one of {', '.join(STRATEGIES)}", field="strategy")
     if job.init_from is not None:  # each trial would need the parent checked against it
         raise InvalidInput("a sweep's trials cannot warm-start (init_from) yet: sweep from "
                            "scratch, then warm-start the winner as a job", field="job.init_from")
+    if job.features is not None or job.column_types:
+        raise InvalidInput("a sweep's trials train on the dataset's numeric matrix as it is: "
+                           "features and schema apply to jobs (POST /v1/jobs)",
+                           field="job.features" if job.features is not None else "job.schema")
     if job.seed is None:  # every trial starts from the same weights and the same split
         job = job.model_copy(update={"seed": secrets.randbelow(2**31)})
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
@@ -91,9 +99,16 @@ def submit_sweep(
         except ServiceError as e:
             raise _in_job(e) if e.status_code == 422 else e from None
         rows, features, targets = dataset.rows, dataset.features, dataset.targets
+        sha = dataset.sha256
+        # issue 12: a sweep's trials share one matrix (and its statistics); a dataset of
+        # typed columns goes through a feature pipeline per job, which sweeps do not run yet
+        if isinstance(artifacts.load_dataset(sha), Table):
+            raise InvalidInput(
+                f"dataset {dataset.id} has typed columns (text, booleans or blanks): sweeps "
+                "train on numeric datasets only; submit its jobs one by one (POST /v1/jobs)",
+                field="dataset_id")
         largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
                             if c["role"] == "feature"])
-        sha = dataset.sha256
 
         def targets_of() -> np.ndarray:
             return artifacts.get_dataset(sha)[1]
@@ -112,6 +127,8 @@ def submit_sweep(
 
     def check(spec_dict: dict[str, Any]) -> TrainingSpec:
         spec = TrainingSpec.model_validate(spec_dict)
+        if spec.standardize is None:  # a numeric matrix's default, named in each trial
+            spec = spec.model_copy(update={"standardize": False})
         check_epochs(settings, spec.epochs)
         if spec.validation_fraction > 0 and rows < 2:
             raise InvalidInput(f"validation_fraction needs at least 2 rows; the dataset has "
@@ -159,11 +176,25 @@ def submit_sweep(
         search_space=[d.to_json() for d in dims], strategy=request.strategy,
         objective=objective, direction=direction, max_trials=max_trials,
         max_parallel=min(parallel, max_trials), seed=seed, pruning=pruning,
-        model_name=request.model_name)
+        model_name=request.model_name, then=completion)
     controller = services.extra.get("sweep_controller")
     if controller is not None:
         controller.wake()
     return sweep
+
+
+def submit_sweep_once(services: Services, tenant: str, job: TrainingSpec,
+                      request: SweepRequest, *, idempotency_key: str | None,
+                      request_body: bytes, **data: Any) -> SweepRow:
+    """``submit_sweep`` under an ``Idempotency-Key`` (when given): a retry with the key and
+    body gets the sweep the first request committed; the sweep and the key's record of it
+    commit in one transaction. ``data``: ``submit_sweep``'s keyword arguments."""
+    with idempotent(services.meta, tenant, "sweeps", idempotency_key, request_body,
+                    reservation_s=services.settings.idempotency_reservation_s) as attempt:
+        if isinstance(attempt, Replay):
+            return sweep_records(services).get_sweep(attempt.resource_id, tenant)
+        return submit_sweep(services, tenant, job, request,
+                            completion=attempt.completion(202), **data)
 
 
 def _check_pruning(pruning: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,0 +1,93 @@
+"""Uploads stream (issue 12), against the real server: a ~30 MB CSV is spooled and parsed
+off the event loop (``/healthz`` answers within 100 ms throughout), the server's peak RSS
+for it stays within 3x the stored arrays (read from /proc, the server's, not ours), and a
+JSON body over its limit is answered 413 before it is sent whole."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+JSON_LIMIT = 1 << 20
+
+
+def _csv(target_mb: int = 30) -> bytes:
+    """Numbers in the form a CSV writer gives (``%.7g``): one block of rows, repeated."""
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((5_000, 16)).astype(np.float32)
+    lines = "".join(",".join(f"{v:.7g}" for v in row) + "\n" for row in block.tolist())
+    raw = lines.encode()
+    header = (",".join(f"f{i}" for i in range(15)) + ",y\n").encode()
+    return header + raw * max(1, round(target_mb * 2**20 / len(raw)))
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def test_a_large_csv_streams_without_stalling_the_server_or_its_memory(server_factory):
+    server = server_factory(workers=0, FITSERVE_MAX_JSON_BODY_BYTES=str(JSON_LIMIT)).start()
+    assert server.proc is not None
+    pid = server.proc.pid
+    body = _csv()
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        http.post("/v1/datasets?target=y", content=body[: 4 << 20].rsplit(b"\n", 1)[0] + b"\n",
+                  headers={"content-type": "text/csv"}).raise_for_status()  # warm: imports
+        for _ in range(20):
+            http.get("/healthz")
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here
+        before = _status(pid)["VmRSS"]
+        result: dict[str, httpx.Response] = {}
+
+        def upload() -> None:
+            with httpx.Client(base_url=server.url, timeout=120) as up:
+                result["r"] = up.post(
+                    "/v1/datasets?target=y", headers={"content-type": "text/csv"},
+                    content=(body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)))
+
+        t = threading.Thread(target=upload)
+        t.start()
+        worst = 0.0
+        polls = 0
+        while t.is_alive():
+            t0 = time.perf_counter()
+            assert http.get("/healthz").status_code == 200
+            worst = max(worst, time.perf_counter() - t0)
+            polls += 1
+            time.sleep(0.01)
+        t.join()
+        r = result["r"]
+        assert r.status_code == 201, r.text
+        peak = _status(pid)["VmHWM"]
+    stored = r.json()["size_bytes"]
+    assert r.json()["rows"] * 16 * 4 == stored and stored > 10 * 2**20
+    assert polls >= 5, polls  # the upload took long enough to be watched
+    assert worst < 0.1, f"/healthz took {worst * 1000:.0f} ms during the upload"
+    assert peak - before <= 3 * stored, (
+        f"peak RSS grew {(peak - before) / 2**20:.1f} MB for {stored / 2**20:.1f} MB stored")
+
+    # a JSON body over its limit: 413 after the headers and a first part, the rest unsent
+    declared = 8 * JSON_LIMIT
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(f"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                  f"application/json\r\nContent-Length: {declared}\r\n\r\n".encode())
+        s.sendall(b'{"x": [' + b"[1.0]," * 10_000)
+        answer = b""
+        while chunk := s.recv(65536):  # the server closes the connection after its answer
+            answer += chunk
+        answer = answer.decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:300]
+    assert "FITSERVE_MAX_JSON_BODY_BYTES" in answer and "Parquet" in answer
