@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,11 +81,17 @@ class SweepRecords:
 
     # ------------------------------------------------------------ the sweep
 
-    def create_sweep(self, **values: Any) -> SweepRow:
+    def create_sweep(self, *, then: Callable[[Session, str], None] | None = None,
+                     **values: Any) -> SweepRow:
+        """Insert a queued sweep; ``then(session, sweep_id)`` commits with it (the
+        completion of its Idempotency-Key)."""
         row = SweepRow(id=new_id("swp"), status="queued", created_at=utcnow(),
                        cancel_requested=False, **values)
         with self.session() as s:
             s.add(row)
+            if then is not None:
+                s.flush()
+                then(s, row.id)
         return row
 
     def get_sweep(self, sweep_id: str, tenant: str | None = "default") -> SweepRow:
@@ -321,6 +327,29 @@ class SweepRecords:
                 .join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
                 .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status == "running",
                        JobRow.id != job_id)) or 0
+
+    def batch_progress(self, worker: str, progress: Sequence[tuple[str, int, float,
+                                                                float | None]],
+                       waiting: Sequence[str] = ()) -> set[str]:
+        """One write for a batch of trials a worker trains together: each trial's progress
+        (job id, epoch, loss, val loss) and heartbeat, and the heartbeat of the batch's
+        jobs that wait their turn (``waiting``); returns the ids of those asked to stop."""
+        ids = [p[0] for p in progress]
+        now = utcnow()
+        with self.session() as s:
+            for job_id, epoch, loss, val_loss in progress:
+                s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker)
+                          .values(progress_epoch=epoch, progress_loss=loss,
+                                  progress_val_loss=val_loss, heartbeat_at=now))
+            if waiting:
+                s.execute(update(JobRow).where(JobRow.id.in_(list(waiting)),
+                                               JobRow.status == "running",
+                                               JobRow.worker == worker)
+                          .values(heartbeat_at=now))
+            return set(s.scalars(select(JobRow.id).where(
+                JobRow.id.in_(ids), or_(JobRow.cancel_requested.is_(True),
+                                        JobRow.status != "running", JobRow.worker.is_(None),
+                                        JobRow.worker != worker))))
 
     def sweep_of_job(self, job_id: str) -> str | None:
         with self.session() as s:

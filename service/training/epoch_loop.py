@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -38,6 +39,28 @@ class LoopResult:
     val_loss: np.ndarray | None
     stopped: dict[str, Any] | None = None  # early stopping: epoch, best_epoch, best_val_loss
     trace: dict[str, Any] | None = None
+
+
+@dataclass
+class LoopCall:
+    """What ``run_loop`` was asked to train: one trial, as a batch of trials takes it."""
+
+    spec: TrainingSpec
+    model: nn.Module
+    crit: nn.Module
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    device: str
+    seed: int
+    fused: bool
+
+
+LOOP_HOOK: ContextVar[Callable[[LoopCall], LoopResult] | None] = ContextVar(
+    "fitserve_loop_hook", default=None)
+"""Set by a batch of trials (training/batched.py): ``run_loop`` hands its trial to it and
+returns what it answers (the trial's part of the batch) instead of running the epochs."""
 
 
 class _Logger:
@@ -319,6 +342,10 @@ def run_loop(
 ) -> LoopResult:
     """Train ``model.head`` on transformed rows: the plain autograd step, or (``fused``) the
     same SGD step on squared loss with the gradient written out, which skips autograd."""
+    hook = LOOP_HOOK.get()
+    if hook is not None:
+        return hook(LoopCall(spec, model, crit, x_train, y_train, x_val, y_val, device, seed,
+                             fused))
     dev = torch.device(device)
     model.to(dev)
     xt = torch.as_tensor(x_train, device=dev)

@@ -64,7 +64,8 @@ def worker_main(
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     from service.store.artifacts import open_artifacts
     from service.store.metadata import MetadataStore
-    from service.worker.runner import claim_batch, run_batch, run_job, warm_up
+    from service.worker.batches import claim_trials, run_trials
+    from service.worker.runner import run_job, warm_up
 
     warm_up()
     meta = MetadataStore(settings.resolved_database_url)
@@ -96,11 +97,11 @@ def worker_main(
             continue
         try:
             # a sweep's trials that share their work, shared out between the workers
-            batch = claim_batch(meta, job, name, settings.workers)
+            batch = claim_trials(meta, job, name, settings.workers)
             log.info("worker %s took job %s%s", name, job.id,
                      f" and {len(batch) - 1} trials of its sweep" if len(batch) > 1 else "")
             if len(batch) > 1:
-                run_batch(batch, name, meta, artifacts, settings.progress_interval_s, notify)
+                run_trials(batch, name, meta, artifacts, settings.progress_interval_s, notify)
             else:
                 run_job(job, name, meta, artifacts, settings.progress_interval_s, notify)
         except Exception:  # its end could not be recorded: the job goes back to the queue

@@ -308,6 +308,25 @@ def test_the_base_job_is_checked_as_post_jobs_checks_it(client):
     assert r.status_code == 404
 
 
+def test_idempotency_key_replays_the_sweep_and_conflicts_on_another_body(client):
+    body = {"job": {**DATA, "epochs": 5}, "search_space": {"epochs": {"int": [1, 5]}}}
+    h = {"Idempotency-Key": "sweep-1"}
+    first = client.post("/v1/sweeps", json=body, headers=h)
+    again = client.post("/v1/sweeps", json=body, headers=h)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["location"] == f"/v1/sweeps/{first.json()['id']}"
+    assert client.get("/v1/sweeps").json()["count"] == 1
+    other = client.post("/v1/sweeps", json={**body, "max_trials": 2}, headers=h)
+    assert other.status_code == 409 and other.json()["error"]["field"] == "Idempotency-Key"
+    bad = {**body, "search_space": {"epochs": {"int": [5, 1]}}}
+    assert client.post("/v1/sweeps", json=bad, headers={"Idempotency-Key": "k"}
+                       ).status_code == 422
+    fixed = client.post("/v1/sweeps", json=body, headers={"Idempotency-Key": "k"})
+    assert fixed.status_code == 202  # a refused request does not burn its key
+    assert client.get("/v1/sweeps").json()["count"] == 2
+
+
 def test_events_stream_the_trials_as_they_end_then_the_sweep(client, services):
     sweep = _sweep(client, job={**DATA, "epochs": 50, "seed": 0}, strategy="grid",
                    search_space={"optimizer.lr": {"choice": [0.001, 0.002, 0.004]}})

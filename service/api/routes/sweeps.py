@@ -16,6 +16,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.api.deps import ServicesDep, TenantDep, require_room
 from service.api.responses import JSONBytes, errors, require_json
+from service.api.routes.jobs import raw_body
 from service.api.schemas import (
     JobError,
     SweepBest,
@@ -32,7 +33,7 @@ from service.jobs.status import FINISHED, JobStatus
 from service.jobs.sweeps.controller import SweepController, sweep_records
 from service.jobs.sweeps.events import best_trial, sweep_events, trial_status
 from service.jobs.sweeps.space import Dimension
-from service.jobs.sweeps.submit import SweepRequest, submit_sweep
+from service.jobs.sweeps.submit import SweepRequest, submit_sweep_once
 from service.services import Services
 from service.store.sweeps import TrialState
 from service.store.tables import SweepRow
@@ -116,16 +117,22 @@ def _read(services: Services, sweep_id: str, tenant: str) -> SweepPublic:
 @router.post("", status_code=202, response_model=SweepPublic,
              responses=errors(400, 404, 409, 413, 415, 422, 429, 507),
              dependencies=[Depends(require_json), Depends(require_room)])
-def create_sweep(body: SweepCreate, services: ServicesDep, tenant: TenantDep) -> Response:
+def create_sweep(body: SweepCreate, services: ServicesDep, tenant: TenantDep,
+                 raw: Annotated[bytes, Depends(raw_body)],
+                 idempotency_key: Annotated[str | None, Header(
+                     alias="Idempotency-Key", description="A retry with the same key and "
+                     "body returns the sweep the first request created; another body with "
+                     "the key is a 409.")] = None) -> Response:
     """Start a sweep; it is stored as queued before this answers 202 (its trials follow)."""
     request = SweepRequest(
         search_space=body.search_space, strategy=body.strategy, objective=body.objective,
         direction=body.direction, max_trials=body.max_trials, max_parallel=body.max_parallel,
         seed=body.seed, model_name=body.model_name,
         pruning=body.pruning.model_dump() if body.pruning else None)
-    row = submit_sweep(services, tenant, body.job.training_spec(), request,
-                       dataset_id=body.job.dataset_id, x=body.job.x, y=body.job.y,
-                       device=body.job.device)
+    row = submit_sweep_once(services, tenant, body.job.training_spec(), request,
+                            idempotency_key=idempotency_key, request_body=raw,
+                            dataset_id=body.job.dataset_id, x=body.job.x, y=body.job.y,
+                            device=body.job.device)
     return JSONBytes(sweep_public(row, []).model_dump(mode="json"), status_code=202,
                      headers={"Location": f"/v1/sweeps/{row.id}"})
 
