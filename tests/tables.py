@@ -4,13 +4,12 @@ a Table as a dataset without the upload path."""
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.data.table import Column, Table, table_bytes
+from service.data.table import Column, Table
 
 
 def numeric(name: str, values: list[float | None]) -> Column:
@@ -71,15 +70,7 @@ def read_penguins() -> dict[str, list[Any]]:
 
 def store_table(services: Any, table: Table, tenant: str = "default") -> str:
     """The Table stored as a dataset the way an upload stores one; returns its id."""
-    blob = table_bytes(table)
-    sha = hashlib.sha256(blob).hexdigest()
-    services.artifacts.put_dataset(sha, blob)
-    columns = [{"name": c.name, "role": role, "kind": c.kind, "missing": int(c.missing.sum())}
-               for role, cols in (("feature", table.features), ("target", table.targets))
-               for c in cols]
-    row, _ = services.meta.add_dataset(
-        None, tenant=tenant, name=table.name, sha256=sha, rows=table.rows,
-        features=len(table.features), targets=len(table.targets),
-        feature_names=table.feature_names, target_names=table.target_names,
-        columns=columns, size_bytes=len(blob))
+    from service.data.datasets import store_table as store
+
+    row, _ = store(services.meta, services.artifacts, table, tenant)
     return row.id

@@ -42,7 +42,7 @@ def file_media(path: Path) -> str:
 
 def frame_body(frame: Any) -> tuple[bytes, str]:
     """A DataFrame as (body, content type): an Arrow IPC stream (polars, or pandas with
-    pyarrow or polars installed), else CSV (pandas alone)."""
+    pyarrow installed), else CSV (pandas alone)."""
     buf = io.BytesIO()
     if _kind(frame) == "polars":
         frame.write_ipc_stream(buf)
@@ -54,14 +54,7 @@ def frame_body(frame: Any) -> tuple[bytes, str]:
         with pa.ipc.new_stream(buf, table.schema) as writer:
             writer.write_table(table)
         return buf.getvalue(), ARROW_STREAM
-    except ImportError:
-        pass
-    try:
-        import polars as pl
-
-        pl.from_pandas(frame).write_ipc_stream(buf)
-        return buf.getvalue(), ARROW_STREAM
-    except ImportError:
+    except ImportError:  # (polars' from_pandas needs pyarrow too)
         return frame.to_csv(index=False).encode(), CSV
 
 

@@ -63,6 +63,13 @@ def column_stats(x: np.ndarray, y: np.ndarray, features: list[str], targets: lis
     return out
 
 
+def is_typed(dataset: DatasetRow) -> bool:
+    """Whether a dataset is stored as a Table (typed or missing cells) rather than as the
+    x/y matrices, read from its record: a submit need not open its file."""
+    return any(c.get("type", "numeric") != "numeric" or c.get("missing", 0)
+               for c in dataset.columns)
+
+
 def content_sha256(
     x: np.ndarray, y: np.ndarray, feature_names: list[str], target_names: list[str]
 ) -> str:

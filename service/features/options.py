@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.data.table import ColumnKind
+from service.store.tabular import ColumnKind
 
 Impute = Literal["mean", "median", "none"]
 DEFAULT_MAX_CATEGORIES = 1000

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from service.data.table import Column, ColumnKind, Table
 from service.errors import InvalidInput
 from service.features.options import FeatureOptions
+from service.store.tabular import Column, ColumnKind, Table
 
 PIPELINE_VERSION = 1
 """The ``version`` key of the stored JSON; a reader refuses a version it does not know."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.data.table import Column, Table
 from service.features.options import FeatureOptions
 from service.features.pipeline import (
     FeatureError,
@@ -18,6 +17,7 @@ from service.features.pipeline import (
     fit_pipeline,
     label_text,
 )
+from service.store.tabular import Column, Table
 
 
 @dataclass(frozen=True)

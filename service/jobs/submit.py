@@ -18,9 +18,9 @@ import numpy as np
 from models.registry import get_kind
 from service.config import Settings
 from service.data.arrays import as_matrix, check_xy
-from service.data.datasets import check_table, store_dataset
+from service.data.datasets import check_table, is_typed, store_dataset
 from service.data.table import Table
-from service.errors import DeviceUnavailable, InvalidInput
+from service.errors import DeviceUnavailable, InvalidInput, StorageUnavailable
 from service.features import FeatureOptions, fit_pipeline, numeric_table, select, table_targets
 from service.jobs.limits import check_active, check_budget, check_epochs, check_model
 from service.jobs.warm_start import check_init_from
@@ -31,6 +31,12 @@ from service.training.targets import class_indices
 
 if TYPE_CHECKING:
     from service.services import Services
+
+
+def _targets(loaded: tuple[np.ndarray, np.ndarray] | Table) -> np.ndarray:
+    if isinstance(loaded, Table):  # not reached: a typed dataset takes the table's checks
+        raise TypeError("a typed dataset has no target matrix")
+    return loaded[1]
 
 
 def submit_job(
@@ -69,12 +75,18 @@ def submit_job(
     if dataset_id is not None:
         dataset = meta.get_dataset(dataset_id, tenant)
         check_rows(dataset.rows)
-        try:
-            loaded = artifacts.load_dataset(dataset.sha256)
-        except FileNotFoundError:  # deleted since it was read: a 404, as below
-            meta.get_dataset(dataset.id, tenant)
-            raise
-        if isinstance(loaded, Table) or spec.features is not None or spec.column_types:
+        def stored() -> tuple[np.ndarray, np.ndarray] | Table:
+            """The dataset's data, read only where a check needs it."""
+            try:
+                return artifacts.load_dataset(dataset.sha256)
+            except FileNotFoundError:  # deleted since it was read: a 404, as below
+                meta.get_dataset(dataset.id, tenant)
+                raise StorageUnavailable(f"dataset {dataset.id}'s data could not be read; "
+                                         "upload it again") from None
+
+        if is_typed(dataset) or spec.features is not None or spec.column_types:
+            # the pipeline's options are checked against the columns themselves
+            loaded = stored()
             table = loaded if isinstance(loaded, Table) else numeric_table(
                 *loaded, dataset.feature_names, dataset.target_names)
             spec = check_table_job(spec, settings, table, meta, tenant)
@@ -86,7 +98,7 @@ def submit_job(
                 spec = check_init_from(meta, spec, tenant, dataset.feature_names,
                                        dataset.targets, "dataset_id")
             spec = check_kind(spec, settings, dataset.rows, dataset.features,
-                              dataset.targets, lambda: loaded[1], largest)
+                              dataset.targets, lambda: _targets(stored()), largest)
     else:
         xm = as_matrix(x, "x")
         ym = as_matrix(y, "y")

@@ -12,7 +12,6 @@ import numpy as np
 import orjson
 
 from models.registry import get_kind
-from service.data.table import Table
 from service.errors import (
     ArtifactsFailed,
     Cancelled,
@@ -29,6 +28,7 @@ from service.features.pipeline import FeatureError
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 from service.store.tables import DatasetRow, JobRow, new_id
+from service.store.tabular import Table
 from service.training.fit import FitResult, fit, split_rows
 from service.training.spec import TrainingSpec
 from service.worker.warm_start import initial_state

@@ -12,6 +12,7 @@ loader would need the server running while tests are collected.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.helpers import seed_example, wait_for
 from tests.security.conftest import StartServer
 
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
 
 # per operation in the fuzzing phase: with the examples and the coverage phase's boundary
 # values, some 1500 requests, every operation in every phase (30 doubles the time for little)
@@ -84,6 +86,8 @@ def test_every_operation_answers_as_documented(
          "run", f"{server.url}/openapi.json", "--phases", "examples,coverage,fuzzing",
          "--workers", "1", "--request-timeout", "30"],
         cwd=tmp_path, capture_output=True, text=True, timeout=480,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.security.st_hooks",
+             "PYTHONPATH": str(ROOT)},
     )
     out = run.stdout + run.stderr
     print(out[out.find("SUMMARY"):])  # pytest -s shows what was tested

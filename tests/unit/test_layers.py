@@ -16,12 +16,16 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"errors"},
     "store": {"errors", "config", "faults", "jobs.status"},
     "data": {"errors", "config", "store", "training"},
-    "serving": {"errors", "config", "data", "store", "training"},
-    "jobs": {"errors", "config", "data", "store", "training"},
+    # the feature pipeline: a stored table's columns -> the matrix a model takes
+    "features": {"errors", "store"},
+    "serving": {"errors", "config", "data", "features", "store", "training"},
+    "jobs": {"errors", "config", "data", "features", "store", "training"},
     "auth": {"errors", "config", "store"},
-    "worker": {"errors", "config", "faults", "logs", "store", "training", "jobs.status"},
+    "worker": {"errors", "config", "faults", "features", "logs", "store", "training",
+               "jobs.status"},
     "client": {"jobs.status"},
-    "lifecycle": {"errors", "config", "data", "store", "training", "serving", "jobs"},
+    "lifecycle": {"errors", "config", "data", "features", "store", "training", "serving",
+                  "jobs"},
 }
 
 

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.data.arrays import as_matrix, check_xy
-from service.data.datasets import check_table, store_dataset
-from service.data.table import Table
+from service.data.datasets import check_table, is_typed, store_dataset
 from service.errors import DeviceUnavailable, InvalidInput, LimitExceeded, ServiceError
 from service.jobs.limits import check_active, check_budget, check_epochs
 from service.jobs.submit import check_kind
@@ -102,7 +101,7 @@ def submit_sweep(
         sha = dataset.sha256
         # issue 12: a sweep's trials share one matrix (and its statistics); a dataset of
         # typed columns goes through a feature pipeline per job, which sweeps do not run yet
-        if isinstance(artifacts.load_dataset(sha), Table):
+        if is_typed(dataset):
             raise InvalidInput(
                 f"dataset {dataset.id} has typed columns (text, booleans or blanks): sweeps "
                 "train on numeric datasets only; submit its jobs one by one (POST /v1/jobs)",
