@@ -31,6 +31,7 @@ def serve_in_process(app, settings):
             "ready": c.get("/readyz").json(),
             "queue": repr(app.state.services.queue),
             "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")),
+            "optuna": sorted(m for m in sys.modules if m.split(".")[0] == "optuna"),
         }
     print("RESULT " + json.dumps(out))
 
@@ -65,6 +66,7 @@ def test_a_predict_replica_serves_without_workers_or_torch(trained_dir, client):
     line = next(s for s in out.stdout.splitlines() if s.startswith("RESULT "))
     got = json.loads(line.removeprefix("RESULT "))
     assert got["torch"] == []  # torch was never imported
+    assert got["optuna"] == []  # nor Optuna: it loads with a sweep's first study
     assert got["queue"] == "None" and got["ready"]["status"] == "ready"
     assert "workers" not in got["ready"]["checks"]
     # the same answers as the full server gives

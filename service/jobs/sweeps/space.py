@@ -14,17 +14,14 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 
 from service.errors import InvalidInput, LimitExceeded, clip, closest_name
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 KINDS = ("uniform", "log_uniform", "int", "choice")
 MAX_DIMENSIONS = 32
@@ -86,6 +83,12 @@ class Dimension:
 
     def distribution(self, grid: bool) -> BaseDistribution:
         """What Optuna samples: a grid's points and a choice's values by their index."""
+        from optuna.distributions import (  # Optuna loads with a sweep's first study
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
         if grid or self.kind == "choice":
             return CategoricalDistribution(list(range(len(self.grid() if grid else
                                                           self.choices))))

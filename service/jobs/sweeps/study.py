@@ -15,28 +15,44 @@ time (``max_parallel`` 1).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import optuna
-from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
-from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
-from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from service.jobs.sweeps.space import Dimension
 
+if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.trial import FrozenTrial, TrialState
+
 STRATEGIES = ("grid", "random", "tpe")
 PRUNERS = ("median", "successive_halving")
-STATES = {"succeeded": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
-          "failed": TrialState.FAIL, "cancelled": TrialState.FAIL}
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial INFO lines: not ours
-optuna.logging.disable_propagation()
-logging.getLogger("optuna").setLevel(logging.WARNING)
+
+@functools.cache
+def _optuna() -> ModuleType:
+    """Optuna, imported at a sweep's first study: a server that runs no sweep (a predict
+    replica above all) never loads it (some 12 MB and 0.2 s of start-up)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial INFO lines: not ours
+    optuna.logging.disable_propagation()
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    return optuna
+
+
+def _state(status: str) -> TrialState:
+    """The Optuna state of a trial's status; RUNNING for one whose job has not ended."""
+    states = _optuna().trial.TrialState
+    return {"succeeded": states.COMPLETE, "pruned": states.PRUNED, "failed": states.FAIL,
+            "cancelled": states.FAIL}.get(status, states.RUNNING)
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -61,14 +77,15 @@ def rungs(pruning: dict[str, Any] | None, epochs: int) -> list[int]:
 
 
 def make_pruner(pruning: dict[str, Any] | None) -> BasePruner:
+    pruners = _optuna().pruners
     if not pruning:
-        return NopPruner()
+        return pruners.NopPruner()
     grace = int(pruning["grace_period"])
     if pruning["name"] == "median":
-        return MedianPruner(n_startup_trials=int(pruning.get("startup_trials", 5)),
+        return pruners.MedianPruner(n_startup_trials=int(pruning.get("startup_trials", 5)),
                             n_warmup_steps=grace,
                             interval_steps=int(pruning.get("interval") or grace))
-    return SuccessiveHalvingPruner(min_resource=grace,
+    return pruners.SuccessiveHalvingPruner(min_resource=grace,
                                    reduction_factor=int(pruning.get("reduction_factor") or 3))
 
 
@@ -88,9 +105,10 @@ class SweepStudy:
         self.config = config
         self.grid = config.strategy == "grid"
         self.distributions = {d.path: d.distribution(self.grid) for d in config.dims}
-        self._neutral = RandomSampler(seed=0)  # tells never go through a grid's stop()
-        self.study = optuna.create_study(direction=config.direction, sampler=self._neutral,
-                                         pruner=make_pruner(config.pruning))
+        # tells never go through a grid's stop()
+        self._neutral = _optuna().samplers.RandomSampler(seed=0)
+        self.study = _optuna().create_study(direction=config.direction, sampler=self._neutral,
+                                            pruner=make_pruner(config.pruning))
 
     def _trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)  # study.trials copies every trial
@@ -100,12 +118,14 @@ class SweepStudy:
 
     def _sampler(self, number: int) -> BaseSampler:
         seed = trial_seed(self.config.seed, number)
+        samplers = _optuna().samplers
         if self.grid:  # its seed shuffles the grid's order: the sweep's, for every ask
-            return GridSampler({d.path: list(range(len(d.grid()))) for d in self.config.dims},
-                               seed=self.config.seed % 2**32)
+            return samplers.GridSampler(
+                {d.path: list(range(len(d.grid()))) for d in self.config.dims},
+                seed=self.config.seed % 2**32)
         if self.config.strategy == "random":
-            return RandomSampler(seed=seed)
-        return TPESampler(seed=seed)
+            return samplers.RandomSampler(seed=seed)
+        return samplers.TPESampler(seed=seed)
 
     def ask(self) -> tuple[int, dict[str, Any], dict[str, Any]]:
         """The next trial: (number, the job fields it sets, Optuna's own values of them)."""
@@ -126,10 +146,11 @@ class SweepStudy:
         """Put back a stored trial (rebuilding the study); ``status`` ``open`` for one whose
         job has not ended."""
         assert number == len(self), f"trial {number} added out of order ({len(self)} held)"
-        state = STATES.get(status, TrialState.RUNNING)
-        self.study.add_trial(create_trial(
+        state = _state(status)
+        complete = _optuna().trial.TrialState.COMPLETE
+        self.study.add_trial(_optuna().trial.create_trial(
             state=state, params=raw, distributions=self.distributions,
-            value=value if state == TrialState.COMPLETE else None,
+            value=value if state == complete else None,
             intermediate_values={int(k): float(v) for k, v in intermediate.items()},
             system_attrs=system_attrs,
         ))
@@ -137,13 +158,14 @@ class SweepStudy:
     def report(self, number: int, epoch: int, value: float) -> bool:
         """The trial's loss at a rung; whether the pruner stops it there."""
         frozen = self._trials()[number]
-        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        trial = _optuna().trial.Trial(self.study, frozen._trial_id)
         trial.report(value if math.isfinite(value) else math.inf, epoch)
         return trial.should_prune()
 
     def tell(self, number: int, status: str, value: float | None = None) -> None:
-        state = STATES[status]
-        self.study.tell(number, value if state == TrialState.COMPLETE else None, state=state)
+        state = _state(status)
+        complete = _optuna().trial.TrialState.COMPLETE
+        self.study.tell(number, value if state == complete else None, state=state)
 
     def trials(self) -> Sequence[FrozenTrial]:
         return self._trials()
