@@ -121,6 +121,22 @@ class Services:
                 raise
         return delete()
 
+    def catalog_moved(self, deleted: str | None = None) -> None:
+        """What names, aliases and "latest" mean changed here (a model imported or deleted,
+        an alias moved, a traffic split set): predict re-resolves them at once in this
+        process and, through the queue's catalog counter (shared memory embedded, Redis in
+        scale-out, polled every 50 ms), on every API process. (Another API process may
+        still answer for a deleted model *by id* from its cache until it restarts.)"""
+        self.predictor.catalog_changed()
+        self.predictor.forget(deleted)
+        bump = getattr(self.queue, "bump_catalog", None) or getattr(
+            getattr(self.queue, "catalog_version", None), "bump", None)
+        if bump is not None:
+            try:
+                bump()
+            except Exception:  # noqa: BLE001 - stored; others see it at the next bump
+                log.warning("could not bump the catalog counter", exc_info=True)
+
     def begin_shutdown(self) -> None:
         """SIGTERM arrived: long polls and event streams answer now, the pool stops
         replacing workers. Called from the signal handler, before open requests drain."""

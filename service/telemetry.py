@@ -59,8 +59,9 @@ class JobsCollector(Collector):
 
 
 class PredictCollector(Collector):
-    """Rows predicted: the predict paths count into a plain int, the cheapest thing a hot
-    path can do; it becomes a counter here, when Prometheus asks."""
+    """Rows predicted, and requests per model version: the predict paths count into plain
+    ints, the cheapest thing a hot path can do; they become counters here, when Prometheus
+    asks."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
@@ -74,6 +75,14 @@ class PredictCollector(Collector):
             "Rows predicted, v1 and v2 (rate() of it: rows per second).",
             value=self.predictor.rows_predicted,
         )
+        requests = CounterMetricFamily(
+            "fitserve_predict_requests",
+            "Predict requests answered per model version, v1 and v2 (a traffic split's "
+            "share of each version).", labels=["tenant", "model", "version"])
+        labels = self.predictor.model_labels
+        for model_id, n in list(self.predictor.requests_by_model.items()):
+            requests.add_metric(list(labels[model_id]), n)
+        yield requests
 
 
 class RequestStats(Collector):

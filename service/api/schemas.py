@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     model_validator,
 )
 
@@ -381,14 +382,16 @@ class PredictRequest(_Strict):
 
 class ServicePredictRequest(PredictRequest):
     model: str | None = Field(
-        default=None, description="Model id or name; the latest model when omitted."
+        default=None, description="Model id, name (its traffic split, else its latest "
+        "version), `name@alias` or `name@3`; the latest model when omitted."
     )
 
 
 class PredictResponse(BaseModel):
     model_id: str
     model_name: str | None
-    version: int | None
+    version: int | None = Field(description="The version that answered (also the "
+                                "`X-Fitserve-Model-Version` header).")
     y: Matrix = Field(description="Regression: the predictions. Classifiers: each row's "
                       "label (class index) as a one-column matrix.")
     labels: list[int] | list[str | float | bool] | None = Field(
@@ -476,6 +479,65 @@ class EvaluationsPublic(BaseModel):
     data: list[EvaluationPublic]
     count: int
     next: str | None
+
+
+# ---------------------------------------------------------------- model names
+
+
+class AliasUpdate(_Strict):
+    version: int = Field(ge=1, strict=True,
+                         description="The version of the name the alias points at.")
+
+
+class AliasPublic(BaseModel):
+    name: str
+    alias: str
+    version: int
+    model_id: str
+    previous_version: int | None = Field(description="What it pointed at before (null: the "
+                                         "alias is new).")
+
+
+class NameVersion(BaseModel):
+    version: int
+    model_id: str
+    kind: str
+    created_at: datetime
+
+
+class ModelNamePublic(BaseModel):
+    name: str
+    versions: list[NameVersion] = Field(description="Oldest first.")
+    aliases: dict[str, int] = Field(description="Each alias's version; `latest` is built in.")
+    traffic: dict[str, int] | None = Field(description="The traffic split over aliases or "
+                                           "versions (percents), if one is set.")
+
+
+class AliasMove(BaseModel):
+    alias: str
+    from_version: int | None = Field(description="Null: the alias was new.")
+    to_version: int | None = Field(description="Null: the alias was deleted.")
+    moved_at: datetime
+    tenant: str
+    key_id: str | None = Field(description="The API key that moved it (null with "
+                               "authentication off).")
+
+
+class AliasHistory(BaseModel):
+    data: list[AliasMove] = Field(description="Newest first.")
+    count: int
+    next: str | None
+
+
+class TrafficWeights(RootModel[dict[str, Annotated[int, Field(strict=True, ge=0, le=100)]]]):
+    """Whole percents over aliases or versions, summing to 100:
+    ``{"champion": 90, "challenger": 10}`` or ``{"3": 50, "latest": 50}``."""
+
+
+class TrafficPublic(BaseModel):
+    name: str
+    weights: dict[str, int]
+    versions: dict[str, int] = Field(description="The version each target points at now.")
 
 
 # ---------------------------------------------------------------- sweeps

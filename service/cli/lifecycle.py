@@ -1,5 +1,6 @@
 """``fitserve evaluate | export | import``: a model's life after training, through the
-client. A model is named by id, by name (its latest version) or as name@N."""
+client. A model is named by id, by name (its latest version), as name@N or name@alias;
+``fitserve alias`` and ``fitserve traffic`` (cli/names.py) manage a name's aliases and split."""
 
 from __future__ import annotations
 
@@ -13,16 +14,22 @@ from service.cli.client import API_KEY, URL, connect, fmt, line
 from service.client import Client, NotFoundError
 
 ModelRef = Annotated[str, typer.Argument(
-    help="The model: its id (mdl_...), a name (its latest version) or name@N.")]
+    help="The model: its id (mdl_...), a name (its latest version), name@N or name@alias.")]
 
 
 def _model_id(client: Client, ref: str) -> str:
-    """The id of a model reference; a name is looked up among that name's versions."""
+    """The id of a model reference; a name is looked up among that name's versions, an
+    alias among its aliases."""
     if ref.startswith("mdl_"):
         return ref
     name, _, version = ref.partition("@")
+    if version and not version.isdigit():
+        view = client.model_name(name)
+        if version not in view["aliases"]:
+            raise NotFoundError(404, "not_found", f"model {name!r} has no alias {version!r}")
+        version = str(view["aliases"][version])
     versions = client.models(name=name, limit=500)
-    if version and version != "latest":
+    if version:
         versions = [m for m in versions if str(m["version"]) == version]
     if not versions:
         raise NotFoundError(404, "not_found", f"no model {ref!r}")
@@ -123,6 +130,10 @@ def import_checkpoint(
 
 
 def register(cli: typer.Typer) -> None:
+    from service.cli.names import alias, traffic
+
     cli.command()(evaluate)
     cli.command()(export)
     cli.command("import")(import_checkpoint)
+    cli.add_typer(alias, name="alias")
+    cli.add_typer(traffic, name="traffic")

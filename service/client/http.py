@@ -207,8 +207,9 @@ class _Api:
                     headers={"content-type": media})
 
     @staticmethod
-    def predict(x: Any, model: str | None) -> _Req:
-        return _Req("POST", "/predict", json=_page({**frames.predict_body(x), "model": model}))
+    def predict(x: Any, model: str | None, route_key: str | None = None) -> _Req:
+        return _Req("POST", "/predict", json=_page({**frames.predict_body(x), "model": model}),
+                    headers={"X-Fitserve-Route-Key": route_key} if route_key else {})
 
     @staticmethod
     def submit(dataset_id: str | None, x: Any, y: Any, spec: dict[str, Any]) -> _Req:
@@ -241,6 +242,34 @@ class _Lifecycle:
         return _Req("POST", "/v1/models", params={"name": name}, content=blob, headers={
             "content-type": "application/octet-stream",
             "X-Checkpoint-SHA256": sha256 or hashlib.sha256(blob).hexdigest()})
+
+
+class _Names:
+    """The requests of model names: aliases, their history, traffic splits (issue 15)."""
+
+    @staticmethod
+    def get(name: str) -> _Req:
+        return _Req("GET", f"/v1/model-names/{name}")
+
+    @staticmethod
+    def set_alias(name: str, alias: str, version: int) -> _Req:
+        return _Req("PUT", f"/v1/model-names/{name}/aliases/{alias}", json={"version": version})
+
+    @staticmethod
+    def delete_alias(name: str, alias: str) -> _Req:
+        return _Req("DELETE", f"/v1/model-names/{name}/aliases/{alias}")
+
+    @staticmethod
+    def history(name: str, limit: int) -> _Req:
+        return _Req("GET", f"/v1/model-names/{name}/history", params={"limit": limit})
+
+    @staticmethod
+    def set_traffic(name: str, weights: dict[str, int]) -> _Req:
+        return _Req("PUT", f"/v1/model-names/{name}/traffic", json=weights)
+
+    @staticmethod
+    def clear_traffic(name: str) -> _Req:
+        return _Req("DELETE", f"/v1/model-names/{name}/traffic")
 
 
 class _Sweeps:
@@ -432,10 +461,13 @@ class Client:
         """Delete a model: its checkpoint and its version of its name."""
         self._call(_Req("DELETE", f"/v1/models/{model_id}"))
 
-    def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
-        """``y`` for rows ``x`` from a model id or name (default: the latest model). ``x``:
-        a matrix, or by name a DataFrame, a dict of columns or a list of records."""
-        return self._call(_Api.predict(x, model))
+    def predict(self, x: Any, model: str | None = None, *,
+                route_key: str | None = None) -> dict[str, Any]:
+        """``y`` for rows ``x`` from a model id, name, ``name@alias`` or ``name@3``
+        (default: the latest model); ``version`` says which version answered. ``x``: a
+        matrix, or by name a DataFrame, a dict of columns or a list of records.
+        ``route_key`` (a user id, say) keeps a name's traffic split on one version."""
+        return self._call(_Api.predict(x, model, route_key))
 
     def model_plot(self, model_id: str) -> bytes:
         return self._call(_Req("GET", f"/v1/models/{model_id}/plot.png", raw=True))
@@ -472,6 +504,31 @@ class Client:
         """Register a fitserve checkpoint under ``name`` (its next version); ``sha256``
         defaults to the file's own (pass the one its server sent to catch a bad copy)."""
         return self._call(_Lifecycle.import_checkpoint(data, name, sha256))
+
+    # ------------------------------------------------------------ model names
+
+    def model_name(self, name: str) -> dict[str, Any]:
+        """A name's versions, aliases (``latest`` included) and traffic split."""
+        return self._call(_Names.get(name))
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Point ``alias`` at a version of ``name`` (recorded in its history)."""
+        return self._call(_Names.set_alias(name, alias, version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call(_Names.delete_alias(name, alias))
+
+    def alias_history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Every move of the name's aliases, newest first."""
+        return self._call(_Names.history(name, limit))["data"]
+
+    def set_traffic(self, name: str, weights: dict[str, int]) -> dict[str, Any]:
+        """Split predict by ``name`` over aliases or versions: ``{"champion": 90,
+        "challenger": 10}`` (whole percents, summing to 100)."""
+        return self._call(_Names.set_traffic(name, weights))
+
+    def clear_traffic(self, name: str) -> None:
+        self._call(_Names.clear_traffic(name))
 
 
     # ------------------------------------------------------------ sweeps
@@ -668,8 +725,9 @@ class AsyncClient:
     async def delete_model(self, model_id: str) -> None:
         await self._call(_Req("DELETE", f"/v1/models/{model_id}"))
 
-    async def predict(self, x: Any, model: str | None = None) -> dict[str, Any]:
-        return await self._call(_Api.predict(x, model))
+    async def predict(self, x: Any, model: str | None = None, *,
+                      route_key: str | None = None) -> dict[str, Any]:
+        return await self._call(_Api.predict(x, model, route_key))
 
     async def model_plot(self, model_id: str) -> bytes:
         return await self._call(_Req("GET", f"/v1/models/{model_id}/plot.png", raw=True))
@@ -699,6 +757,26 @@ class AsyncClient:
     async def import_checkpoint(self, data: bytes | Path, *, name: str,
                                 sha256: str | None = None) -> dict[str, Any]:
         return await self._call(_Lifecycle.import_checkpoint(data, name, sha256))
+
+    # ------------------------------------------------------------ model names
+
+    async def model_name(self, name: str) -> dict[str, Any]:
+        return await self._call(_Names.get(name))
+
+    async def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        return await self._call(_Names.set_alias(name, alias, version))
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self._call(_Names.delete_alias(name, alias))
+
+    async def alias_history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        return (await self._call(_Names.history(name, limit)))["data"]
+
+    async def set_traffic(self, name: str, weights: dict[str, int]) -> dict[str, Any]:
+        return await self._call(_Names.set_traffic(name, weights))
+
+    async def clear_traffic(self, name: str) -> None:
+        await self._call(_Names.clear_traffic(name))
 
     # ------------------------------------------------------------ sweeps
 

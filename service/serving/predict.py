@@ -23,6 +23,7 @@ from service.errors import (
     unknown_field_message,
 )
 from service.serving.predictor import LoadedModel, Predictor
+from service.serving.traffic import VERSION_HEADER
 
 INLINE_PARAMETERS = 1_000_000
 """Most values GET /v1/models/{id} writes out as JSON; a larger model's are in its checkpoint."""
@@ -178,15 +179,18 @@ def rows_matrix(x: Any) -> np.ndarray:
 
 
 async def predict_result(
-    predictor: Predictor, tenant: str, ref: str | None, x: np.ndarray | NamedFields
+    predictor: Predictor, tenant: str, ref: str | None, x: np.ndarray | NamedFields,
+    route_key: str | None = None,
 ) -> dict[str, Any]:
-    model = predictor.cached(ref, tenant)
+    """The answer's fields; ``version`` is the version that answered (a name with a traffic
+    split draws it, by ``route_key`` when one is given)."""
+    model = predictor.cached(ref, tenant, route_key)
     if model is None:  # first use: resolve and load off the event loop
-        model = await to_thread.run_sync(predictor.load, ref, tenant)
+        model = await to_thread.run_sync(predictor.load, ref, tenant, route_key)
     if isinstance(x, NamedFields):
         x = model.matrix(x.columns, x.rows, x.form)
     p = model.infer(x)
-    predictor.rows_predicted += len(p.y)  # the /metrics counter; one int add per request
+    predictor.answered(model, len(p.y))  # the /metrics counters
     result: dict[str, Any] = {"model_id": model.id, "model_name": model.name,
                               "version": model.version, "y": p.y}
     if p.labels is not None:
@@ -222,3 +226,9 @@ async def loaded_model(predictor: Predictor, model_id: str, tenant: str
     except ModelUnavailable as e:
         return None, e.message
     return model, None
+
+
+def version_headers(result: dict[str, Any]) -> dict[str, str]:
+    """``X-Fitserve-Model-Version``: which version answered (none for an unnamed model)."""
+    version = result.get("version")
+    return {} if version is None else {VERSION_HEADER: str(version)}

@@ -1,8 +1,10 @@
 """Serving fitted models: load a checkpoint once, verify it, answer from memory.
 
 The hot path (a cached model) touches neither the metadata store nor the disk. Which model a
-name or "latest" means is cached too, and dropped when the catalog version moves: a counter
-that workers bump around every new model (shared memory in the embedded mode).
+name, ``name@alias`` or "latest" means is cached too (for a name with a traffic split, the
+split: each request draws from it), and dropped when the catalog version moves: a counter
+that workers bump around every new model and the API around every alias or split change
+(shared memory in the embedded mode, Redis in scale-out).
 
 Every kind the registry has is answered in numpy (service/serving/forward.py); torch is
 imported only to build the module of a kind or option that has no numpy forward pass.
@@ -25,6 +27,7 @@ from service.data.table import safetensors_metadata
 from service.errors import InvalidInput, ModelUnavailable, ShapeMismatch, unknown_field_message
 from service.features.pipeline import FeatureError, Pipeline, identity_pipeline, label_text
 from service.serving.forward import CheckpointMismatch, Forward, numpy_forward, state_order
+from service.serving.traffic import TrafficSplit
 from service.store.artifacts import ArtifactStore, sha256_hex
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
@@ -175,11 +178,26 @@ class Predictor:
         self._own_version = 0
         self._catalog_version = catalog_version or (lambda: self._own_version)
         self._models: dict[str, LoadedModel] = {}
-        self._aliases: dict[tuple[str, str | None], str] = {}
+        # (tenant, reference) -> a model id, or the split a bare name's requests draw from
+        self._aliases: dict[tuple[str, str | None], str | TrafficSplit] = {}
         self._alias_version = -1
         self._lock = threading.Lock()
         self.rows_predicted = 0
         """Rows answered by every predict path (read by /metrics; bumped on the event loop)."""
+        self.requests_by_model: dict[str, int] = {}
+        """Predict requests answered per model id, every path (read by /metrics)."""
+        self.model_labels: dict[str, tuple[str, str, str]] = {}
+        """(tenant, name or id, version) of each model counted, kept past its deletion."""
+
+    def answered(self, model: LoadedModel, rows: int) -> None:
+        """Count a predict answer (on the event loop: plain ints, no lock)."""
+        self.rows_predicted += rows
+        n = self.requests_by_model.get(model.id)
+        if n is None:
+            self.model_labels[model.id] = (model.tenant, model.name or model.id,
+                                           "" if model.version is None else str(model.version))
+            n = 0
+        self.requests_by_model[model.id] = n + 1
 
     def catalog_changed(self) -> None:
         """Called in-process when a model was created here (no shared counter)."""
@@ -195,8 +213,10 @@ class Predictor:
                 self._models.pop(model_id, None)
         self._aliases = {}
 
-    def cached(self, ref: str | None, tenant: str) -> LoadedModel | None:
-        """The model for an id, a name or None (latest), if it is in memory; no I/O."""
+    def cached(self, ref: str | None, tenant: str, route_key: str | None = None
+               ) -> LoadedModel | None:
+        """The model for an id, a name, ``name@alias`` or None (latest), if it is in memory;
+        no I/O. A name with a traffic split draws its version (by ``route_key`` if given)."""
         if ref is not None and ref.startswith("mdl_"):
             m = self._models.get(ref)
             if m is not None and m.tenant == tenant:
@@ -208,21 +228,40 @@ class Predictor:
             self._aliases = {}
             self._alias_version = version
             return None
-        model_id = self._aliases.get((tenant, ref))
-        return self._models.get(model_id) if model_id else None
+        route = self._aliases.get((tenant, ref))
+        if route is None:
+            return None
+        if isinstance(route, TrafficSplit):
+            route = route.pick(route_key)
+        return self._models.get(route)
 
-    def load(self, ref: str | None, tenant: str) -> LoadedModel:
+    def load(self, ref: str | None, tenant: str, route_key: str | None = None) -> LoadedModel:
         """Resolve and load (blocking: metadata store and disk), then cache."""
         version = self._catalog_version()
-        row = self.meta.find_model(ref, tenant)
+        if ref is not None and "@" not in ref and not ref.startswith("mdl_"):
+            routes = self.meta.traffic_routes(ref, tenant)
+            if routes is not None:
+                for r in routes:
+                    self._cache(r.model)
+                split = TrafficSplit(ref, tuple(r.model.id for r in routes),
+                                     tuple(r.weight for r in routes))
+                if version == self._catalog_version():
+                    self._aliases[(tenant, ref)] = split
+                return self._models[split.pick(route_key)]
+        row = (self.meta.find_model(None, tenant) if ref is None
+               else self.meta.resolve_model(ref, tenant))
+        model = self._cache(row)
+        if ref is None or not ref.startswith("mdl_") or ref != row.id:
+            if version == self._catalog_version():
+                self._aliases[(tenant, ref)] = row.id
+        return model
+
+    def _cache(self, row: ModelRow) -> LoadedModel:
         model = self._models.get(row.id)
         if model is None:
             model = self._load_row(row)
             with self._lock:
                 self._models[row.id] = model
-        if ref is None or not ref.startswith("mdl_") or ref != row.id:
-            if version == self._catalog_version():
-                self._aliases[(tenant, ref)] = row.id
         return model
 
     def checkpoint_bytes(self, row: ModelRow) -> bytes:

@@ -2,7 +2,10 @@
 
 A model's protocol name is the ``model_name`` its job was given (the model id for an unnamed
 one); its versions are the version numbers of that name, and the latest answers when no
-version is asked for. Each model has one input ``x`` of shape ``[-1, in_features]`` and one
+version is asked for (or the version the name's traffic split draws). An alias is named as
+``name@alias`` in the model name's place (``/v2/models/seed@champion/infer``), as on v1.
+
+Each model has one input ``x`` of shape ``[-1, in_features]`` and one
 output ``y`` of shape ``[-1, out_features]``; data may be sent as JSON (flat or nested) or as
 raw little-endian bytes after the JSON (the protocol's binary tensor extension, which
 tritonclient uses by default). Nothing here imports FastAPI: the /v2 routes and the ASGI
@@ -27,6 +30,7 @@ from service.errors import InferenceError, InvalidInput, NotFound, ServiceError
 from service.features.pipeline import Pipeline
 from service.serving.predict import collector_paused
 from service.serving.predictor import LoadedModel, Predictor
+from service.serving.traffic import VERSION_HEADER
 from service.store.metadata import MetadataStore
 from service.store.tables import ModelRow
 
@@ -262,8 +266,8 @@ class InferenceProtocol:
     # ------------------------------------------------------------ metadata (blocking)
 
     def _row(self, name: str, version: str | None, tenant: str) -> ModelRow:
-        if version is None:
-            return self.meta.find_model(name, tenant)
+        if version is None:  # a name, an id, or name@alias / name@3
+            return self.meta.resolve_model(name, tenant)
         number = version_number(version)
         row = self.meta.find_model_version(name, number, tenant)
         return row
@@ -305,20 +309,23 @@ class InferenceProtocol:
 
     # ------------------------------------------------------------ serving
 
-    def cached(self, name: str, version: str | None, tenant: str) -> LoadedModel | None:
-        """The model if it is in memory; no I/O."""
+    def cached(self, name: str, version: str | None, tenant: str,
+               route_key: str | None = None) -> LoadedModel | None:
+        """The model if it is in memory; no I/O. (A name's traffic split applies when no
+        version is asked for.)"""
         if version is None:
-            return self.predictor.cached(name, tenant)
+            return self.predictor.cached(name, tenant, route_key)
         try:
             model_id = self._versions.get((tenant, name, version_number(version)))
         except NotFound:
             return None  # load says why
         return None if model_id is None else self.predictor.cached(model_id, tenant)
 
-    def load(self, name: str, version: str | None, tenant: str) -> LoadedModel:
+    def load(self, name: str, version: str | None, tenant: str,
+             route_key: str | None = None) -> LoadedModel:
         """Resolve and load (blocking: metadata store and disk)."""
         if version is None:
-            return self.predictor.load(name, tenant)
+            return self.predictor.load(name, tenant, route_key)
         row = self._row(name, version, tenant)
         self._versions[(tenant, name, version_number(version))] = row.id
         return self.predictor.load(row.id, tenant)
@@ -348,7 +355,7 @@ class InferenceProtocol:
                 f"{list(req.shape)}; send shape [N, {model.in_features}]"
             )
         p = model.infer(np.ascontiguousarray(x, dtype=np.float32))
-        self.predictor.rows_predicted += len(p.y)
+        self.predictor.answered(model, len(p.y))
         values = {OUTPUT: p.y if p.labels is None else p.labels[:, None]}
         if p.probabilities is not None:
             values[PROBABILITIES] = p.probabilities
@@ -393,16 +400,18 @@ BINARY_MEDIA = "application/octet-stream"
 
 async def infer_answer(
     inference: InferenceProtocol, name: str, version: str | None, tenant: str, body: bytes,
-    header_length: str | None,
+    header_length: str | None, route_key: str | None = None,
 ) -> tuple[bytes, str, dict[str, str]]:
     """An infer request's answer: body, media type and headers (the model loaded off the
     event loop on first use). Raises ServiceError; ``error_answer`` says how to answer it."""
     req = parse_infer_request(body, header_length)
-    model = inference.cached(name, version, tenant)
+    model = inference.cached(name, version, tenant, route_key)
     if model is None:  # first use: resolve and load off the event loop
-        model = await to_thread.run_sync(inference.load, name, version, tenant)
+        model = await to_thread.run_sync(inference.load, name, version, tenant, route_key)
     response, tail = inference.infer(model, name, req)
     raw, headers = inference.encode(response, tail)
+    if model.version is not None:
+        headers[VERSION_HEADER] = str(model.version)
     return raw, JSON_MEDIA if tail is None else BINARY_MEDIA, headers
 
 

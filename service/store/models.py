@@ -1,5 +1,5 @@
 """Model records: fitted models, their names and versions (and, with them, their
-evaluations: store/evaluations.py)."""
+evaluations: store/evaluations.py; their names' aliases and traffic splits: store/names.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session
 
 from service.errors import InvalidInput, NotFound, clip, not_found
 from service.store.evaluations import EvaluationRecords
+from service.store.names import NameRecords
 from service.store.session import Page
 from service.store.tables import ModelRow, utcnow
 
 
-class ModelRecords(EvaluationRecords):
+class ModelRecords(EvaluationRecords, NameRecords):
 
     def get_model(self, model_id: str, tenant: str = "default") -> ModelRow:
         with self.session() as s:
@@ -76,8 +77,8 @@ class ModelRecords(EvaluationRecords):
         its ``model_id``, which then answers 404.
 
         The DELETE comes first in its transaction, as ``delete_dataset``'s does, so that a
-        check made after it (an alias or a traffic split pointing at the model: a 409, once
-        those exist) sees every reference committed before it and rolls it back."""
+        check made after it (an alias or a traffic split pointing at the model: a 409) sees
+        every reference committed before it and rolls it back."""
         with self.session() as s:
             row = s.scalars(
                 delete(ModelRow)
@@ -85,23 +86,22 @@ class ModelRecords(EvaluationRecords):
                 .returning(ModelRow)
             ).one_or_none()
             if row is not None:
+                self._refuse_named_version(s, row)
                 self._delete_evaluations_of(s, row.id)
         if row is None:
             raise not_found("model", model_id)
         return row
 
     def resolve_model(self, ref: str, tenant: str = "default", field: str = "model") -> ModelRow:
-        """A model by id, by name (its latest version), or ``name@N`` (version N);
-        ``name@latest`` is the name's latest. Other aliases are not known yet: a 422."""
-        name, at, version = ref.partition("@")
+        """A model by id, by name (its latest version), or ``name@N`` (version N),
+        ``name@latest`` or ``name@alias``: 404 naming ``field`` for an unknown one."""
+        name, at, target = ref.partition("@")
         if not at:
             return self.find_model(ref, tenant)
-        if version == "latest":
-            return self.find_model(name, tenant)
-        if version.isdigit():
-            return self.find_model_version(name, int(version), tenant)
-        raise InvalidInput(f"{clip(ref, 80)!r}: after '@' comes a version number "
-                           f"({clip(name, 60)}@3) or latest", field=field)
+        if not name or not target:
+            raise InvalidInput(f"{clip(ref, 80)!r}: give a name before '@' and a version "
+                               f"number or alias after it (seed@3, seed@champion)", field=field)
+        return self.resolve_name(name, target, tenant, field)
 
     def add_model(self, model_id: str, **values: Any) -> ModelRow:
         """Record a model that no job trained here (an imported checkpoint), as the next

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -137,6 +138,53 @@ class ModelRow(Base):
     # lineage: the model a warm start began from; for an import, where the file came from
     parent_id: Mapped[str | None] = mapped_column(String(40), index=True)
     origin: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ModelAliasRow(Base):
+    """An alias of a model name (``champion``) and the version it points at now; its moves
+    are ``AliasMoveRow``s. ``latest`` is built in and never stored."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("tenant", "name", "alias", name="uq_model_alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AliasMoveRow(Base):
+    """One move of an alias (mlflow#2169 asked for this history): from a version (null: the
+    alias was new) to a version (null: it was deleted), when, and by which key."""
+
+    __tablename__ = "alias_moves"
+    __table_args__ = (Index("ix_alias_moves_name", "tenant", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    key_id: Mapped[str | None] = mapped_column(String(40))  # null: authentication is off
+    moved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TrafficSplitRow(Base):
+    """How predict by a bare name splits its requests: ``weights`` is ``[[target, percent],
+    ...]`` in the order given, each target an alias (``latest`` included) or a version
+    number as text; the percents sum to 100."""
+
+    __tablename__ = "traffic_splits"
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_traffic_split"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    weights: Mapped[list[list[Any]]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ApiKeyRow(Base):

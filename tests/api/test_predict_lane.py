@@ -48,6 +48,13 @@ REQUESTS = [
     ("/predict", {"x": [[1.0, 2.0]], "rows": [{"x0": 1}]}),
     ("/predict", {"rows": []}),
     ("/predict", {"rows": [1]}),
+    # aliases and versions by name (issue 15)
+    ("/predict", {"model": "lane@1", "x": [[1.0, 2.0]]}),
+    ("/predict", {"model": "lane@latest", "x": [[1.0, 2.0]]}),
+    ("/predict", {"model": "lane@nope", "x": [[1.0, 2.0]]}),
+    ("/predict", {"model": "lane@7", "x": [[1.0, 2.0]]}),
+    ("/predict", {"model": "lane@", "x": [[1.0, 2.0]]}),
+    ("/v1/models/lane@1/predict", {"x": [[1.0, 2.0]]}),
 ]
 
 
@@ -58,6 +65,34 @@ def test_lane_and_fastapi_routes_agree(client, services, trained, path, body):
         a = client.post(path, json=body)
         b = plain.post(path, json=body)
     assert (a.status_code, a.json()) == (b.status_code, b.json())
+    version = a.headers.get("x-fitserve-model-version")
+    assert version == b.headers.get("x-fitserve-model-version")
+    if a.status_code == 200:
+        assert version == (None if a.json()["version"] is None else str(a.json()["version"]))
+
+
+def test_lane_and_fastapi_draw_a_traffic_split_alike(client, services, run_queued, trained):
+    client.post("/v1/jobs", json={"x": [[1, 0], [0, 1], [1, 1]], "y": [[1], [2], [4]],
+                                  "epochs": 100, "seed": 1, "model_name": "lane"})
+    run_queued()
+    client.put("/v1/model-names/lane/aliases/stable", json={"version": 1})
+    assert client.put("/v1/model-names/lane/traffic",
+                      json={"stable": 50, "2": 50}).status_code == 200
+    infer = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+    with TestClient(_without_lane(services), base_url="http://127.0.0.1") as plain:
+        for key in ("u1", "u2", "u3", "u4", "u5", "u6"):
+            headers = {"X-Fitserve-Route-Key": key}
+            answers = [(r.status_code, r.headers["x-fitserve-model-version"], r.json())
+                       for c in (client, plain)
+                       for r in (c.post("/predict", json={"model": "lane", "x": [[1, 2]]},
+                                        headers=headers),)]
+            assert answers[0] == answers[1], key
+            assert answers[0][1] == str(answers[0][2]["version"])
+            v2 = [c.post("/v2/models/lane/infer", json=infer, headers=headers)
+                  for c in (client, plain)]
+            assert v2[0].json() == v2[1].json()
+            assert v2[0].headers["x-fitserve-model-version"] == answers[0][1] == \
+                v2[1].headers["x-fitserve-model-version"]
 
 
 def test_lane_and_fastapi_agree_on_a_tabular_model(client, services, run_queued):

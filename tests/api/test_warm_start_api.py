@@ -102,11 +102,14 @@ def test_what_differs_from_the_parent_is_a_422_naming_it(client, run_queued, cha
     assert client.get("/v1/jobs").json()["count"] == before  # nothing stored
 
 
-def test_an_unknown_parent_is_a_404_and_an_unknown_alias_a_422(client, run_queued):
+def test_an_unknown_parent_or_alias_is_a_404_and_a_malformed_one_a_422(client, run_queued):
     _run(client, run_queued, epochs=10, model_name="seed")
     for ref, status in (("mdl_000000000000000000000000", 404), ("nobody", 404),
-                        ("seed@7", 404), ("seed@champion", 422)):
+                        ("seed@7", 404), ("seed@champion", 404), ("seed@", 422),
+                        ("seed@-x", 422)):
         r = client.post("/v1/jobs", json={**XY, "epochs": 10, "init_from": {"model": ref}})
         assert r.status_code == status, (ref, r.text)
+        if "@" in ref:
+            assert r.json()["error"]["field"] == "init_from.model", (ref, r.text)
     r = client.post("/v1/jobs", json={**XY, "init_from": {"model": "seed", "extra": 1}})
     assert r.status_code == 422

@@ -151,6 +151,22 @@ def test_a_new_version_is_served_at_once_by_the_api_that_did_not_train_it(cluste
              .json()["version"] == 2, timeout=30)
 
 
+def test_an_alias_moved_through_one_api_is_followed_by_the_other_within_a_second(cluster):
+    a, b = cluster.http
+    x, y = seed_arrays()
+    data = {"x": x.tolist(), "y": y.tolist(), "epochs": 20, "model_name": "canary"}
+    for seed in (1, 2):
+        job = a.post("/v1/jobs", json={**data, "seed": seed}).json()
+        assert cluster.finished(job["id"]).status == "succeeded"
+    body = {"model": "canary@champion", "x": [[1.0]]}
+    assert a.put("/v1/model-names/canary/aliases/champion", json={"version": 1}).is_success
+    assert b.post("/predict", json=body).json()["version"] == 1  # b caches the alias
+    assert a.put("/v1/model-names/canary/aliases/champion", json={"version": 2}).is_success
+    # b learns of the move only through the catalog counter (Redis, polled every 50 ms)
+    wait_for(lambda: b.post("/predict", json=body).json()["version"] == 2, timeout=1.0,
+             every=0.02)
+
+
 def test_a_job_for_a_device_no_worker_serves_waits_and_says_why(cluster):
     a, b = cluster.http
     r = a.post("/v1/jobs", json={"x": [[1], [2]], "y": [[1], [2]], "device": "cuda"})

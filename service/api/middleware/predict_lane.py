@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.errors import PayloadTooLarge, ServiceError
 from service.serving.predict import parse_predict_body, predict_result
 from service.serving.protocol import HEADER_LENGTH, InferenceProtocol, error_answer, infer_answer
+from service.serving.traffic import ROUTE_KEY_HEADER, VERSION_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ _SUFFIX = "/predict"
 _V2_MODELS = "/v2/models/"
 _V2_SUFFIX = "/infer"
 _JSON = b"application/json"
+_VERSION = VERSION_HEADER.lower().encode()
 
 
 class _Route(NamedTuple):
@@ -69,8 +71,11 @@ class PredictLane:
             ref, x = parse_predict_body(raw, headers.get("content-type"), ref, by_path=by_path,
                                         max_rows=self.services.settings.max_predict_rows)
             del raw
-            result = await predict_result(self.services.predictor, tenant, ref, x)
-            await _send(send, 200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
+            result = await predict_result(self.services.predictor, tenant, ref, x,
+                                          headers.get(ROUTE_KEY_HEADER))
+            version = result["version"]
+            await _send(send, 200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY),
+                        None if version is None else [(_VERSION, str(version).encode())])
         except _ClientGone:
             return  # nobody to answer; the telemetry layer logs it as a 499
         except ServiceError as e:
@@ -96,7 +101,8 @@ class PredictLane:
             tenant = await self.services.authenticate(headers, "predict")
             raw = await _body(receive, self.services.settings.max_body_bytes)
             body, media, extra = await infer_answer(self.inference, name, version, tenant, raw,
-                                                    headers.get(HEADER_LENGTH))
+                                                    headers.get(HEADER_LENGTH),
+                                                    headers.get(ROUTE_KEY_HEADER))
             del raw
             await _send(send, 200, body, [(k.lower().encode(), v.encode())
                                           for k, v in extra.items()], media.encode())

@@ -14,6 +14,7 @@ from service.api.routes import (
     jobs,
     metrics,
     models,
+    names,
     plots,
     predict,
     sweeps,
@@ -34,6 +35,8 @@ api_router.include_router(jobs.router, dependencies=_train, responses=_auth_erro
 api_router.include_router(events.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(sweeps.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(models.router, dependencies=_predict, responses=_auth_errors)
+# reading a name's aliases is reading models; moving one needs train (on its routes)
+api_router.include_router(names.router, dependencies=_predict, responses=_auth_errors)
 # reading evaluations is reading models; creating one reads a dataset (its route needs train)
 api_router.include_router(evaluations.router, dependencies=_predict, responses=_auth_errors)
 api_router.include_router(predict.router, dependencies=_predict, responses=_auth_errors)

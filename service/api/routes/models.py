@@ -3,7 +3,6 @@ exporting to ONNX; deleting one."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -29,12 +28,9 @@ from service.api.schemas import (
 )
 from service.api.views import model_public
 from service.errors import UnsupportedMediaType
-from service.services import Services
 from service.serving.predict import loaded_model, model_parameters
 from service.serving.predictor import Predictor
 from service.store.tables import ModelRow
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -80,7 +76,7 @@ async def import_model(
 
     row = await run_in_threadpool(import_checkpoint, services.meta, services.artifacts,
                                   services.settings, blob, sha256, name, tenant)
-    _catalog_moved(services)
+    services.catalog_moved()
     return JSONBytes(model_public(row).model_dump(mode="json"), status_code=201,
                      headers={"Location": f"/v1/models/{row.id}"})
 
@@ -108,22 +104,6 @@ def _onnx(predictor: Predictor, row: ModelRow) -> bytes:
     from service.lifecycle.onnx_export import export_onnx
 
     return export_onnx(row, load(predictor.checkpoint_bytes(row)))  # verified by sha256
-
-
-def _catalog_moved(services: Services, deleted: str | None = None) -> None:
-    """A model was imported (a new version of its name) or deleted: predict by name answers
-    from the name's latest now, here and (through the catalog counter, in scale-out) on every
-    API process. (Another API process may still answer for a deleted model *by id* from its
-    cache until it restarts.)"""
-    services.predictor.catalog_changed()
-    services.predictor.forget(deleted)
-    counter = getattr(services.queue, "catalog_version", None)
-    bump = getattr(counter, "bump", None)
-    if bump is not None:
-        try:
-            bump()
-        except Exception:  # noqa: BLE001 - the model is stored; others see it at the next
-            log.warning("could not bump the catalog counter", exc_info=True)
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(404))
@@ -177,11 +157,12 @@ async def predict_with(
     return await predict_response(request, predictor, tenant, model_id, by_path=True)
 
 
-@router.delete("/{model_id}", status_code=204, responses=errors(404),
+@router.delete("/{model_id}", status_code=204, responses=errors(404, 409),
                dependencies=[Depends(require("train"))])  # a predict key reads models only
 def delete_model(model_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
-    """Delete a model: its record, its version of its name, and its checkpoint file."""
+    """Delete a model: its record, its version of its name, and its checkpoint file (409
+    while an alias or a traffic split names its version)."""
     row = services.freeing_space(lambda: services.meta.delete_model(model_id, tenant))
     services.artifacts.delete_checkpoint(row.id)  # after the commit: a stray file is swept
-    _catalog_moved(services, row.id)  # last: a load begun before the commit is dropped
+    services.catalog_moved(row.id)  # last: a load begun before the commit is dropped
     return Response(status_code=204)

@@ -9,8 +9,9 @@ from fastapi.responses import Response
 from service.api.deps import PredictorDep, TenantDep
 from service.api.responses import JSONBytes, errors, json_body_doc
 from service.api.schemas import PredictResponse, ServicePredictRequest
-from service.serving.predict import parse_predict_body, predict_result
+from service.serving.predict import parse_predict_body, predict_result, version_headers
 from service.serving.predictor import Predictor
+from service.serving.traffic import ROUTE_KEY_HEADER
 
 router = APIRouter(tags=["predict"])
 
@@ -22,7 +23,9 @@ async def predict_response(
         await request.body(), request.headers.get("content-type"), ref, by_path=by_path,
         max_rows=request.app.state.services.settings.max_predict_rows,
     )
-    return JSONBytes(await predict_result(predictor, tenant, ref, x))
+    result = await predict_result(predictor, tenant, ref, x,
+                                  request.headers.get(ROUTE_KEY_HEADER))
+    return JSONBytes(result, headers=version_headers(result))
 
 
 @router.post(
@@ -32,5 +35,7 @@ async def predict_response(
     openapi_extra=json_body_doc(ServicePredictRequest),
 )
 async def predict(request: Request, predictor: PredictorDep, tenant: TenantDep) -> Response:
-    """Predict with a model named by id or name, or the latest model when `model` is omitted."""
+    """Predict with a model named by id, name, `name@alias` or `name@3`, or the latest model
+    when `model` is omitted. A name with a traffic split answers from a version drawn by
+    weight (sticky per `X-Fitserve-Route-Key`); `X-Fitserve-Model-Version` says which."""
     return await predict_response(request, predictor, tenant, None, by_path=False)

@@ -24,6 +24,7 @@ from service.serving.protocol import (
     infer_answer,
     server_metadata,
 )
+from service.serving.traffic import ROUTE_KEY_HEADER
 
 
 def _v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -126,7 +127,8 @@ async def _infer(
     # parsed by hand: tritonclient sends JSON followed by raw tensor bytes, and no JSON type;
     # the predict lane answers these routes before FastAPI does, through the same core
     body, media, headers = await infer_answer(
-        inference, name, version, tenant, await request.body(), request.headers.get(HEADER_LENGTH))
+        inference, name, version, tenant, await request.body(), request.headers.get(HEADER_LENGTH),
+        request.headers.get(ROUTE_KEY_HEADER))
     return Response(body, media_type=media, headers=headers)
 
 
