@@ -6,7 +6,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +33,7 @@ from service.store.artifacts import ArtifactStore, Parts
 from service.store.idempotency import Replay, idempotent
 from service.store.metadata import MetadataStore
 from service.store.tables import DatasetRow
+from service.store.upkeep import die_with_parent
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -180,12 +186,61 @@ class Upload:
         return digest.encode() + json.dumps(query).encode()
 
 
+JSON_IN_PROCESS_BYTES = 2 << 20
+"""A JSON body larger than this is parsed in a child process. orjson and numpy hold the GIL
+for the whole parse (about 40 ms a megabyte): in a thread, that would stall the event loop
+as long; CSV, NDJSON, Parquet and Arrow are read by polars, which lets the GIL go."""
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _json_pool() -> ProcessPoolExecutor:
+    """One child process, started at the first large JSON upload: big JSON bodies are
+    parsed one at a time, so the memory they take at once is bounded too."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_parser_started, initargs=(os.getpid(),))
+        return _pool
+
+
+def _parser_started(parent: int) -> None:
+    """In the parser process: end with the server (a kill -9 of it too)."""
+    die_with_parent()
+    if os.getppid() != parent:  # the server died while this process started
+        os._exit(0)
+
+
+def _read(upload: Upload, max_categories: int) -> Parsed:
+    return read_upload(upload.body, upload.media, target=upload.target,
+                       features=upload.features, name=upload.name,
+                       schema=upload.schema or {}, max_categories=max_categories)
+
+
+def _read_json_elsewhere(upload: Upload, max_categories: int) -> Parsed:
+    global _pool
+    try:
+        return _json_pool().submit(_read, upload, max_categories).result()
+    except BrokenProcessPool:  # the child died (out of memory, killed): a new one next time
+        with _pool_lock:
+            _pool = None
+        raise StorageUnavailable("the JSON body could not be parsed (the parser process "
+                                 "ended); send it again, or as CSV or Parquet",
+                                 headers={"Retry-After": "5"}) from None
+
+
+def _size(body: Path | bytes) -> int:
+    return len(body) if isinstance(body, bytes) else body.stat().st_size
+
+
 def parse_upload(settings: Settings, upload: Upload) -> Parsed:
     """Read and check an upload (blocking: call it in a worker thread)."""
-    parsed = read_upload(upload.body, upload.media, target=upload.target,
-                         features=upload.features, name=upload.name,
-                         schema=upload.schema or {},
-                         max_categories=settings.max_categories)
+    if upload.media == "json" and _size(upload.body) > JSON_IN_PROCESS_BYTES:
+        parsed = _read_json_elsewhere(upload, settings.max_categories)
+    else:
+        parsed = _read(upload, settings.max_categories)
     if isinstance(parsed, Table):
         check_table(settings, parsed.rows, len(parsed.features), len(parsed.targets))
     else:

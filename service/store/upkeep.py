@@ -8,11 +8,14 @@ directory would recover the first one's running jobs as its own and run them twi
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
 import logging
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -199,3 +202,15 @@ def _committed_since(meta: MetadataStore, sub: str, stem: str) -> bool:
              "traces": (JobRow, JobRow.id)}[sub]
     with meta.session() as s:
         return s.scalar(select(table[1]).where(table[1] == stem).limit(1)) is not None
+
+
+def die_with_parent() -> None:
+    """A child process (a training worker, the JSON parser) must not outlive a server killed
+    with -9: Linux can deliver SIGKILL when the parent goes. The caller still checks that
+    its parent is the one that started it (it may have died before this was set)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass

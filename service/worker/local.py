@@ -7,13 +7,11 @@ looks every second, so jobs requeued after a crash or a restart are never strand
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,23 +20,12 @@ from typing import Any
 
 from service.config import Settings
 from service.store.idempotency import release_unfinished
-from service.store.upkeep import DataDirLock, Reserve, has_room, sweep_orphans
+from service.store.upkeep import DataDirLock, Reserve, die_with_parent, has_room, sweep_orphans
 from service.worker.identity import worker_name
 
 log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any]], None]
-
-
-def _die_with_parent() -> None:
-    """A worker must not outlive a server killed with -9: it would keep taking jobs that the
-    next server also recovers. Linux can deliver SIGKILL when the parent goes."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass  # the getppid() check in the loop still ends us
 
 
 def worker_main(
@@ -53,7 +40,7 @@ def worker_main(
     (a server killed while this process was still starting is not its parent any more:
     then it ends here, before it could take a job the next server also recovers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the API; it stops us
-    _die_with_parent()
+    die_with_parent()  # the loop also ends when getppid() changes
     if os.getppid() != parent:  # set too late: the server died while this one started
         return
     from service.logs import configure_logging
