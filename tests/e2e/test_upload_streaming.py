@@ -1,5 +1,5 @@
 """Uploads stream (issue 12), against the real server: a ~30 MB CSV is spooled and parsed
-off the event loop (``/healthz`` answers within 100 ms throughout), the server's peak RSS
+off the event loop (``/healthz`` answers throughout, see STALL), the server's peak RSS
 for it stays within 3x the stored arrays (read from /proc, the server's, not ours); a ~10 MB
 JSON body is parsed in a child process (orjson holds the GIL: in a thread it would stall
 the loop); a JSON body over its limit is answered 413 before it is sent whole."""
@@ -19,6 +19,11 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 JSON_LIMIT = 16 << 20
+STALL = 0.25
+"""The slowest /healthz allowed during an upload. A parse that holds the event loop (or the
+GIL) stalls it for the whole parse: over a second for these bodies (1.1 s for the JSON one
+parsed in a thread). Below that, a busy 2-core machine adds its own scheduling delays: on
+a quiet one the worst poll is well under 100 ms, under a loaded suite up to 135 ms was seen."""
 
 
 def _csv(target_mb: int = 30) -> bytes:
@@ -91,7 +96,7 @@ def test_a_large_csv_streams_without_stalling_the_server_or_its_memory(server_fa
     stored = r.json()["size_bytes"]
     assert r.json()["rows"] * 16 * 4 == stored and stored > 10 * 2**20
     assert polls >= 5, polls  # the upload took long enough to be watched
-    assert worst < 0.1, f"/healthz took {worst * 1000:.0f} ms during the upload"
+    assert worst < STALL, f"/healthz took {worst * 1000:.0f} ms during the upload"
     assert peak - before <= 3 * stored, (
         f"peak RSS grew {(peak - before) / 2**20:.1f} MB for {stored / 2**20:.1f} MB stored")
 
@@ -102,7 +107,7 @@ def test_a_large_csv_streams_without_stalling_the_server_or_its_memory(server_fa
     assert r.status_code == 201, r.text
     assert r.json()["rows"] == len(orjson.loads(data)["x"])
     assert polls >= 3, polls
-    assert worst < 0.1, f"/healthz took {worst * 1000:.0f} ms during the JSON upload"
+    assert worst < STALL, f"/healthz took {worst * 1000:.0f} ms during the JSON upload"
 
     # a JSON body over its limit: 413 after the headers and a first part, the rest unsent
     declared = 8 * JSON_LIMIT
