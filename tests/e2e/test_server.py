@@ -34,15 +34,24 @@ def http(shared: ServerProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-def test_seed_walkthrough_survives_a_restart(server_factory):
-    server = server_factory().start()
+def test_seed_walkthrough_across_restarts(server_factory):
+    """The seed job committed by a server that trains nothing, killed with no shutdown at
+    all, runs on the next server (once); its model is still served after a third start.
+    (A killed worker, or a server killed or stopped while a job runs, at each step of the
+    job's life: tests/faults/.)"""
+    idle = server_factory(workers=0).start()  # accepts jobs, trains none
     d = seed_example()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=idle.url, timeout=30) as http:
         ds = http.post("/v1/datasets", json={"name": "seed", "x": d["x"], "y": d["y"]}).json()
         r = http.post("/v1/jobs", json={"dataset_id": ds["id"], "seed": 0, "model_name": "seed"})
         assert r.status_code == 202 and r.headers["location"].endswith(r.json()["id"])
+        assert r.json()["status"] == "queued"
+    idle.kill()  # no shutdown at all: the job was committed before the 202
+
+    server = server_factory(workers=1, data_dir=idle.data_dir).start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
         job = _finished(http, r.json()["id"])
-        assert job["status"] == "succeeded", job
+        assert job["status"] == "succeeded" and job["attempts"] == 1, job
         model = http.get(f"/v1/models/{job['model_id']}").json()
         assert model["weight"][0][0] == pytest.approx(0.25999, abs=1e-4)
         assert model["bias"][0] == pytest.approx(0.74765, abs=1e-3)
@@ -80,19 +89,3 @@ def test_api_answers_while_training_and_cancel_stops_it(http):
     job = _finished(http, long["id"])
     assert job["status"] == "cancelled" and job["model_id"] is None
     assert 0 < job["progress"]["epoch"] < 1_000_000
-
-
-def test_queued_jobs_wait_for_a_restart(server_factory):
-    """A job committed by a server that trains nothing, killed with no shutdown at all, runs
-    on the next server. (A killed worker, or a server killed or stopped while a job runs, at
-    each step of the job's life: tests/faults/test_crashes.py.)"""
-    idle = server_factory(workers=0).start()  # accepts jobs, trains none
-    d = seed_example()
-    with httpx.Client(base_url=idle.url, timeout=30) as http:
-        queued = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 100}).json()
-    idle.kill()  # no shutdown at all: the job was committed before the 202
-
-    busy = server_factory(workers=1, data_dir=idle.data_dir).start()
-    with httpx.Client(base_url=busy.url, timeout=30) as http:
-        job = _finished(http, queued["id"])
-        assert job["status"] == "succeeded" and job["attempts"] == 1, job
