@@ -22,7 +22,7 @@ from service.store.tables import JobRow
 from service.training import batched, closed_form
 from service.training.epoch_loop import LoopCall
 from service.training.spec import TrainingSpec
-from service.worker.runner import MAX_BATCH, Notify, _ReadOnce, run_batch, run_job
+from service.worker.runner import Notify, _ReadOnce, claim_batch, run_batch, run_job
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,8 @@ def trial_key(spec: TrainingSpec) -> str | None:
 def claim_trials(meta: MetadataStore, job: JobRow, worker: str, parts: int = 1
                  ) -> list[JobRow]:
     """``job`` (claimed) and the queued trials of its sweep that train with it as one
-    batch, claimed in one UPDATE. ``parts``: the workers that may share them (this one takes
-    its share, the others the rest)."""
-    key = trial_key(TrainingSpec.model_validate(job.spec))
-    if key is None:
-        return [job]
-    records = SweepRecords(meta)
-    siblings = records.queued_siblings(job.id, 4 * MAX_BATCH)
-    same = [j.id for j in siblings if j.dataset_id == job.dataset_id and j.device == job.device
-            and trial_key(TrainingSpec.model_validate(j.spec)) == key]
-    if parts > 1 and same:  # an even share of the sweep's open trials, the running ones too
-        open_trials = len(same) + 1 + records.running_siblings(job.id)
-        same = same[: -(-open_trials // parts) - 1]
-    same = same[: MAX_BATCH - 1]
-    return [job, *meta.claim_batch(same, worker)]
+    batch (``trial_key``), claimed in one UPDATE (runner.py's ``claim_batch``)."""
+    return claim_batch(meta, job, worker, parts, key_of=trial_key)
 
 
 def run_trials(jobs: list[JobRow], worker: str, meta: MetadataStore,

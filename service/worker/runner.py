@@ -313,15 +313,17 @@ MAX_BATCH = 64
 """Most trials one worker claims as one batch (the rest stay for the other workers)."""
 
 
-def claim_batch(meta: MetadataStore, job: JobRow, worker: str, parts: int = 1
-                ) -> list[JobRow]:
+def claim_batch(meta: MetadataStore, job: JobRow, worker: str, parts: int = 1,
+                key_of: Callable[[TrainingSpec], str | None] | None = None) -> list[JobRow]:
     """``job`` (claimed) and the queued trials of its sweep that train with it as one
-    batch: the closed form's trials that differ only in the SGD step's settings or the
-    epochs (training/closed_form.py's ``batch_key``), claimed in one UPDATE. ``parts``:
-    the workers that may share them (this one takes its share, the others the rest)."""
+    batch, claimed in one UPDATE: those with its ``key_of`` (by default the closed form's
+    trials that differ only in the SGD step's settings or the epochs, training/
+    closed_form.py's ``batch_key``; None: it trains alone). ``parts``: the workers that may
+    share them (this one takes its share, the others the rest)."""
     from service.store.sweeps import SweepRecords
-    from service.training.closed_form import batch_key
+    from service.training.closed_form import batch_key as closed_form_key
 
+    batch_key = key_of or closed_form_key
     key = batch_key(TrainingSpec.model_validate(job.spec))
     if key is None:
         return [job]
