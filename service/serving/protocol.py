@@ -38,7 +38,9 @@ SERVER_NAME = "fitserve"
 INPUT = "x"
 OUTPUT = "y"
 PROBABILITIES = "probabilities"
-OUTPUTS = (OUTPUT, PROBABILITIES)
+LABEL = "label"
+"""A classifier trained on labels (text, numbers, booleans): each row's label, as BYTES."""
+OUTPUTS = (OUTPUT, PROBABILITIES, LABEL)
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 HEADER_LENGTH = "inference-header-content-length"
 _COLUMN_DATATYPE = {"numeric": "FP32", "boolean": "BOOL", "categorical": "BYTES"}
@@ -160,8 +162,8 @@ def _outputs_asked(req: dict[str, Any]) -> tuple[bool, tuple[str, ...] | None]:
             raise _fail("outputs must be a list of objects with a name")
         for o in outputs:
             if o.get("name") not in OUTPUTS:
-                raise _fail(f"unknown output {o.get('name')!r}; models have {OUTPUT!r} and "
-                            f"classifiers {PROBABILITIES!r}")
+                raise _fail(f"unknown output {o.get('name')!r}; models have {OUTPUT!r}, "
+                            f"classifiers {PROBABILITIES!r} and, trained on labels, {LABEL!r}")
             binary = bool((o.get("parameters") or {}).get("binary_data", binary))
     return binary, None if outputs is None else tuple(o["name"] for o in outputs)
 
@@ -286,12 +288,15 @@ class InferenceProtocol:
                                           "shape": [-1, row.in_features]}
             if pipeline.labels is not None:
                 parameters["labels"] = list(pipeline.labels)
+        outputs = _outputs_metadata(row)
+        if pipeline is not None and pipeline.labels is not None:
+            outputs.append({"name": LABEL, "datatype": "BYTES", "shape": [-1, 1]})
         return {
             "name": name,
             "versions": [str(v) for v in versions],
             "platform": f"pytorch_{row.kind}",
             "inputs": inputs,
-            "outputs": _outputs_metadata(row),
+            "outputs": outputs,
             "parameters": parameters,
         }
 
@@ -359,6 +364,8 @@ class InferenceProtocol:
         values = {OUTPUT: p.y if p.labels is None else p.labels[:, None]}
         if p.probabilities is not None:
             values[PROBABILITIES] = p.probabilities
+        if model.label_keys is not None and p.labels is not None:  # the classes' own labels
+            values[LABEL] = np.array(model.label_keys, dtype=object)[p.labels][:, None]
         wanted = req.outputs or tuple(values)
         missing = [n for n in wanted if n not in values]
         if missing:
@@ -367,15 +374,23 @@ class InferenceProtocol:
         tensors, tails = [], []
         for out_name in wanted:
             v = values[out_name]
-            dtype = "INT64" if v.dtype.kind == "i" else req.datatype
-            flat = v.astype(DATATYPES.get(dtype, np.dtype("<i8")), copy=False).ravel()
-            tensor: dict[str, Any] = {"name": out_name, "datatype": dtype,
-                                      "shape": [int(v.shape[0]), int(v.shape[1])]}
-            if req.binary_output:
-                tails.append(flat.tobytes())
-                tensor["parameters"] = {"binary_data_size": len(tails[-1])}
+            shape = [int(v.shape[0]), int(v.shape[1])]
+            data: Any
+            if v.dtype == object:  # BYTES: UTF-8 text, each 4-byte-length-prefixed in binary
+                dtype, texts = "BYTES", [str(t) for t in v.ravel().tolist()]
+                blob = b"".join(len(b).to_bytes(4, "little") + b
+                                for b in (t.encode() for t in texts))
+                data = texts
             else:
-                tensor["data"] = flat
+                dtype = "INT64" if v.dtype.kind == "i" else req.datatype
+                data = v.astype(DATATYPES.get(dtype, np.dtype("<i8")), copy=False).ravel()
+                blob = data.tobytes() if req.binary_output else b""
+            tensor: dict[str, Any] = {"name": out_name, "datatype": dtype, "shape": shape}
+            if req.binary_output:
+                tails.append(blob)
+                tensor["parameters"] = {"binary_data_size": len(blob)}
+            else:
+                tensor["data"] = data
             tensors.append(tensor)
         tail = b"".join(tails) if req.binary_output else None
         response: dict[str, Any] = {"model_name": name, "outputs": tensors}

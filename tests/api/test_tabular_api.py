@@ -140,3 +140,27 @@ def test_numbers_as_class_labels(client, services, run_queued):
     assert run_queued() == ["succeeded"]
     out = client.post("/predict", json={"model": "g", "rows": [{"x": 4.5}]}).json()
     assert out["labels"][0] in (3, 7, 9) and set(out["probabilities"][0]) == {"3", "7", "9"}
+    # /v2 answers the labels too: a BYTES output, in JSON and in the binary tail
+    import tritonclient.http as triton
+
+    meta = client.get("/v2/models/g").json()
+    assert {"name": "label", "datatype": "BYTES", "shape": [-1, 1]} in meta["outputs"]
+    # (a column named "x" is the matrix input's name: the expanded rows x, flag, flag_missing)
+    rows = [{"x": 0.5, "flag": False}, {"x": 4.5, "flag": True}]
+    want = client.post("/predict", json={"model": "g", "rows": rows}).json()["labels"]
+    matrix = [0.5, 0.0, 0.0, 4.5, 1.0, 0.0]
+    x = {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": matrix}
+    r = client.post("/v2/models/g/infer", json={"inputs": [x]})
+    assert r.status_code == 200, r.text
+    label = next(o for o in r.json()["outputs"] if o["name"] == "label")
+    assert label["datatype"] == "BYTES" and label["data"] == [str(v) for v in want]
+    body, json_size = triton.InferenceServerClient.generate_request_body(
+        [triton.InferInput("x", [2, 3], "FP32").set_data_from_numpy(
+            np.array(matrix, np.float32).reshape(2, 3))],
+        outputs=[triton.InferRequestedOutput("label", binary_data=True)])
+    r = client.post("/v2/models/g/infer", content=body,
+                    headers={"Inference-Header-Content-Length": str(json_size)})
+    assert r.status_code == 200, r.text
+    got = triton.InferenceServerClient.parse_response_body(
+        r.content, header_length=int(r.headers["inference-header-content-length"]))
+    assert [b.decode() for b in got.as_numpy("label").ravel()] == [str(v) for v in want]
