@@ -109,12 +109,13 @@ def test_a_large_csv_streams_without_stalling_the_server_or_its_memory(server_fa
     assert polls >= 3, polls
     assert worst < STALL, f"/healthz took {worst * 1000:.0f} ms during the JSON upload"
 
-    # a JSON body over its limit: 413 after the headers and a first part, the rest unsent
+    # a JSON body over its limit: 413 on the headers alone, before any of the body is sent.
+    # (Sending a first part as well made this flaky: the server closes with that part unread
+    # in its buffer, the kernel then answers with a reset, and a reset can overtake the 413.)
     declared = 8 * JSON_LIMIT
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(f"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                   f"application/json\r\nContent-Length: {declared}\r\n\r\n".encode())
-        s.sendall(b'{"x": [' + b"[1.0]," * 10_000)
         answer = b""
         while chunk := s.recv(65536):  # the server closes the connection after its answer
             answer += chunk
