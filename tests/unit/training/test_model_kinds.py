@@ -115,7 +115,9 @@ def test_mlp_learns_sine():
     x = np.linspace(-3, 3, 200, dtype=np.float32)[:, None]
     y = np.sin(x)
     r = fit(spec(model={"kind": "mlp", "hidden": [32, 32], "activation": "tanh"},
-                 optimizer={"name": "adam", "lr": 0.01}, epochs=400), x, y)  # ~1e-5
+                 optimizer={"name": "adam", "lr": 0.003}, epochs=400), x, y)  # ~1.3e-4
+    # (at lr 0.01 Adam's loss spikes now and then; whether epoch 400 fell on a spike
+    # depended on the CPU's kernels: 1e-5 on one machine, 1.3e-3 on an AVX-512 one)
     assert r.train_loss < 1e-3
     assert r.weight is None
     assert [k for k in r.state] == ["layers.0.weight", "layers.0.bias", "layers.2.weight",
