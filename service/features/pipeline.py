@@ -420,6 +420,10 @@ def _fit_column(col: Column, options: FeatureOptions) -> InputColumn:
         return InputColumn(col.name, col.kind, fill, indicator)
     counts = np.bincount(col.values[~missing], minlength=len(col.categories))
     seen = [(col.categories[i], int(n)) for i, n in enumerate(counts) if n > 0]
+    if not seen:  # its values all fell in the validation rows: nothing to learn a level from
+        raise FeatureError(f"column {col.name!r} has no value in the training rows (only "
+                           "blanks): leave it out (features), or give it values",
+                           field="features")
     frequent = [(lv, n) for lv, n in seen if n >= options.min_frequency]
     pooled = len(frequent) < len(seen)
     if len(frequent) > options.max_categories or (pooled and len(frequent)

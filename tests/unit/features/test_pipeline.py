@@ -135,3 +135,12 @@ def test_the_identity_pipeline_passes_numbers_as_sent():
     np.testing.assert_array_equal(p.fields({"b": [2.5], "a": [1]}, 1), [[1, 2.5]])
     with pytest.raises(FeatureError, match="'b' is missing"):
         p.fields({"a": [1]}, 1)
+
+
+def test_a_categorical_column_blank_on_every_training_row_is_refused_by_name():
+    # its only value is in a validation row: there is no level to learn, and no fill
+    table = Table([numeric("sqft", [1.0, 2.0, 3.0]), categorical("city", [None, None, "a"])],
+                  [numeric("y", [0.0, 1.0, 2.0])])
+    with pytest.raises(FeatureError, match="'city' has no value in the training rows") as e:
+        prepare_table(table, FeatureOptions(), np.array([0, 1]), classify=False)
+    assert e.value.field == "features"
