@@ -18,6 +18,11 @@ from service.config import Settings
 from service.errors import error_body
 
 _SWEEP_S = 0.5
+_LINGER_S, _LINGER_GAP_S = 2.0, 0.5
+"""A refusal that closes the connection while the client is still sending its body reads
+(and drops) the rest for up to ``_LINGER_S`` (each part within ``_LINGER_GAP_S``) before the
+close, as nginx's lingering close does: a close with data unread makes the kernel answer the
+client with a reset, which can overtake the answer and leave the client with no 413 at all."""
 """How often reads of request bodies are checked against the body deadline."""
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -97,7 +102,7 @@ class RequestGuard:
                 # turn an error raised mid-read into a 400 (FastAPI) or a 500
                 messages = await self._buffer(timed.receive)
                 if messages is None:
-                    return await _refuse(send, 413, "payload_too_large",
+                    return await _refuse(timed.send, 413, "payload_too_large",
                                          f"the body exceeds the limit of {self.limit} bytes "
                                          "(FITSERVE_MAX_BODY_BYTES)", close=True)
                 await self.app(scope, _replay(messages, timed.receive), timed.send)
@@ -169,6 +174,7 @@ class _TimedBody:
         self.stopping = False
         self.expired = False
         self.since: float | None = None  # when the read in progress began
+        self.closing = False  # the answer closes the connection: linger before the close
         self._waiting: asyncio.Task[Any] | None = None
 
     def stop(self) -> None:
@@ -229,7 +235,29 @@ class _TimedBody:
             return
         if message["type"] == "http.response.start":
             self.started = True
+            self.closing = (b"connection", b"close") in (
+                (k.lower(), v.lower()) for k, v in message.get("headers", ()))
+        elif message["type"] == "http.response.body" and self.closing and \
+                not message.get("more_body", False) and not self.body_done:
+            await self._send({**message, "more_body": True})  # the answer goes out whole
+            await self._linger()
+            message = {"type": "http.response.body", "body": b""}  # then the close
         await self._send(message)
+
+    async def _linger(self) -> None:
+        """Read and drop what is left of the body, within the linger's bounds."""
+        deadline = time.monotonic() + _LINGER_S
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                message = await asyncio.wait_for(self._receive(), min(left, _LINGER_GAP_S))
+            except TimeoutError:
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                self.body_done = True
+                return
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
