@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+LOAD_CPUS: str | None = None
+"""``taskset -c`` list wrk runs on (bench.mlserver's ``--pin``); None: anywhere."""
+
 
 @dataclass(frozen=True)
 class Payload:
@@ -48,8 +51,9 @@ def _wrk(url: str, payload: Payload, seconds: float, connections: int) -> dict[s
             f.write(f'wrk.method = "POST"\n{headers}'
                     f'local f = io.open("{body_path}", "rb")\n'
                     'wrk.body = f:read("*a")\nf:close()\n')
+        pin = [] if LOAD_CPUS is None else ["taskset", "-c", LOAD_CPUS]
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency",
+            [*pin, "wrk", "-t2", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency",
              "-s", script, url],
             capture_output=True, text=True, check=True,
         ).stdout

@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--data", type=Path, default=ROOT / "data")
+    p.add_argument("--pin", action="store_true",
+                   help="servers on core 0, wrk on core 1 (taskset): the tail without the "
+                        "load generator preempting the server")
     args = p.parse_args(argv)
+    if args.pin:
+        servers.SERVER_CPUS, load.LOAD_CPUS = "0", "1"
     data = args.data / f"bench-mlserver-{int(time.time())}"
     data.mkdir(parents=True)
 
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(f"# fitserve beside MLServer, {time.strftime('%Y-%m-%d %H:%M')}, wrk "
           f"{'yes' if load.shutil.which('wrk') else 'no (httpx)'}, {args.seconds:g} s x "
-          f"{args.rounds} rounds")
+          f"{args.rounds} rounds{', servers on core 0 and wrk on core 1' if args.pin else ''}")
     print("| row | fitserve | bare FastAPI endpoint | MLServer | fitserve / MLServer |")
     print("|---|---|---|---|---|")
     try:

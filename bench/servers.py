@@ -20,12 +20,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVER_CPUS: str | None = None
+"""``taskset -c`` list the servers run on (``--pin``: the server on one core, the load
+generator on the other, so one does not preempt the other mid-request); None: anywhere."""
+
+
 class Server:
     def __init__(self, argv: list[str], env: dict[str, str], port: int, ready: str,
                  log_dir: Path = ROOT / "data", cwd: Path = ROOT) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(log_dir / f"bench-{port}.log", "wb")  # noqa: SIM115
+        if SERVER_CPUS is not None:
+            argv = ["taskset", "-c", SERVER_CPUS, *argv]
         self.proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90

@@ -42,6 +42,7 @@ LABEL = "label"
 """A classifier trained on labels (text, numbers, booleans): each row's label, as BYTES."""
 OUTPUTS = (OUTPUT, PROBABILITIES, LABEL)
 DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_INT64 = np.dtype("<i8")
 HEADER_LENGTH = "inference-header-content-length"
 _COLUMN_DATATYPE = {"numeric": "FP32", "boolean": "BOOL", "categorical": "BYTES"}
 
@@ -104,7 +105,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise _fail(f"inputs must be a list with one input tensor, {_EXAMPLE}")
     if not inputs:
         raise _fail(f"inputs needs at least one input tensor: [{_EXAMPLE}]")
-    if not all(isinstance(t, dict) for t in inputs):
+    if set(map(type, inputs)) != {dict}:  # JSON objects are dicts, never a subclass
         raise _fail("each input must be an object with name, shape, datatype and data")
     binary, names = _outputs_asked(req)
     if len(inputs) > 1 or inputs[0].get("name") != INPUT:  # one input per column
@@ -113,8 +114,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                             columns)
     tensor = inputs[0]
     shape = tensor.get("shape")
-    if (not isinstance(shape, list) or not shape
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+    if type(shape) is not list or not shape or set(map(type, shape)) != {int} or min(shape) < 0:
         raise _fail(f"input {INPUT!r}: shape must be a list of non-negative integers")
     datatype = tensor.get("datatype")
     if datatype not in DATATYPES:
@@ -133,6 +133,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             raise _fail(f"input {INPUT!r}: shape {shape} of {datatype} needs "
                         f"{count * dtype.itemsize} bytes, got {size}")
         data = np.frombuffer(tail, dtype=dtype)
+    elif _few_floats(values := tensor.get("data"), count, dtype):
+        # each float rounded once to the datatype, as the astype below; none past its range
+        data = np.array(values, dtype)
+        return InferRequest(rid, data, tuple(shape), datatype, binary, names)
     else:
         if "data" not in tensor:
             raise _fail(f"input {INPUT!r}: data is required")
@@ -151,6 +155,20 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if not np.isfinite(data).all():
         raise _fail(f"input {INPUT!r}: data must be finite numbers")
     return InferRequest(rid, data, tuple(shape), datatype, binary, names)
+
+
+_FEW = 16
+_FP32_INF = float.fromhex("0x1.ffffffp127")
+"""The least float that rounds to inf in float32 (halfway from its largest to 2**128)."""
+
+
+def _few_floats(values: Any, count: int, dtype: np.dtype[Any]) -> bool:
+    """A flat list of up to _FEW floats, ``count`` of them, each finite in ``dtype``: numpy
+    reads it as the general path does (a list of floats is float64, then astype), with
+    fewer calls (a one-row request's numpy calls cost more than its prediction)."""
+    return (type(values) is list and 0 < len(values) == count <= _FEW
+            and set(map(type, values)) == {float}
+            and max(map(abs, values)) < (_FP32_INF if dtype.itemsize == 4 else math.inf))
 
 
 def _outputs_asked(req: dict[str, Any]) -> tuple[bool, tuple[str, ...] | None]:
@@ -366,24 +384,25 @@ class InferenceProtocol:
             values[PROBABILITIES] = p.probabilities
         if model.label_keys is not None and p.labels is not None:  # the classes' own labels
             values[LABEL] = np.array(model.label_keys, dtype=object)[p.labels][:, None]
-        wanted = req.outputs or tuple(values)
-        missing = [n for n in wanted if n not in values]
+        wanted = req.outputs or values
+        missing = [n for n in wanted if n not in values] if req.outputs else None
         if missing:
             raise _fail(f"model {name!r} has no output {missing[0]!r}; its outputs are "
                         f"{', '.join(values)}")
         tensors, tails = [], []
         for out_name in wanted:
             v = values[out_name]
-            shape = [int(v.shape[0]), int(v.shape[1])]
+            shape = [*v.shape]  # (N, k): Python ints
             data: Any
-            if v.dtype == object:  # BYTES: UTF-8 text, each 4-byte-length-prefixed in binary
+            kind = v.dtype.kind
+            if kind == "O":  # BYTES: UTF-8 text, each 4-byte-length-prefixed in binary
                 dtype, texts = "BYTES", [str(t) for t in v.ravel().tolist()]
                 blob = b"".join(len(b).to_bytes(4, "little") + b
                                 for b in (t.encode() for t in texts))
                 data = texts
             else:
-                dtype = "INT64" if v.dtype.kind == "i" else req.datatype
-                data = v.astype(DATATYPES.get(dtype, np.dtype("<i8")), copy=False).ravel()
+                dtype = "INT64" if kind == "i" else req.datatype
+                data = v.astype(DATATYPES.get(dtype, _INT64), copy=False).ravel()
                 blob = data.tobytes() if req.binary_output else b""
             tensor: dict[str, Any] = {"name": out_name, "datatype": dtype, "shape": shape}
             if req.binary_output:
@@ -406,7 +425,7 @@ class InferenceProtocol:
         head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
         if tail is None:
             return head, {}
-        return head + tail, {"Inference-Header-Content-Length": str(len(head))}
+        return head + tail, {HEADER_LENGTH_NAME: str(len(head))}
 
 
 JSON_MEDIA = "application/json"
@@ -419,15 +438,33 @@ async def infer_answer(
 ) -> tuple[bytes, str, dict[str, str]]:
     """An infer request's answer: body, media type and headers (the model loaded off the
     event loop on first use). Raises ServiceError; ``error_answer`` says how to answer it."""
+    raw, binary, head_length, version_number = await infer_raw(
+        inference, name, version, tenant, body, header_length, route_key)
+    headers = {} if head_length is None else {HEADER_LENGTH_NAME: head_length.decode()}
+    if version_number is not None:
+        headers[VERSION_HEADER] = version_number.decode()
+    return raw, BINARY_MEDIA if binary else JSON_MEDIA, headers
+
+
+HEADER_LENGTH_NAME = "Inference-Header-Content-Length"
+
+
+async def infer_raw(
+    inference: InferenceProtocol, name: str, version: str | None, tenant: str, body: bytes,
+    header_length: str | None, route_key: str | None = None,
+) -> tuple[bytes, bool, bytes | None, bytes | None]:
+    """``infer_answer`` as the ASGI lane writes it: the body, whether it has a binary tail,
+    and the JSON head's length and the model's version as header values (None: no header)."""
     req = parse_infer_request(body, header_length)
     model = inference.cached(name, version, tenant, route_key)
     if model is None:  # first use: resolve and load off the event loop
         model = await to_thread.run_sync(inference.load, name, version, tenant, route_key)
     response, tail = inference.infer(model, name, req)
-    raw, headers = inference.encode(response, tail)
-    if model.version is not None:
-        headers[VERSION_HEADER] = str(model.version)
-    return raw, JSON_MEDIA if tail is None else BINARY_MEDIA, headers
+    head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    number = None if model.version is None else str(model.version).encode()
+    if tail is None:
+        return head, False, None, number
+    return head + tail, True, str(len(head)).encode(), number
 
 
 def error_answer(e: ServiceError) -> tuple[int, dict[str, str], dict[str, str] | None]:

@@ -71,6 +71,48 @@ def test_lane_and_fastapi_routes_agree(client, services, trained, path, body):
         assert version == (None if a.json()["version"] is None else str(a.json()["version"]))
 
 
+_ROWS = [[float(i % 11) / 4, -1.5 * i] for i in range(1000)]  # a body past MIN_BYTES
+LARGE = [
+    ("/predict", {"x": _ROWS}),
+    ("/predict", {"model": "lane", "x": _ROWS}),
+    ("MODEL", {"x": _ROWS}),
+    ("/predict", {"x": [*_ROWS[:700], [1.0], *_ROWS[701:]]}),  # ragged at row 700
+    ("/predict", {"x": [*_ROWS[:900], [1.0, True], *_ROWS[901:]]}),
+    ("/predict", {"x": [*_ROWS[:5], [1.0, 1e39], *_ROWS[6:]]}),  # past float32
+    ("/predict", {"x": [*_ROWS[:5], [1.0, 2**63], *_ROWS[6:]]}),
+    ("/predict", {"x": [[r[0]] for r in _ROWS]}),  # one feature: the model needs two
+    ("/predict", {"x": _ROWS, "rows": []}),
+    ("/predict", {"x": _ROWS, "model": 5}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), LARGE, ids=range(len(LARGE)))
+def test_lane_and_fastapi_agree_on_large_bodies_byte_for_byte(client, services, trained, path,
+                                                              body):
+    """Bodies read from their bytes (service/serving/matrix_bytes.py), answered with y
+    written flat (encode_result): the same bytes as the FastAPI route's orjson.dumps."""
+    path = f"/v1/models/{trained}/predict" if path == "MODEL" else path
+    raw = orjson.dumps(body)
+    with TestClient(_without_lane(services), base_url="http://127.0.0.1") as plain:
+        a = client.post(path, content=raw, headers={"content-type": "application/json"})
+        b = plain.post(path, content=raw, headers={"content-type": "application/json"})
+    assert (a.status_code, a.content) == (b.status_code, b.content)
+
+
+def test_one_column_answers_are_written_as_orjson_writes_them():
+    from service.serving.predict import encode_result
+
+    rng = np.random.default_rng(0)
+    for y in (rng.standard_normal((1000, 1)).astype(np.float32) * 1e30,
+              np.array([[0.0], [-0.0], [1e-45], [3.4028235e38]], np.float32),
+              rng.standard_normal((3, 2)).astype(np.float32), np.ones((1, 1), np.float32)):
+        result = {"model_id": "mdl_x", "model_name": None, "version": None, "y": y}
+        assert encode_result(result) == orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        labelled = {**result, "labels": [1] * len(y), "probabilities": y}
+        assert encode_result(labelled) == orjson.dumps(labelled,
+                                                       option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def test_lane_and_fastapi_draw_a_traffic_split_alike(client, services, run_queued, trained):
     client.post("/v1/jobs", json={"x": [[1, 0], [0, 1], [1, 1]], "y": [[1], [2], [4]],
                                   "epochs": 100, "seed": 1, "model_name": "lane"})

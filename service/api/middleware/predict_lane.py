@@ -19,8 +19,14 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, ServiceError
-from service.serving.predict import parse_predict_body, predict_result
-from service.serving.protocol import HEADER_LENGTH, InferenceProtocol, error_answer, infer_answer
+from service.serving.predict import encode_result, parse_predict_body, predict_result
+from service.serving.protocol import (
+    BINARY_MEDIA,
+    HEADER_LENGTH,
+    InferenceProtocol,
+    error_answer,
+    infer_raw,
+)
 from service.serving.traffic import ROUTE_KEY_HEADER, VERSION_HEADER
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,9 @@ _SUFFIX = "/predict"
 _V2_MODELS = "/v2/models/"
 _V2_SUFFIX = "/infer"
 _JSON = b"application/json"
+_BINARY = BINARY_MEDIA.encode()
 _VERSION = VERSION_HEADER.lower().encode()
+_HEAD_LENGTH = HEADER_LENGTH.encode()
 
 
 class _Route(NamedTuple):
@@ -74,7 +82,7 @@ class PredictLane:
             result = await predict_result(self.services.predictor, tenant, ref, x,
                                           headers.get(ROUTE_KEY_HEADER))
             version = result["version"]
-            await _send(send, 200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY),
+            await _send(send, 200, encode_result(result),
                         None if version is None else [(_VERSION, str(version).encode())])
         except _ClientGone:
             return  # nobody to answer; the telemetry layer logs it as a 499
@@ -100,12 +108,14 @@ class PredictLane:
             headers = Headers(scope=scope)
             tenant = await self.services.authenticate(headers, "predict")
             raw = await _body(receive, self.services.settings.max_body_bytes)
-            body, media, extra = await infer_answer(self.inference, name, version, tenant, raw,
-                                                    headers.get(HEADER_LENGTH),
-                                                    headers.get(ROUTE_KEY_HEADER))
+            body, binary, head_length, number = await infer_raw(
+                self.inference, name, version, tenant, raw, headers.get(HEADER_LENGTH),
+                headers.get(ROUTE_KEY_HEADER))
             del raw
-            await _send(send, 200, body, [(k.lower().encode(), v.encode())
-                                          for k, v in extra.items()], media.encode())
+            extra = [] if head_length is None else [(_HEAD_LENGTH, head_length)]
+            if number is not None:
+                extra.append((_VERSION, number))
+            await _send(send, 200, body, extra, _BINARY if binary else _JSON)
         except _ClientGone:
             return
         except ServiceError as e:
