@@ -1,5 +1,6 @@
-"""``fitserve alias set | delete | list | history`` and ``fitserve traffic set | clear``: a
-model name's aliases, who moved them when, and how predict by the name splits its traffic."""
+"""``fitserve alias set | delete | list | history`` and ``fitserve traffic set | show |
+clear``: a model name's aliases, who moved them when, and how predict by the name splits its
+traffic."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from service.cli.client import API_KEY, URL, connect, line, when
 
 alias = typer.Typer(help="A model name's aliases: set, delete, list, history.",
                     no_args_is_help=True)
-traffic = typer.Typer(help="A model name's traffic split: set, clear.", no_args_is_help=True)
+traffic = typer.Typer(help="A model name's traffic split: set, show, clear.",
+                      no_args_is_help=True)
 
 Name = Annotated[str, typer.Argument(help="The model name.")]
 Alias = Annotated[str, typer.Argument(help="The alias (champion): not latest, not a number.")]
@@ -91,6 +93,21 @@ def set_traffic(
         t = client.set_traffic(name, split)
     typer.echo("  ".join(f"{target}={w} (v{t['versions'][target]})"
                          for target, w in t["weights"].items()))
+
+
+@traffic.command("show")
+def show_traffic(ctx: typer.Context, name: Name,
+                 url: str = URL, api_key: str | None = API_KEY) -> None:
+    """The current split, each target with the version it points at now (as ``traffic set``
+    prints it)."""
+    with connect(ctx, url, api_key) as client:
+        split = client.traffic(name)  # a 404 for a name without versions
+    if split is None:
+        typer.echo(f"{name} has no traffic split: predict by the name answers from its latest "
+                   "version")
+        return
+    typer.echo("  ".join(f"{target}={w} (v{split['versions'][target]})"
+                         for target, w in split["weights"].items()))
 
 
 @traffic.command("clear")

@@ -96,6 +96,18 @@ def _fail(message: str, field: str = "checkpoint") -> InvalidCheckpoint:
     return InvalidCheckpoint(message, field=field)
 
 
+def _part(key: str) -> str:
+    """The error's field for a part of the file: its metadata ``key``."""
+    return f"checkpoint.{key}"
+
+
+def _tensor(name: str) -> str:
+    return f"checkpoint.tensors.{clip(name, 80)}"
+
+
+_CONFIG, _NORM = _part("config"), _part("normalization")
+
+
 def _header(blob: bytes) -> dict[str, Any]:
     """The safetensors header: an 8-byte little-endian length, then that much JSON."""
     if len(blob) < 8:
@@ -115,21 +127,23 @@ def _header(blob: bytes) -> dict[str, Any]:
 
 def _json(metadata: dict[str, str], key: str) -> Any:
     if key not in metadata:
-        raise _fail(f"the metadata has no {key!r}: this is not a fitserve checkpoint")
+        raise _fail(f"the metadata has no {key!r}: this is not a fitserve checkpoint",
+                    _part(key))
     try:
         return json.loads(metadata[key])
     except ValueError:
-        raise _fail(f"the metadata {key!r} is not JSON") from None
+        raise _fail(f"the metadata {key!r} is not JSON", _part(key)) from None
 
 
 def _vector(norm: dict[str, Any], key: str, size: int, positive: bool = False) -> None:
     value = norm.get(key)
     if (not isinstance(value, list) or len(value) != size
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
-        raise _fail(f"normalization {key} must be {size} numbers")
+        raise _fail(f"normalization {key} must be {size} numbers", _NORM)
     arr = np.asarray(value, np.float64)
     if not np.isfinite(arr).all() or (positive and (arr <= 0).any()):
-        raise _fail(f"normalization {key} must be finite{' and positive' if positive else ''}")
+        raise _fail(f"normalization {key} must be finite"
+                    f"{' and positive' if positive else ''}", _NORM)
 
 
 def _normalization(value: Any, n_in: int, n_out: int, regression: bool
@@ -137,14 +151,15 @@ def _normalization(value: Any, n_in: int, n_out: int, regression: bool
     if value is None:
         return None
     if not isinstance(value, dict) or set(value) - {"x_mean", "x_std", "y_mean", "y_std"}:
-        raise _fail("normalization must be null or {x_mean, x_std, y_mean, y_std}")
+        raise _fail("normalization must be null or {x_mean, x_std, y_mean, y_std}", _NORM)
     _vector(value, "x_mean", n_in)
     _vector(value, "x_std", n_in, positive=True)
     if (value.get("y_mean") is None) != (value.get("y_std") is None):
-        raise _fail("normalization has one of y_mean and y_std without the other")
+        raise _fail("normalization has one of y_mean and y_std without the other", _NORM)
     if value.get("y_mean") is not None:
         if not regression:
-            raise _fail("a classifier's normalization scales no targets (y_mean is set)")
+            raise _fail("a classifier's normalization scales no targets (y_mean is set)",
+                        _NORM)
         _vector(value, "y_mean", n_out)
         _vector(value, "y_std", n_out, positive=True)
     return {"x_mean": value["x_mean"], "x_std": value["x_std"],
@@ -154,10 +169,10 @@ def _normalization(value: Any, n_in: int, n_out: int, regression: bool
 def _names(value: Any, sizes: tuple[int, ...], key: str) -> list[str]:
     if (not isinstance(value, list) or not all(isinstance(n, str) and n for n in value)
             or len(set(value)) != len(value)):
-        raise _fail(f"{key} must be a list of distinct non-empty names")
+        raise _fail(f"{key} must be a list of distinct non-empty names", _part(key))
     if len(value) not in sizes:
         want = " or ".join(str(s) for s in sizes)
-        raise _fail(f"{key} has {len(value)} names; the config needs {want}")
+        raise _fail(f"{key} has {len(value)} names; the config needs {want}", _part(key))
     return list(value)
 
 
@@ -179,16 +194,18 @@ def read_checkpoint(blob: bytes, sha256: str | None, settings: Settings) -> Chec
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise _fail("the metadata must map names to strings")
+        raise _fail("the metadata must map names to strings", _part("metadata"))
     fmt = metadata.get("format")
     if fmt not in FORMATS:
         raise _fail(f"format {clip(str(fmt), 40)!r} is not one this server reads "
                     f"({', '.join(FORMATS)})" if fmt else
-                    "the metadata has no format: this is not a fitserve checkpoint")
+                    "the metadata has no format: this is not a fitserve checkpoint",
+                    _part("format"))
     for name, info in header.items():
         if name != "__metadata__" and (not isinstance(info, dict) or info.get("dtype") != "F32"):
             raise _fail(f"tensor {clip(name, 80)!r} is not float32 "
-                        f"({info.get('dtype') if isinstance(info, dict) else info!r})")
+                        f"({info.get('dtype') if isinstance(info, dict) else info!r})",
+                        _tensor(name))
     try:
         tensors = load(blob)  # checks every tensor's byte range against the file
     except SafetensorError as e:
@@ -197,14 +214,14 @@ def read_checkpoint(blob: bytes, sha256: str | None, settings: Settings) -> Chec
     kind = metadata.get("kind", "")
     if kind not in kinds():
         raise _fail(f"kind {clip(kind, 40)!r} is not one of this server's: "
-                    f"{', '.join(kinds())}")
+                    f"{', '.join(kinds())}", _part("kind"))
     config = _json(metadata, "config")
     if not isinstance(config, dict):
-        raise _fail("the config must be a JSON object")
+        raise _fail("the config must be a JSON object", _CONFIG)
     n_in, n_out = config.get("in_features"), config.get("out_features")
     for key, value in (("in_features", n_in), ("out_features", n_out)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _fail(f"config {key} must be a positive integer")
+            raise _fail(f"config {key} must be a positive integer", f"{_CONFIG}.{key}")
     assert isinstance(n_in, int) and isinstance(n_out, int)
     options = {k: v for k, v in config.items() if k not in ("in_features", "out_features")}
     try:
@@ -213,45 +230,46 @@ def read_checkpoint(blob: bytes, sha256: str | None, settings: Settings) -> Chec
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:]) or "config"
-        raise _fail(f"config {where}: {first['msg']}") from None
+        raise _fail(f"config {where}: {first['msg']}",
+                    f"{_CONFIG}.{where}" if where != "config" else _CONFIG) from None
     classifier = get_kind(kind).task == "classification"
     if classifier:
         classes = int(getattr(model, "classes", 0) or 0)
         if classes < 2 or n_out not in (1, classes) or (n_out == 1 and classes != 2):
             raise _fail(f"a logistic model of {classes} classes has "
                         f"{'1 or 2 outputs' if classes == 2 else f'{classes} outputs'}, "
-                        f"not {n_out}")
+                        f"not {n_out}", f"{_CONFIG}.out_features")
     check_model(settings, spec, n_in, n_out)  # the limits a job is held to
     want = expected_shapes(kind, {**config, "in_features": n_in, "out_features": n_out})
     for name in sorted(set(want) | set(tensors)):
         have = tuple(tensors[name].shape) if name in tensors else None
         if name not in want:
             raise _fail(f"tensor {clip(name, 80)!r} is not one of a {kind} model's "
-                        f"({', '.join(want)})")
+                        f"({', '.join(want)})", _tensor(name))
         if have is None:
-            raise _fail(f"tensor {name!r} is missing; a {kind} model has {', '.join(want)}")
+            raise _fail(f"tensor {name!r} is missing; a {kind} model has "
+                        f"{', '.join(want)}", _tensor(name))
         if have != want[name]:
             raise _fail(f"tensor {name!r} is {list(have)}; its config needs "
-                        f"{list(want[name])}")
+                        f"{list(want[name])}", _tensor(name))
         if not np.isfinite(tensors[name]).all():
-            raise _fail(f"tensor {name!r} has values that are not finite")
+            raise _fail(f"tensor {name!r} has values that are not finite", _tensor(name))
     features = _names(_json(metadata, "feature_names"), (n_in,), "feature_names")
     targets = _names(_json(metadata, "target_names"),
                      (1, int(getattr(model, "classes", 0))) if classifier else (n_out,),
                      "target_names")
     if len(features) > settings.max_features:  # the parameter limit bounds it already
-        raise _fail(f"{len(features)} features exceed FITSERVE_MAX_FEATURES")
+        raise _fail(f"{len(features)} features exceed FITSERVE_MAX_FEATURES",
+                    _part("feature_names"))
     norm = _normalization(_json(metadata, "normalization"), n_in, n_out, not classifier)
     if "pipeline" in metadata:  # a model trained on typed columns: its feature pipeline
-        from service.features import Pipeline
+        from service.lifecycle.checkpoint_pipeline import checked_pipeline
 
+        classes = int(getattr(model, "classes", 0) or 0) if classifier else 0
         try:
-            pipeline = Pipeline.from_json(_json(metadata, "pipeline"))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise _fail(f"the metadata 'pipeline' is not a feature pipeline ({e})") from None
-        if pipeline.width != n_in or pipeline.output_names != features:
-            raise _fail(f"the feature pipeline writes {pipeline.width} inputs named "
-                        "otherwise than feature_names")
+            checked_pipeline(_json(metadata, "pipeline"), features, classes)
+        except ValueError as e:
+            raise _fail(str(e), _part("pipeline")) from None
     return Checkpoint(kind=kind, config={**config, "in_features": n_in, "out_features": n_out},
                       spec=spec, tensors=tensors, metadata=metadata, feature_names=features,
                       target_names=targets, normalization=norm, sha256=sha256)

@@ -90,7 +90,8 @@ async def export_model(
     model_id: str, meta: MetaDep, predictor: PredictorDep, tenant: TenantDep,
     format: Annotated[Literal["onnx"], Query(description="The export format.")] = "onnx",
 ) -> Response:
-    """The model as an ONNX graph, standardization included: input `x`, output `y` (and
+    """The model as an ONNX graph, standardization included: input `x` (or one input per
+    column, the feature pipeline included, for a model trained on columns), output `y` (and
     `labels`, `probabilities` for a classifier), the numbers predict gives."""
     row = await run_in_threadpool(meta.get_model, model_id, tenant)
     blob = await run_in_threadpool(_onnx, predictor, row)
@@ -99,11 +100,9 @@ async def export_model(
 
 
 def _onnx(predictor: Predictor, row: ModelRow) -> bytes:
-    from safetensors.numpy import load
+    from service.lifecycle.onnx_export import export_checkpoint
 
-    from service.lifecycle.onnx_export import export_onnx
-
-    return export_onnx(row, load(predictor.checkpoint_bytes(row)))  # verified by sha256
+    return export_checkpoint(row, predictor.checkpoint_bytes(row))  # verified by sha256
 
 
 @router.get("/{model_id}", response_model=ModelPublic, responses=errors(404))

@@ -387,7 +387,7 @@ class SweepController:
                 row = self.store.register_model(model_id, sweep.tenant, sweep.model_name)
                 if row is None:  # the winner's model was deleted: the next best
                     continue
-                self._catalog_moved()
+                self.services.catalog_moved()  # predict re-resolves the name
             self._end(sweep, "succeeded", best_trial=best.number, best_value=best.trial.value,
                       model_id=model_id)
             return
@@ -403,16 +403,3 @@ class SweepController:
         self._forget(sweep.id)
         self._held.discard(sweep.id)
         log.info("sweep %s %s", sweep.id, status)
-
-    def _catalog_moved(self) -> None:
-        """A model got a name: every predict path re-resolves names (see
-        serving/predictor.py), in this process and, through the queue's counter, others."""
-        self.services.predictor.catalog_changed()
-        queue = self.services.queue
-        bump = getattr(queue, "bump_catalog", None) or getattr(
-            getattr(queue, "catalog_version", None), "bump", None)
-        if bump is not None:
-            try:
-                bump()
-            except Exception as e:  # names re-resolve at the next model anyway
-                log.warning("could not bump the model catalog counter: %s", e)

@@ -46,3 +46,27 @@ def test_alias_set_list_history_and_traffic(fs: Cli, run_queued):
     assert fs("traffic", "clear", "seed").exit_code == 0
     assert fs("alias", "delete", "seed", "champion").exit_code == 0
     assert "champion" not in fs("alias", "list", "seed").stdout
+
+
+def test_traffic_show_prints_the_current_split(fs: Cli, run_queued):
+    for i in range(2):
+        fs.http.post("/v1/jobs", json={"x": [[1.0], [2.0]], "y": [[2.0], [4.0 + i]],
+                                       "epochs": 10, "seed": i, "model_name": "line"})
+    run_queued()
+    r = fs("traffic", "show", "line")
+    assert r.exit_code == 0 and r.stdout.strip() == (
+        "line has no traffic split: predict by the name answers from its latest version"), \
+        r.output
+    fs("alias", "set", "line", "champion", "1")
+    assert fs("traffic", "set", "line", "champion=90", "2=10").exit_code == 0
+    r = fs("traffic", "show", "line")
+    assert r.exit_code == 0 and r.stdout.strip() == "champion=90 (v1)  2=10 (v2)", r.output
+    fs("alias", "set", "line", "champion", "2")  # the split follows the alias
+    assert fs("traffic", "show", "line").stdout.strip() == "champion=90 (v2)  2=10 (v2)"
+    with cli_client.Client("http://127.0.0.1") as client:  # the client's call under it
+        assert client.traffic("line") == {"name": "line", "weights": {"champion": 90, "2": 10},
+                                          "versions": {"champion": 2, "2": 2}}
+    fs("traffic", "clear", "line")
+    assert "no traffic split" in fs("traffic", "show", "line").stdout
+    r = fs("traffic", "show", "nothing")
+    assert r.exit_code == 1 and "not found" in r.output, r.output
