@@ -1,4 +1,5 @@
-"""``python -m bench.sweeps [--quick] [--rounds N]``: a sweep against the same trials as jobs.
+"""``python -m bench.sweeps [--quick] [--rounds N] [--only grid,mlp,optuna]``: a sweep against
+the same trials as jobs.
 
 Three rows; one server (2 workers) serves every fitserve side, the sides alternating over
 the rounds; each figure is the median of the per-round ratios.
@@ -152,7 +153,10 @@ def optuna_loop_once(quick: bool) -> float:
     return time.perf_counter() - t0
 
 
-def run(quick: bool, rounds: int, data: Path) -> list[Row]:
+ROWS = ("grid", "mlp", "optuna")
+
+
+def run(quick: bool, rounds: int, data: Path, rows: tuple[str, ...] = ROWS) -> list[Row]:
     server = servers.fitserve(data / "fitserve")
     table = Table()
     try:
@@ -166,24 +170,35 @@ def run(quick: bool, rounds: int, data: Path) -> list[Row]:
             mlp_ds = mlp.json()["id"]
             a, b, c, d, e = [], [], [], [], []
             for _ in range(rounds):
-                a.append(sweep_once(http, ds, quick))
-                b.append(jobs_once(http, ds, quick))
-                c.append(mlp_sweep_once(http, mlp_ds, quick))
-                d.append(mlp_jobs_once(http, mlp_ds, quick))
-                e.append(optuna_loop_once(quick))
+                if "grid" in rows or "optuna" in rows:
+                    a.append(sweep_once(http, ds, quick))
+                if "grid" in rows:
+                    b.append(jobs_once(http, ds, quick))
+                if "mlp" in rows:
+                    c.append(mlp_sweep_once(http, mlp_ds, quick))
+                    d.append(mlp_jobs_once(http, mlp_ds, quick))
+                if "optuna" in rows:
+                    e.append(optuna_loop_once(quick))
         side = len(grid(quick)[0])
-        table.append(ratio_row(f"sweep of {side * side} seed-job trials vs as many jobs",
-                               a, b, "s", "<= 0.1", le=0.1))
-        job, lrs, seeds = mlp_grid(quick)
-        rows = len(mlp_data(quick)["x"])
-        table.append(ratio_row(
-            f"mlp sweep of {len(lrs) * len(seeds)} trials (hidden 32, {rows} rows, "
-            f"{job['epochs']} epochs) vs as many jobs", c, d, "s", "<= 0.3", le=0.3))
-        table.append(ratio_row(
-            f"sweep of {side * side} seed-job trials vs Optuna + a PyTorch loop", a, e, "s",
-            "<= 0.02", le=0.02))
+        if "grid" in rows:
+            table.append(ratio_row(f"sweep of {side * side} seed-job trials vs as many jobs",
+                                   a, b, "s", "<= 0.1", le=0.1))
+        if "mlp" in rows:
+            job, lrs, seeds = mlp_grid(quick)
+            n = len(mlp_data(quick)["x"])
+            table.append(ratio_row(
+                f"mlp sweep of {len(lrs) * len(seeds)} trials (hidden 32, {n} rows, "
+                f"{job['epochs']} epochs) vs as many jobs", c, d, "s", "<= 0.3", le=0.3))
+        if "optuna" in rows:
+            table.append(ratio_row(
+                f"sweep of {side * side} seed-job trials vs Optuna + a PyTorch loop", a, e,
+                "s", "<= 0.02", le=0.02))
     finally:
         server.stop()
+    for name, x, y in (("grid", a, b), ("mlp", c, d), ("optuna", a, e)):
+        if name in rows and y:  # the spread the median hides (a loaded machine moves it)
+            print(f"{name}: per-round A/B " + ", ".join(f"{p / q:.3g}" for p, q in zip(
+                x, y, strict=False)))
     return list(table)
 
 
@@ -192,9 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a 4 x 4 grid of 1 000 epochs")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--data", type=Path, default=None, help="where the server's data goes")
+    p.add_argument("--only", default=",".join(ROWS),
+                   help=f"the rows to run, of {','.join(ROWS)} (optuna's loop takes minutes)")
     args = p.parse_args(argv)
+    only = tuple(r for r in args.only.split(",") if r)
+    if not only or set(only) - set(ROWS):
+        p.error(f"--only takes rows of {','.join(ROWS)}")
     with tempfile.TemporaryDirectory(dir=args.data) as tmp:
-        rows = run(args.quick, args.rounds, Path(tmp))
+        rows = run(args.quick, args.rounds, Path(tmp), only)
     return 0 if all(r.ok for r in rows) or args.quick else 1
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
@@ -271,16 +271,27 @@ class SweepRecords:
         """Record how open trials ended (``(number, status, values)``, one transaction),
         numbering them in that order (the ids of their events); False when this controller
         no longer holds the sweep (nothing recorded)."""
-        with self.session() as s:
+        with self.write_session() as s:  # what is open is read, then written: no one between
             if not self.holds(s, sweep_id, holder):
                 return False
             seq = _next_seq(s, sweep_id)
             now = utcnow()
+            numbers = [number for number, _, _ in outcomes]
+            open_rows = {number: row_id for number, row_id in s.execute(
+                select(SweepTrialRow.number, SweepTrialRow.id).where(
+                    SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.status == OPEN,
+                    SweepTrialRow.number.in_(numbers))).all()}
+            rows = []
             for number, status, values in outcomes:
-                seq += updated_rows(s, update(SweepTrialRow).where(
-                    SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.number == number,
-                    SweepTrialRow.status == OPEN,
-                ).values(status=status, seq=seq, finished_at=now, **values))
+                if number in open_rows:
+                    rows.append({"id": open_rows[number], "status": status, "seq": seq,
+                                 "finished_at": now, **values})
+                    seq += 1
+            by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for row in rows:  # an executemany per set of columns (by primary key)
+                by_keys.setdefault(tuple(sorted(row)), []).append(row)
+            for same in by_keys.values():
+                s.execute(update(SweepTrialRow), same)
         return True
 
     def add_refused_trial(self, sweep_id: str, number: int, holder: str,
@@ -350,6 +361,38 @@ class SweepRecords:
                 JobRow.id.in_(ids), or_(JobRow.cancel_requested.is_(True),
                                         JobRow.status != "running", JobRow.worker.is_(None),
                                         JobRow.worker != worker))))
+
+    def finish_batch(self, worker: str, ends: Sequence[tuple[str, dict[str, Any] | None,
+                                                          dict[str, Any]]]) -> set[str]:
+        """Record the ends of a batch of trials this worker trained together, in one
+        transaction: ``(job id, model, values)`` each, a succeeded trial with its model (the
+        row ``finish_with_model`` creates, unnamed) and its job's values, or one that ended
+        otherwise with its status and error (``finish_job``'s values). Only jobs this worker
+        still holds change; returns their ids."""
+        if any(model is not None and model.get("name") for _, model, _ in ends):
+            raise ValueError("a batch's models are unnamed (trials register no name)")
+        ids = [job_id for job_id, _, _ in ends]
+        with self.write_session() as s:
+            # locked: a reaper cannot take a job between this check and the commit
+            held = set(s.scalars(select(JobRow.id).where(
+                JobRow.id.in_(ids), JobRow.status == "running", JobRow.worker == worker,
+            ).with_for_update()))
+            now = utcnow()
+            models = [{"version": None, "created_at": now, **model}
+                      for job_id, model, _ in ends if model is not None and job_id in held]
+            if models:
+                s.execute(insert(ModelRow), models)
+            by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for job_id, model, values in ends:
+                if job_id not in held:
+                    continue
+                row = {"id": job_id, "finished_at": now, **values}
+                if model is not None:
+                    row.update(status="succeeded", model_id=model["id"])
+                by_keys.setdefault(tuple(sorted(row)), []).append(row)
+            for rows in by_keys.values():  # an executemany per set of columns
+                s.execute(update(JobRow), rows)
+        return held
 
     def sweep_of_job(self, job_id: str) -> str | None:
         with self.session() as s:

@@ -437,16 +437,19 @@ def _compute_together(shared: _Shared, theta0: np.ndarray, train: Stats,
     for spec in shared.specs:
         if isinstance(spec.optimizer, SGDSpec) and (*head, spec.model_dump_json()) \
                 not in shared.paths:
-            logged = tuple(np.concatenate([logged_epochs(spec) - 1, [spec.epochs]]).tolist())
-            groups.setdefault((spec.optimizer.momentum == 0, logged), []).append(spec)
-    lam_g, q = train.eigh()
-    lam_g = np.clip(lam_g, 0.0, None)
+            # the epochs logged follow from these two (fit.py's ``logged_epochs``)
+            groups.setdefault((spec.optimizer.momentum == 0, spec.epochs, spec.log_every),
+                              []).append(spec)
+    lam_raw, q = train.eigh()
+    lam_g = np.clip(lam_raw, 0.0, None)
     scale = 2.0 / (train.n * train.k)
     c = scale * (q.T @ train.cross)  # (D, k)
     z0 = q.T @ theta0  # (D, k)
+    z_ls = q.T @ train.theta_ls  # (D, k): the least-squares weights in the eigenbasis
     d = len(lam_g)
-    for (plain, steps_t), specs in groups.items():
-        steps = np.asarray(steps_t, np.int64)
+    for (plain, _, _), specs in groups.items():
+        steps = np.concatenate([logged_epochs(specs[0]) - 1, [specs[0].epochs]]).astype(
+            np.int64)
         per_trial = max(len(steps) * d * theta0.shape[1], d * 4 * min(
             _EPOCHS_PER_BLOCK, int(steps.max()) or 1))
         chunk = max(1, _BATCH_ELEMENTS // per_trial)
@@ -461,19 +464,25 @@ def _compute_together(shared: _Shared, theta0: np.ndarray, train: Stats,
             paths = (_PlainPaths(a, c, z0, flat, lr) if plain
                      else _MomentumPaths(a, c, z0, flat, lr, sgd, int(steps.max())))
             z = paths.at(steps)  # (B, M, D, k)
-            thetas = np.einsum("ij,bmjk->bmik", q, z)
+            # the training loss in the eigenbasis, where G is diagonal: the residual form
+            # of ``_loss`` without going back to the weights at every epoch
+            diff = z[:, :-1] - z_ls  # (B, M - 1, D, k)
+            quad = np.einsum("bmdk,d->bm", diff * diff, lam_raw)
+            all_losses = (float(train.sse_ls.sum()) + quad) / (train.n * train.k)
+            finals = np.einsum("ij,bjk->bik", q, z[:, -1])  # (B, D, k)
             for b, spec in enumerate(part):
                 key = (*head, spec.model_dump_json())
                 if paths.unstable[b] is not None:
                     shared.paths[key] = Unstable(paths.unstable[b])
                     continue
-                th = thetas[b]
-                losses = _loss(th[:-1], train)
+                losses = all_losses[b]
                 if not np.isfinite(losses).all():
                     shared.paths[key] = Unstable("non-finite loss in the closed form")
                     continue
-                shared.paths[key] = (th[-1], losses,
-                                     _loss(th[:-1], val) if val is not None else None)
+                val_losses = None
+                if val is not None:
+                    val_losses = _loss(np.einsum("ij,mjk->mik", q, z[b, :-1]), val)
+                shared.paths[key] = (finals[b], losses, val_losses)
 
 
 class _PlainPaths:
@@ -541,11 +550,50 @@ class _MomentumPaths:
         self.log_eig = np.log(np.where(eig == 0, 1.0, eig))
         self.zero_eig = eig == 0
 
+    _BLOCK = 128
+
     def at(self, steps: np.ndarray) -> np.ndarray:
-        m = np.maximum(steps - 1, 0).astype(np.float64)[None, :, None, None]  # (1, M, 1, 1)
-        power = np.exp(m * self.log_eig[:, None])  # (B, M, D, 2): mu^(m-1)
-        power = np.where(self.zero_eig[:, None] & (m > 0), 0.0, power)
-        out = self.z_star[:, None] + np.einsum("bmdj,bdjk->bmdk", power, self.alpha).real
+        m = np.maximum(steps - 1, 0)  # (M,)
+        top = int(m.max(initial=0))
+        # mu^t = mu^(K hi) mu^lo with t = K hi + lo: two small tables of exponentials (with
+        # alpha folded into the low one) and one product per epoch, block by block so the
+        # arrays stay in the cache (a complex exp per trial, epoch and direction, over
+        # arrays of every epoch at once, cost several times more)
+        k_ = self._BLOCK
+        log_eig = self.log_eig[:, None]  # (B, 1, D, 2)
+        lows = np.exp(np.arange(k_, dtype=np.float64)[None, :, None, None] * log_eig)
+        highs = np.exp((np.arange(top // k_ + 1, dtype=np.float64) * k_)[None, :, None, None]
+                       * log_eig)  # (B, H, D, 2)
+        if self.zero_eig.any():  # 0^0 = 1, 0^t = 0
+            zero = self.zero_eig[:, None]
+            lows = np.where(zero & (np.arange(k_) > 0)[None, :, None, None], 0.0, lows)
+            highs = np.where(zero & (np.arange(highs.shape[1]) > 0)[None, :, None, None],
+                             0.0, highs)
+        low_a = lows[..., None] * self.alpha[:, None]  # (B, K, D, 2, k)
+        if top + 1 > 2 * len(m):  # few epochs logged out of many: those epochs alone
+            hi, lo = np.divmod(m, k_)
+            terms = highs[:, hi, :, :, None] * low_a[:, lo]  # (B, M, D, 2, k)
+            out = self.z_star[:, None] + terms.real.sum(axis=3)
+            out[:, steps == 0] = self.z0
+            for b, path in self.alone.items():
+                out[b] = path.at(steps)
+            return out
+        # every epoch up to the last (the usual log_every 1), block by block, real parts
+        # only: Re(h l) = Re h Re l - Im h Im l, each eigenvalue's term apart
+        l_re = [np.ascontiguousarray(low_a[:, :, :, j].real) for j in (0, 1)]
+        l_im = [np.ascontiguousarray(low_a[:, :, :, j].imag) for j in (0, 1)]
+        h_re = [np.ascontiguousarray(highs[..., j].real)[:, :, None, :, None] for j in (0, 1)]
+        h_im = [np.ascontiguousarray(highs[..., j].imag)[:, :, None, :, None] for j in (0, 1)]
+        every = np.empty((low_a.shape[0], top + 1) + self.z0.shape)  # (B, top + 1, D, k)
+        for h in range(highs.shape[1]):
+            t0, t1 = h * k_, min(top + 1, (h + 1) * k_)
+            n = t1 - t0
+            blk = every[:, t0:t1]  # (B, n, D, k)
+            np.multiply(h_re[0][:, h], l_re[0][:, :n], out=blk)
+            blk -= h_im[0][:, h] * l_im[0][:, :n]
+            blk += h_re[1][:, h] * l_re[1][:, :n]
+            blk -= h_im[1][:, h] * l_im[1][:, :n]
+        out = self.z_star[:, None] + every[:, m]
         out[:, steps == 0] = self.z0
         for b, path in self.alone.items():
             out[b] = path.at(steps)

@@ -4,6 +4,7 @@ process (tests/unit/sweeps/drive.py)."""
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -13,6 +14,7 @@ from httpx_sse import EventSource
 
 from service.config import Settings
 from service.main import create_app
+from service.worker.batches import claim_trials, run_trials
 from tests.helpers import seed_example
 from tests.unit.sweeps.drive import drive, run_jobs
 
@@ -377,3 +379,78 @@ def test_a_validation_objective_prunes_on_the_validation_loss(client, services):
         for epoch, loss in t["losses"].items():
             assert loss == pytest.approx(val[int(epoch)], rel=1e-6)
     assert any(t["status"] == "pruned" for t in done["trials"])
+
+
+HOUSES = (Path(__file__).resolve().parents[2] / "examples" / "houses.csv").read_bytes()
+
+
+def _batched(services) -> int:
+    """Step the controller and run the queued trials as a worker does: claimed as batches
+    and trained together (worker/batches.py); how many batches ran."""
+    ctl, batches = services.extra["sweep_controller"], 0
+    for _ in range(100):
+        ctl.step()
+        job = services.meta.claim_next("w")
+        if job is None:
+            if ctl.step() == 0:
+                return batches
+            continue
+        run_trials(claim_trials(services.meta, job, "w"), "w", services.meta,
+                   services.artifacts)
+        batches += 1
+    raise AssertionError("the sweep did not end")
+
+
+@pytest.mark.parametrize("job,space", [
+    ({"epochs": 300, "validation_fraction": 0.25},  # the closed form's batch
+     {"optimizer.lr": {"choice": [0.01, 0.05, 0.1]},
+      "optimizer.momentum": {"choice": [0, 0.5]}}),
+    ({"epochs": 60, "optimizer": {"name": "adam"}, "model": {"kind": "mlp", "hidden": [8]},
+      "features": ["sqft", "city"], "schema": {"has_garage": "boolean"}},  # the loop's batch
+     {"optimizer.lr": {"choice": [0.01, 0.05]}, "seed": {"choice": [0, 1]}}),
+])
+def test_a_sweep_on_typed_columns_gives_each_trial_the_numbers_of_its_job_alone(
+        client, services, job, space):
+    ds = client.post("/v1/datasets?target=price", content=HOUSES,
+                     headers={"content-type": "text/csv"}).json()
+    job = {"dataset_id": ds["id"], "seed": 0, **job}
+    sweep = _sweep(client, job=job, search_space=space, strategy="grid")
+    trials = sweep["max_trials"]
+    assert _batched(services) < trials  # trials ran together, not one by one
+    done = client.get(f"/v1/sweeps/{sweep['id']}").json()
+    assert done["status"] == "succeeded" and done["progress"]["succeeded"] == trials, done
+
+    for trial in done["trials"]:  # the same trial as an ordinary job
+        b_job = client.get(f"/v1/jobs/{trial['job_id']}").json()
+        assert b_job["hyperparameters"]["standardize"] is True  # typed columns' default
+        r = client.post("/v1/jobs", json={"dataset_id": ds["id"], **b_job["hyperparameters"]})
+        assert r.status_code == 202, r.text
+        assert run_jobs(services) == 1
+        a_job = client.get(f"/v1/jobs/{r.json()['id']}").json()
+        assert a_job["engine_used"] == b_job["engine_used"]
+        a_hist, b_hist = (client.get(f"/v1/jobs/{j['id']}/history").json()
+                          for j in (a_job, b_job))
+        assert a_hist["epoch"] == b_hist["epoch"]
+        np.testing.assert_allclose(b_hist["loss"], a_hist["loss"], rtol=1e-5)
+        a_model, b_model = (client.get(f"/v1/models/{j['model_id']}").json()
+                            for j in (a_job, b_job))
+        assert b_model["feature_names"] == a_model["feature_names"]
+        assert b_model["metrics"]["train_loss"] == pytest.approx(
+            a_model["metrics"]["train_loss"], rel=1e-5)
+        # predict by named fields, through the trial's own pipeline
+        rows = [{"sqft": 1500, "city": "Lyon"}, {"sqft": 900, "city": "Paris"}]
+        got = [client.post(f"/v1/models/{m['id']}/predict", json={"rows": rows}).json()["y"]
+               for m in (a_model, b_model)]
+        np.testing.assert_allclose(got[1], got[0], rtol=1e-4)
+
+
+def test_a_typed_sweep_naming_a_column_the_dataset_lacks_is_a_422(strict):
+    ds = strict.post("/v1/datasets?target=price", content=HOUSES,
+                     headers={"content-type": "text/csv"}).json()
+    r = strict.post("/v1/sweeps", json={
+        "job": {"dataset_id": ds["id"], "features": ["sqft", "rooms"]},
+        "search_space": {"optimizer.lr": {"choice": [0.01, 0.1]}}})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["field"].startswith("job") and "rooms" in err["message"], err
+    assert strict.get("/v1/sweeps").json()["count"] == 0

@@ -18,9 +18,17 @@ import numpy as np
 
 from service.data.arrays import as_matrix, check_xy
 from service.data.datasets import check_table, is_typed, store_dataset
-from service.errors import DeviceUnavailable, InvalidInput, LimitExceeded, ServiceError
+from service.data.table import Table
+from service.errors import (
+    DeviceUnavailable,
+    InvalidInput,
+    LimitExceeded,
+    ServiceError,
+    StorageUnavailable,
+)
+from service.features import numeric_table
 from service.jobs.limits import check_active, check_budget, check_epochs
-from service.jobs.submit import check_kind
+from service.jobs.submit import check_kind, check_table_job
 from service.jobs.sweeps.controller import sweep_records
 from service.jobs.sweeps.objectives import OBJECTIVES, check_objective
 from service.jobs.sweeps.space import grid_size, parse_space
@@ -79,10 +87,6 @@ def submit_sweep(
     if job.init_from is not None:  # each trial would need the parent checked against it
         raise InvalidInput("a sweep's trials cannot warm-start (init_from) yet: sweep from "
                            "scratch, then warm-start the winner as a job", field="job.init_from")
-    if job.features is not None or job.column_types:
-        raise InvalidInput("a sweep's trials train on the dataset's numeric matrix as it is: "
-                           "features and schema apply to jobs (POST /v1/jobs)",
-                           field="job.features" if job.features is not None else "job.schema")
     if job.seed is None:  # every trial starts from the same weights and the same split
         job = job.model_copy(update={"seed": secrets.randbelow(2**31)})
     seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
@@ -91,6 +95,11 @@ def submit_sweep(
     except (LookupError, ValueError) as e:
         raise DeviceUnavailable(str(e), field="job.device") from None
     check_active(settings, meta.count_active_jobs(tenant))
+    # typed columns, or a job choosing or retyping columns (issue 12): each trial is a job
+    # with the base job's feature options, its pipeline fitted on its own training rows
+    # (worker/runner.py's ``training_data``); checked here as POST /v1/jobs checks it
+    table: Table | None = None
+    piped = job.features is not None or bool(job.column_types)
 
     if dataset_id is not None:
         try:
@@ -99,15 +108,12 @@ def submit_sweep(
             raise _in_job(e) if e.status_code == 422 else e from None
         rows, features, targets = dataset.rows, dataset.features, dataset.targets
         sha = dataset.sha256
-        # issue 12: a sweep's trials share one matrix (and its statistics); a dataset of
-        # typed columns goes through a feature pipeline per job, which sweeps do not run yet
-        if is_typed(dataset):
-            raise InvalidInput(
-                f"dataset {dataset.id} has typed columns (text, booleans or blanks): sweeps "
-                "train on numeric datasets only; submit its jobs one by one (POST /v1/jobs)",
-                field="dataset_id")
-        largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
-                            if c["role"] == "feature"])
+        largest = np.zeros(0)
+        if is_typed(dataset) or piped:
+            table = _stored_table(services, dataset)
+        else:
+            largest = np.array([max(abs(c["min"]), abs(c["max"])) for c in dataset.columns
+                                if c["role"] == "feature"])
 
         def targets_of() -> np.ndarray:
             return artifacts.get_dataset(sha)[1]
@@ -120,19 +126,24 @@ def submit_sweep(
             raise _in_job(e) from None
         rows, features, targets = xm.shape[0], xm.shape[1], ym.shape[1]
         largest = np.abs(xm).max(axis=0)
+        if piped:
+            table = numeric_table(xm, ym, _inline_names("x", features),
+                                  _inline_names("y", targets))
 
         def targets_of() -> np.ndarray:
             return ym
 
     def check(spec_dict: dict[str, Any]) -> TrainingSpec:
         spec = TrainingSpec.model_validate(spec_dict)
-        if spec.standardize is None:  # a numeric matrix's default, named in each trial
-            spec = spec.model_copy(update={"standardize": False})
+        if table is None and spec.standardize is None:  # a numeric matrix's default, named
+            spec = spec.model_copy(update={"standardize": False})  # in each trial
         check_epochs(settings, spec.epochs)
         if spec.validation_fraction > 0 and rows < 2:
             raise InvalidInput(f"validation_fraction needs at least 2 rows; the dataset has "
                                f"{rows}", field="validation_fraction")
         check_budget(settings, spec.epochs, rows)
+        if table is not None:  # the pipeline's options against the columns themselves
+            return check_table_job(spec, settings, table, meta, tenant)
         return check_kind(spec, settings, rows, features, targets, targets_of, largest)
 
     try:
@@ -166,8 +177,8 @@ def submit_sweep(
     if dataset_id is None:  # stored once, by content, as for a job
         dataset, _ = store_dataset(
             meta, artifacts, xm, ym,
-            {"name": None, "feature_names": [f"x{i}" for i in range(features)],
-             "target_names": [f"y{i}" for i in range(targets)]},
+            {"name": None, "feature_names": _inline_names("x", features),
+             "target_names": _inline_names("y", targets)},
             tenant,
         )
     sweep = sweep_records(services).create_sweep(
@@ -180,6 +191,22 @@ def submit_sweep(
     if controller is not None:
         controller.wake()
     return sweep
+
+
+def _stored_table(services: Services, dataset: Any) -> Table:
+    """A stored dataset as a table (a numeric one's matrix named by its columns)."""
+    try:
+        loaded = services.artifacts.load_dataset(dataset.sha256)
+    except FileNotFoundError:  # deleted since it was read: a 404, as for a job
+        services.meta.get_dataset(dataset.id, dataset.tenant)
+        raise StorageUnavailable(f"dataset {dataset.id}'s data could not be read; upload it "
+                                 "again") from None
+    return loaded if isinstance(loaded, Table) else numeric_table(
+        *loaded, dataset.feature_names, dataset.target_names)
+
+
+def _inline_names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(count)]
 
 
 def submit_sweep_once(services: Services, tenant: str, job: TrainingSpec,

@@ -1,14 +1,23 @@
 """A sweep's closed-form trials claimed and trained as one batch by one worker
-(service/worker/runner.py's ``claim_batch`` and ``run_batch``; the shared statistics in
-service/training/closed_form.py), held to the same trials run alone as ordinary jobs."""
+(service/worker/batches.py's ``claim_trials`` and ``run_trials``, over runner.py's
+``claim_batch`` and ``run_batch``; the shared statistics in service/training/closed_form.py),
+held to the same trials run alone as ordinary jobs, and finished together: one sync for
+their checkpoints, one transaction for their ends, nothing recorded without its file."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service.store import artifacts as artifacts_module
+from service.store.sweeps import SweepRecords
+from service.store.tables import ModelRow
 from service.training import closed_form
-from service.worker.runner import claim_batch, run_batch, run_job
+from service.worker.batches import claim_trials, run_trials
+from service.worker.runner import claim_batch, run_job
 from tests.helpers import make_linear_data, seed_example
 
 SEED = seed_example()
@@ -56,14 +65,26 @@ def test_a_batch_of_trials_gives_each_trial_its_numbers_alone(client, services, 
     monkeypatch.setattr(closed_form, "_trajectory",
                         lambda *a: alone.append(1) or inner_alone(*a))
 
+    syncs, fsyncs, commits = [], [], []
+    inner_sync, inner_fsync = artifacts_module._sync_all, os.fsync
+    monkeypatch.setattr(artifacts_module, "_sync_all", lambda fds: syncs.append(len(fds))
+                        or inner_sync(fds))
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or inner_fsync(fd))
+    inner_finish = SweepRecords.finish_batch
+    monkeypatch.setattr(SweepRecords, "finish_batch", lambda self, *a: commits.append(1)
+                        or inner_finish(self, *a))
+
     first = services.meta.claim_next("w")
-    batch = claim_batch(services.meta, first, "w")
+    batch = claim_trials(services.meta, first, "w")
     assert sorted(j.id for j in batch) == sorted(ids)  # one worker claimed them all
-    statuses = run_batch(batch, "w", services.meta, services.artifacts)
+    statuses = run_trials(batch, "w", services.meta, services.artifacts)
     assert set(statuses) <= {"succeeded", "failed"} and statuses.count("succeeded") > 4
     # one pass over the training rows (and one over the validation rows), one eigh
     assert len(passes) == (2 if job.get("validation_fraction") else 1) and len(eighs) == 1
     assert alone == []  # every trajectory came from the batch's arrays
+    # the batch finished together: its checkpoints made durable at once (one sync, then
+    # one directory fsync), every trial's end in one transaction
+    assert syncs == [statuses.count("succeeded")] and len(fsyncs) <= 1 and commits == [1]
     batched = {i: _outcome(client, i) for i in ids}
     monkeypatch.undo()
 
@@ -116,3 +137,96 @@ def test_two_workers_share_a_sweeps_batch_evenly(client, services):
         job = services.meta.claim_next(worker)
         sizes.append(len(claim_batch(services.meta, job, worker, parts=2)))
     assert sizes == [3, 2] and sum(sizes) == len(ids)
+
+
+def _seed_grid(client, services) -> list[str]:
+    return _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 500,
+                                            "seed": 0},
+                         {"optimizer.lr": {"choice": [0.001, 0.002, 0.004, 0.008]}})
+
+
+def _checkpoints(services) -> list[Path]:
+    return sorted((Path(services.artifacts.root) / "checkpoints").glob("*"))
+
+
+def _models(services) -> int:
+    with services.meta.session() as s:
+        return s.query(ModelRow).count()
+
+
+def test_a_batch_that_fails_at_its_commit_ends_no_trial_and_leaves_no_file(client, services,
+                                                                           monkeypatch):
+    ids = _seed_grid(client, services)
+    batch = claim_trials(services.meta, services.meta.claim_next("w"), "w")
+    assert len(batch) == len(ids)
+
+    def crash(self, *a):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(SweepRecords, "finish_batch", crash)
+    with pytest.raises(ConnectionError):
+        run_trials(batch, "w", services.meta, services.artifacts)
+    # nothing recorded, and the checkpoints written for it (durable already) removed
+    assert {services.meta.get_job(i, None).status for i in ids} == {"running"}
+    assert _models(services) == 0 and _checkpoints(services) == []
+
+    # a crash while the files are synced: none of them is visible, nothing recorded
+    monkeypatch.undo()
+
+    def full(fds):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifacts_module, "_sync_all", full)
+    with pytest.raises(OSError):
+        run_trials(batch, "w", services.meta, services.artifacts)
+    assert {services.meta.get_job(i, None).status for i in ids} == {"running"}
+    assert _models(services) == 0
+    assert list((Path(services.artifacts.root) / "checkpoints").glob("*")) == []
+
+
+def test_a_trial_taken_from_the_batch_meanwhile_is_not_recorded_by_it(client, services,
+                                                                      monkeypatch):
+    ids = _seed_grid(client, services)
+    batch = claim_trials(services.meta, services.meta.claim_next("w"), "w")
+    taken = batch[1].id
+    inner = SweepRecords.finish_batch
+
+    def reaped_first(self, worker, ends):  # the reaper requeued one trial before the commit
+        services.meta.requeue_running(["w"], 5)
+        services.meta.claim_batch([taken], "other")
+        services.meta.claim_batch([j.id for j in batch if j.id != taken], "w")
+        return inner(self, worker, ends)
+
+    monkeypatch.setattr(SweepRecords, "finish_batch", reaped_first)
+    statuses = run_trials(batch, "w", services.meta, services.artifacts)
+    assert statuses[1] == "running" and statuses.count("succeeded") == len(ids) - 1
+    job = services.meta.get_job(taken, None)
+    assert job.status == "running" and job.worker == "other" and job.model_id is None
+    # every recorded trial has its file; the taken one's file is gone
+    assert _models(services) == len(ids) - 1 == len(_checkpoints(services))
+    for i in ids:
+        row = services.meta.get_job(i, None)
+        if row.model_id is not None:
+            assert (Path(services.artifacts.root) / "checkpoints"
+                    / f"{row.model_id}.safetensors").exists()
+
+
+def test_a_worker_that_lost_a_race_for_its_share_claims_again(client, services, monkeypatch):
+    ids = _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 20,
+                                           "seed": 0},
+                        {"optimizer.lr": {"choice": [0.001 * i for i in range(1, 11)]}})
+    services.meta.claim_next("w1")
+    first = services.meta.claim_next("w2")
+    inner, stolen = services.meta.claim_batch, []
+
+    def racing(job_ids, worker):  # w1 claims some of w2's trials between its read and UPDATE
+        if worker == "w2" and not stolen:
+            stolen.extend(inner(list(job_ids)[:3], "w1"))
+        return inner(job_ids, worker)
+
+    monkeypatch.setattr(services.meta, "claim_batch", racing)
+    batch = claim_trials(services.meta, first, "w2", parts=2)
+    assert len(stolen) == 3
+    assert len(batch) == len(ids) // 2  # its share of the 10, not the 2 its first claim got
+    assert len({j.id for j in batch}) == len(batch)
+    assert all(services.meta.get_job(j.id, None).worker == "w2" for j in batch)
