@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_predict_rows: int = Field(default=1_000_000, ge=1)
     """Most rows in one predict request (422 beyond)."""
 
+    predict_chunk_rows: int = Field(default=65_536, ge=1, le=16_777_216)
+    """Rows a batch prediction (POST /v1/predictions) reads, scores and writes at a time:
+    its worker's memory is a few chunks, whatever the dataset's size."""
+
     max_degree: int = Field(default=10, ge=1)
     """Highest ``degree`` of a polynomial model (422 beyond)."""
 

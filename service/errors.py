@@ -249,6 +249,18 @@ class DatasetMissing(TrainingError):
     type = "dataset_missing"
 
 
+class ModelMissing(TrainingError):
+    """A batch prediction's model was deleted, or its checkpoint cannot be served."""
+
+    type = "model_missing"
+
+
+class PredictionFailed(TrainingError):
+    """A batch prediction's rows cannot be scored (a value the model refuses, an overflow)."""
+
+    type = "prediction_failed"
+
+
 class ArtifactsFailed(TrainingError):
     """The job's data or checkpoint could not be read or written (the server's storage)."""
 

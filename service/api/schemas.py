@@ -672,3 +672,52 @@ class SweepsPublic(BaseModel):
     data: list[SweepPublic]
     count: int
     next: str | None
+
+
+# ---------------------------------------------------------------- batch predictions
+
+
+class PredictionCreate(_Strict):
+    model: str = Field(description="The model: its id, a name (its latest version), "
+                       "`name@alias` or `name@3`; resolved when the request is accepted.")
+    dataset_id: str = Field(description="A stored dataset holding the model's input columns "
+                            "(matched by name; other columns are ignored, targets unneeded).")
+    format: Literal["csv", "parquet", "jsonl"] = Field(
+        default="csv", description="The result file's format: CSV with a header row, "
+        "Parquet, or JSON lines.")
+    include_input: bool = Field(default=False, description="Write the dataset's input "
+                                "columns before the prediction's.")
+
+
+class PredictionProgress(BaseModel):
+    rows: int = Field(description="Rows scored and written so far.")
+    total: int = Field(description="The dataset's rows.")
+
+
+class PredictionPublic(BaseModel):
+    id: str
+    status: JobStatus
+    model: str = Field(description="The model as the request named it.")
+    model_id: str = Field(description="The model it resolved to when it was accepted.")
+    model_name: str | None
+    version: int | None
+    dataset_id: str
+    format: Literal["csv", "parquet", "jsonl"]
+    include_input: bool
+    progress: PredictionProgress
+    attempts: int
+    cancel_requested: bool
+    error: JobError | None
+    result: str | None = Field(description="Where the file is, once it has succeeded.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    waiting_reason: str | None = Field(
+        default=None, description="Why a queued prediction is not running, when nothing will "
+        "run it as things stand; null otherwise.")
+
+
+class PredictionsPublic(BaseModel):
+    data: list[PredictionPublic]
+    count: int
+    next: str | None

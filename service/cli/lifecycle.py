@@ -98,8 +98,9 @@ def export(
     ] = None,
     url: str = URL, api_key: str | None = API_KEY,
 ) -> None:
-    """Write the model as an ONNX graph (input x; output y, and labels and probabilities
-    for a classifier): onnxruntime and other runtimes run it."""
+    """Write the model as an ONNX graph (input x, or one input per column for a model
+    trained on columns; output y, and labels and probabilities for a classifier):
+    onnxruntime and other runtimes run it."""
     with connect(ctx, url, api_key) as client:
         model_id = _model_id(client, model)
         blob = client.export(model_id, format)
@@ -129,11 +130,40 @@ def import_checkpoint(
     line("features", ", ".join(m["feature_names"]))
 
 
+def predict_batch(
+    ctx: typer.Context, model: ModelRef,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="The stored dataset (ds_...) "
+                                         "to score: the model's input columns, by name.")],
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help="csv, parquet or jsonl.")] = "csv",
+    include_input: Annotated[bool, typer.Option(
+        "--include-input", help="Write the dataset's input columns before the prediction.")
+    ] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", dir_okay=False, help="The file (default: <prediction id>.<format>)."
+    )] = None,
+    url: str = URL, api_key: str | None = API_KEY,
+) -> None:
+    """Score a model over a whole stored dataset (a job on the training queue) and write
+    the predictions to a file."""
+    with connect(ctx, url, api_key) as client:
+        p = client.batch_predict(model, dataset, format=format, include_input=include_input)
+        blob = client.prediction_result(p["id"])
+    path = output or Path(f"{p['id']}.{format}")
+    path.write_bytes(blob)
+    version = f" v{p['version']}" if p["version"] is not None else ""
+    line("prediction", f"{p['id']} ({p['model_name'] or p['model_id']}{version} on "
+         f"{p['dataset_id']})")
+    line("rows", str(p["progress"]["rows"]))
+    line("file", str(path))
+
+
 def register(cli: typer.Typer) -> None:
     from service.cli.names import alias, traffic
 
     cli.command()(evaluate)
     cli.command()(export)
+    cli.command("predict-batch")(predict_batch)
     cli.command("import")(import_checkpoint)
     cli.add_typer(alias, name="alias")
     cli.add_typer(traffic, name="traffic")

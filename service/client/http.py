@@ -271,6 +271,50 @@ class _Names:
     def clear_traffic(name: str) -> _Req:
         return _Req("DELETE", f"/v1/model-names/{name}/traffic")
 
+    @staticmethod
+    def traffic(view: dict[str, Any]) -> dict[str, Any] | None:
+        """A name's split as ``set_traffic`` answers it (``weights``, and the version each
+        target points at now), from the name's view; None without a split."""
+        if not view.get("traffic"):
+            return None
+        aliases = view["aliases"]
+        return {"name": view["name"], "weights": dict(view["traffic"]),
+                "versions": {t: int(aliases.get(t, t)) for t in view["traffic"]}}
+
+
+class _Predictions:
+    """The requests of batch predictions (``POST /v1/predictions``, issue 15)."""
+
+    @staticmethod
+    def submit(model: str, dataset_id: str, format: str, include_input: bool,
+               idempotency_key: str | None) -> _Req:
+        return _Req("POST", "/v1/predictions",
+                    json={"model": model, "dataset_id": dataset_id, "format": format,
+                          "include_input": include_input},
+                    headers={"Idempotency-Key": idempotency_key} if idempotency_key else {})
+
+    @staticmethod
+    def get(prediction_id: str, wait: float = 0) -> _Req:
+        return _Req("GET", f"/v1/predictions/{prediction_id}",
+                    params={"wait": wait} if wait else None)
+
+    @staticmethod
+    def list(status: str | None, limit: int) -> _Req:
+        return _Req("GET", "/v1/predictions", params=_page({"status": status, "limit": limit}))
+
+    @staticmethod
+    def result(prediction_id: str) -> _Req:
+        return _Req("GET", f"/v1/predictions/{prediction_id}/result", raw=True)
+
+
+_ENDED = ("succeeded", "failed", "cancelled")
+
+
+def _prediction_ended(prediction: dict[str, Any]) -> dict[str, Any]:
+    if prediction["status"] != "succeeded":
+        raise JobFailed(prediction)
+    return prediction
+
 
 class _Sweeps:
     """The requests of sweeps (issue 14), shared by both clients."""
@@ -495,8 +539,8 @@ class Client:
         return self._call(_Req("GET", f"/v1/models/{model_id}/checkpoint", raw=True))
 
     def export(self, model_id: str, format: str = "onnx") -> bytes:
-        """The model as an ONNX graph (input ``x``; outputs ``y``, and for classifiers
-        ``labels`` and ``probabilities``)."""
+        """The model as an ONNX graph (input ``x``, or one per column for a model trained on
+        columns; outputs ``y``, and for classifiers ``labels`` and ``probabilities``)."""
         return self._call(_Lifecycle.export(model_id, format))
 
     def import_checkpoint(self, data: bytes | Path, *, name: str,
@@ -530,6 +574,11 @@ class Client:
     def clear_traffic(self, name: str) -> None:
         self._call(_Names.clear_traffic(name))
 
+    def traffic(self, name: str) -> dict[str, Any] | None:
+        """The name's traffic split: ``{"name", "weights", "versions"}`` (as ``set_traffic``
+        answers), or None when predict by the name answers from its latest version."""
+        return _Names.traffic(self._call(_Names.get(name)))
+
 
     # ------------------------------------------------------------ sweeps
 
@@ -555,6 +604,50 @@ class Client:
 
     def sweeps(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return self._call(_Sweeps.list(status, limit))["data"]
+
+    # ------------------------------------------------------------ batch predictions
+
+    def submit_prediction(self, model: str, dataset_id: str, *, format: str = "csv",
+                          include_input: bool = False,
+                          idempotency_key: str | None = None) -> dict[str, Any]:
+        """Queue a batch prediction of a stored dataset; returns it (status queued)."""
+        return self._call(_Predictions.submit(model, dataset_id, format, include_input,
+                                              idempotency_key))
+
+    def prediction(self, prediction_id: str, wait: float = 0) -> dict[str, Any]:
+        """A batch prediction; ``wait``: seconds to wait for it to end (at most 60)."""
+        return self._call(_Predictions.get(prediction_id, wait))
+
+    def predictions(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call(_Predictions.list(status, limit))["data"]
+
+    def cancel_prediction(self, prediction_id: str) -> dict[str, Any]:
+        return self._call(_Req("POST", f"/v1/predictions/{prediction_id}/cancel"))
+
+    def delete_prediction(self, prediction_id: str) -> None:
+        self._call(_Req("DELETE", f"/v1/predictions/{prediction_id}"))
+
+    def prediction_result(self, prediction_id: str) -> bytes:
+        """The result file's bytes (CSV, Parquet or JSON lines, as submitted)."""
+        return self._call(_Predictions.result(prediction_id))
+
+    def batch_predict(self, model: str, dataset_id: str, *, format: str = "csv",
+                      include_input: bool = False, on_progress: Progress | None = None,
+                      idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a batch prediction and follow it to its end (its events: ``on_progress``
+        gets each progress event's rows and total); returns it, ``JobFailed`` unless it
+        succeeded. Its file: ``prediction_result(p["id"])``."""
+        p = self.submit_prediction(model, dataset_id, format=format,
+                                   include_input=include_input, idempotency_key=idempotency_key)
+        for event in self._stream(f"/v1/predictions/{p['id']}/events",
+                                  f"prediction {p['id']}", None, 5):
+            if event.event == "progress" and on_progress is not None:
+                on_progress(event.data)
+            elif event.event == "end":
+                p = event.data
+        if p["status"] not in _ENDED:  # the stream had ended before (204)
+            p = self.prediction(p["id"])
+        return _prediction_ended(p)
 
     def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
         """Cancel a sweep and every trial still queued or running."""
@@ -778,6 +871,9 @@ class AsyncClient:
     async def clear_traffic(self, name: str) -> None:
         await self._call(_Names.clear_traffic(name))
 
+    async def traffic(self, name: str) -> dict[str, Any] | None:
+        return _Names.traffic(await self._call(_Names.get(name)))
+
     # ------------------------------------------------------------ sweeps
 
     async def submit_sweep(self, search_space: dict[str, Any], *,
@@ -826,3 +922,43 @@ class AsyncClient:
                     **options: Any) -> dict[str, Any]:
         sweep = await self.submit_sweep(search_space, **options)
         return _sweep_ended(await self.wait_sweep(sweep["id"], on_event))
+
+    # ------------------------------------------------------------ batch predictions
+
+    async def submit_prediction(self, model: str, dataset_id: str, *, format: str = "csv",
+                                include_input: bool = False,
+                                idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._call(_Predictions.submit(model, dataset_id, format, include_input,
+                                                    idempotency_key))
+
+    async def prediction(self, prediction_id: str, wait: float = 0) -> dict[str, Any]:
+        return await self._call(_Predictions.get(prediction_id, wait))
+
+    async def predictions(self, status: str | None = None, limit: int = 50
+                          ) -> list[dict[str, Any]]:
+        return (await self._call(_Predictions.list(status, limit)))["data"]
+
+    async def cancel_prediction(self, prediction_id: str) -> dict[str, Any]:
+        return await self._call(_Req("POST", f"/v1/predictions/{prediction_id}/cancel"))
+
+    async def delete_prediction(self, prediction_id: str) -> None:
+        await self._call(_Req("DELETE", f"/v1/predictions/{prediction_id}"))
+
+    async def prediction_result(self, prediction_id: str) -> bytes:
+        return await self._call(_Predictions.result(prediction_id))
+
+    async def batch_predict(self, model: str, dataset_id: str, *, format: str = "csv",
+                            include_input: bool = False, on_progress: Progress | None = None,
+                            idempotency_key: str | None = None) -> dict[str, Any]:
+        p = await self.submit_prediction(model, dataset_id, format=format,
+                                         include_input=include_input,
+                                         idempotency_key=idempotency_key)
+        async for event in self._stream(f"/v1/predictions/{p['id']}/events",
+                                        f"prediction {p['id']}", None, 5):
+            if event.event == "progress" and on_progress is not None:
+                on_progress(event.data)
+            elif event.event == "end":
+                p = event.data
+        if p["status"] not in _ENDED:
+            p = await self.prediction(p["id"])
+        return _prediction_ended(p)

@@ -12,13 +12,14 @@ if TYPE_CHECKING:
     from service.services import Services
 
 
-def cancel_job(services: Services, job_id: str, tenant: str) -> JobRow:
+def cancel_job(services: Services, job_id: str, tenant: str, task: str = "train") -> JobRow:
     """Cancel a queued job at once; a running one stops at its next progress check. A job
-    that has ended is a 409 that says how it ended."""
+    that has ended is a 409 that says how it ended. ``task``: a training job's or a batch
+    prediction's."""
     try:
-        row = services.meta.request_cancel(job_id, tenant)
+        row = services.meta.request_cancel(job_id, tenant, task)
     except Conflict:
-        job = services.meta.get_job(job_id, tenant)
+        job = services.meta.get_job(job_id, tenant, task)
         if job.status not in FINISHED:
             raise
         raise job_already_finished(job.id, job.status) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -68,21 +69,27 @@ async def job_events(
     public: Callable[[JobRow], dict[str, Any]],
     poll_s: float = POLL_S,
     stopping: Callable[[], bool] = lambda: False,
+    task: str = "train",
+    progress: Callable[[JobRow], dict[str, Any]] | None = None,
 ) -> AsyncIterator[JobEvent]:
     """Progress newer than ``after_epoch`` until the job ends, then ``end`` with
     ``public(row)``. The row is read in a thread: the event loop never waits on the store.
     When the server stops first, the last event is ``shutdown`` (the job as it stands; its
-    id is the last epoch sent, so a reconnect to the next server resumes there)."""
+    id is the last epoch sent, so a reconnect to the next server resumes there).
+    ``task``: the kind of job; a batch prediction's progress counts rows, and its events
+    carry ``progress(row)``."""
     last = after_epoch
     attempts: int | None = None
     while True:
-        row = await anyio.to_thread.run_sync(meta.get_job, job_id, tenant)
+        row = await anyio.to_thread.run_sync(partial(meta.get_job, task=task), job_id,
+                                             tenant)
         if attempts is not None and row.attempts != attempts:
             last = 0  # run again after its worker died: it starts over, and so do we
         attempts = row.attempts
         if row.progress_epoch > last:
             last = row.progress_epoch
-            yield _progress(row)
+            yield _progress(row) if progress is None else JobEvent(
+                "progress", str(row.progress_epoch), progress(row))
         if row.status in FINISHED:
             yield JobEvent("end", END_ID, public(row))
             return

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from functools import partial
 
 from anyio import to_thread
 
@@ -59,7 +60,8 @@ class JobWaiters:
 
 
 async def wait_for_end(
-    waiters: JobWaiters, meta: MetadataStore, job_id: str, tenant: str, wait: float
+    waiters: JobWaiters, meta: MetadataStore, job_id: str, tenant: str, wait: float,
+    task: str = "train",
 ) -> JobRow:
     """The job row, once it has ended or ``wait`` seconds have passed (the long poll of
     ``GET /v1/jobs/{id}?wait=``). Where workers report job ends (the embedded pool) the caller
@@ -70,7 +72,7 @@ async def wait_for_end(
     while True:
         entry = waiters.subscribe(job_id) if wait else None
         try:
-            row = await to_thread.run_sync(meta.get_job, job_id, tenant)
+            row = await to_thread.run_sync(partial(meta.get_job, task=task), job_id, tenant)
             left = deadline - time.monotonic()
             if row.status in FINISHED or left <= 0 or entry is None or waiters.closing:
                 return row

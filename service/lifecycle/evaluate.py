@@ -62,19 +62,33 @@ def _names(names: list[str], limit: int = 8) -> str:
     return ", ".join(shown)
 
 
-def match_columns(model: ModelRow, dataset: DatasetRow) -> tuple[list[int], list[int], list[str]]:
-    """The dataset's feature and target columns in the model's order, and the columns it
-    has beyond them. A column the model needs and the dataset lacks is a 422 naming it."""
-    who = f"model {model.id}" + (f" ({model.name} v{model.version})" if model.name else "")
+def _who(model: ModelRow) -> str:
+    return f"model {model.id}" + (f" ({model.name} v{model.version})" if model.name else "")
+
+
+def match_features(model: ModelRow, dataset: DatasetRow) -> list[int]:
+    """The dataset's feature columns in the model's input order (by name; a batch
+    prediction needs no targets). A column the model takes and the dataset lacks is a 422
+    naming it."""
     features = {n: i for i, n in enumerate(dataset.feature_names)}
-    targets = {n: i for i, n in enumerate(dataset.target_names)}
+    targets = set(dataset.target_names)
     for name in model.feature_names:
         if name not in features:
             where = " (it is one of the dataset's targets)" if name in targets else ""
             raise InvalidInput(
                 f"the dataset {dataset.id} has no feature column {name!r}{where}, which "
-                f"{who} takes as input; its inputs: {_names(model.feature_names)}; the "
-                f"dataset's features: {_names(dataset.feature_names)}", field="dataset_id")
+                f"{_who(model)} takes as input; its inputs: {_names(model.feature_names)}; "
+                f"the dataset's features: {_names(dataset.feature_names)}", field="dataset_id")
+    return [features[n] for n in model.feature_names]
+
+
+def match_columns(model: ModelRow, dataset: DatasetRow) -> tuple[list[int], list[int], list[str]]:
+    """The dataset's feature and target columns in the model's order, and the columns it
+    has beyond them. A column the model needs and the dataset lacks is a 422 naming it."""
+    who = _who(model)
+    features = {n: i for i, n in enumerate(dataset.feature_names)}
+    targets = {n: i for i, n in enumerate(dataset.target_names)}
+    match_features(model, dataset)
     for name in model.target_names:
         if name not in targets:
             where = " (it is one of the dataset's features)" if name in features else ""

@@ -14,9 +14,11 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from safetensors.numpy import load, save
@@ -63,6 +65,97 @@ def write_atomic(path: Path, data: bytes | Parts) -> None:
         os.close(dir_fd)
 
 
+class _Batch:
+    """Files written by ``write_atomic_together``'s block: data written, not yet durable or
+    visible."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, tuple[int, str]] = {}  # final path -> (open fd, temporary)
+
+    def add(self, path: Path, data: bytes) -> None:
+        self.discard(path)
+        faults.check_write(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        self.files[path] = (fd, tmp)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view):]
+        except BaseException:
+            self.discard(path)
+            raise
+
+    def discard(self, path: Path) -> bool:
+        got = self.files.pop(path, None)
+        if got is None:
+            return False
+        os.close(got[0])
+        Path(got[1]).unlink(missing_ok=True)
+        return True
+
+    def close(self) -> None:
+        for path in list(self.files):
+            self.discard(path)
+
+
+_CHECKPOINTS: ContextVar[_Batch | None] = ContextVar("fitserve_checkpoints", default=None)
+"""The block of ``ArtifactStore.checkpoints_together`` this thread is in, if any."""
+_libc: Any = None
+
+
+def _sync_all(fds: Sequence[int]) -> None:
+    """Make the data of these open files durable. Several at once: one ``syncfs(2)`` of
+    their filesystem (one journal commit for them all, where an ``fsync`` each commits the
+    journal once per file: 100 small files took 7 ms against 100 to 500 ms on ext4); one
+    file, or where syncfs is missing or fails: an fsync each."""
+    global _libc
+    if len(fds) > 1 and hasattr(os, "sched_getaffinity"):  # Linux
+        try:
+            if _libc is None:
+                import ctypes
+
+                _libc = ctypes.CDLL(None, use_errno=True)
+            if _libc.syncfs(fds[0]) == 0:
+                devices = {os.fstat(fd).st_dev for fd in fds}
+                if len(devices) == 1:
+                    return
+        except (OSError, AttributeError):
+            pass
+    for fd in fds:
+        os.fsync(fd)
+
+
+@contextmanager
+def write_atomic_together() -> Iterator[_Batch]:
+    """Files written as ``write_atomic`` writes one, made durable together: the block adds
+    them (each to its temporary file); at its end every file's data is synced at once, then
+    each is renamed into place and each directory synced once. A reader sees each file whole
+    or not at all, and every file is durable when the block ends; an exception in the block
+    or at its end leaves none of them."""
+    batch = _Batch()
+    renamed: list[Path] = []
+    try:
+        yield batch
+        _sync_all([fd for fd, _ in batch.files.values()])
+        for path, (fd, tmp) in list(batch.files.items()):
+            os.close(fd)
+            del batch.files[path]
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            renamed.append(path)
+        for folder in {p.parent for p in renamed}:
+            _fsync_dir(folder)
+    except BaseException:
+        batch.close()
+        for path in renamed:
+            path.unlink(missing_ok=True)
+        raise
+
+
 _ST_DTYPES = {np.dtype("<f4"): "F32", np.dtype("<i4"): "I32", np.dtype("<f8"): "F64",
               np.dtype("<i8"): "I64"}
 
@@ -104,6 +197,24 @@ def _trace_key(job_id: str) -> str:
     return f"traces/{job_id}.json"
 
 
+PREDICTION_FORMATS = ("csv", "parquet", "jsonl")
+"""A batch prediction's result file: ``predictions/<job id>.<format>``."""
+
+
+def _prediction_key(job_id: str, fmt: str) -> str:
+    if not _ID_RE.match(job_id) or fmt not in PREDICTION_FORMATS:
+        raise ValueError(f"not a prediction: {job_id!r}, {fmt!r}")
+    return f"predictions/{job_id}.{fmt}"
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 _DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4", "I64": "<i8"}
 
 
@@ -143,7 +254,10 @@ class ArtifactStore:
         return "ok" if self.root.is_dir() else "missing"
 
     def delete_checkpoint(self, model_id: str) -> None:
-        self.checkpoint_path(model_id).unlink(missing_ok=True)
+        path = self.checkpoint_path(model_id)
+        batch = _CHECKPOINTS.get()
+        if batch is None or not batch.discard(path):
+            path.unlink(missing_ok=True)
 
     def _dataset_path(self, sha: str) -> Path:
         return self.root / _dataset_key(sha)
@@ -201,6 +315,10 @@ class ArtifactStore:
     def delete_dataset(self, sha: str) -> None:
         self._dataset_path(sha).unlink(missing_ok=True)
 
+    def open_dataset(self, sha: str) -> IO[bytes]:
+        """The dataset's file for reading in pieces (a batch prediction's chunks)."""
+        return self._dataset_path(sha).open("rb")
+
     def discard_dataset(self, sha: str, still_used: Callable[[], bool]) -> None:
         """Remove a content-addressed file no record uses any more. A concurrent upload of
         the same content may add a record at any moment: the file is moved aside first and
@@ -226,8 +344,25 @@ class ArtifactStore:
         """Write a checkpoint; returns (path relative to root, sha256)."""
         blob = save(tensors, metadata=metadata)
         path = self.checkpoint_path(model_id)
-        write_atomic(path, blob)
+        batch = _CHECKPOINTS.get()
+        if batch is not None:
+            batch.add(path, blob)
+        else:
+            write_atomic(path, blob)
         return str(path.relative_to(self.root)), sha256_hex(blob)
+
+    @contextmanager
+    def checkpoints_together(self) -> Iterator[None]:
+        """``put_checkpoint`` inside the block writes its file without syncing it, and
+        ``delete_checkpoint`` drops one written there; at the block's end they are made
+        durable with one sync and renamed into place (``write_atomic_together``): a batch
+        of trials' checkpoints, written before the one transaction that records them."""
+        with write_atomic_together() as batch:
+            token = _CHECKPOINTS.set(batch)
+            try:
+                yield
+            finally:
+                _CHECKPOINTS.reset(token)
 
     def read_checkpoint(self, model_id: str) -> bytes:
         return self.checkpoint_path(model_id).read_bytes()
@@ -246,6 +381,39 @@ class ArtifactStore:
 
     def delete_trace(self, job_id: str) -> None:
         (self.root / _trace_key(job_id)).unlink(missing_ok=True)
+
+    # batch predictions' results (written chunk by chunk, shown whole or not at all) -------
+
+    @contextmanager
+    def writing_prediction(self, job_id: str, fmt: str) -> Iterator[IO[bytes]]:
+        """A file to write a prediction's result into, piece by piece: a temporary file
+        that a clean exit fsyncs and renames into place, and any exception removes (the
+        sweep removes what a crash leaves)."""
+        path = self.root / _prediction_key(job_id, fmt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        faults.check_write(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    def prediction_path(self, job_id: str, fmt: str) -> Path | None:
+        """The result's local file, for serving it as it is (None in an object store)."""
+        return self.root / _prediction_key(job_id, fmt)
+
+    def open_prediction(self, job_id: str, fmt: str) -> IO[bytes]:
+        return (self.root / _prediction_key(job_id, fmt)).open("rb")
+
+    def delete_prediction(self, job_id: str) -> None:
+        for fmt in PREDICTION_FORMATS:
+            (self.root / _prediction_key(job_id, fmt)).unlink(missing_ok=True)
 
 
 class ObjectArtifactStore(ArtifactStore):
@@ -336,6 +504,31 @@ class ObjectArtifactStore(ArtifactStore):
 
     def delete_trace(self, job_id: str) -> None:
         self._delete(_trace_key(job_id))
+
+    def open_dataset(self, sha: str) -> IO[bytes]:
+        return self.fs.open(self._key(_dataset_key(sha)), "rb")  # ranged reads
+
+    @contextmanager
+    def writing_prediction(self, job_id: str, fmt: str) -> Iterator[IO[bytes]]:
+        """Written to a local temporary file, then uploaded as one object (a multipart
+        upload for a large one): the object appears whole, once, or not at all."""
+        fd, tmp = tempfile.mkstemp(prefix="fitserve-prediction-", suffix=f".{fmt}")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            self.fs.put_file(tmp, self._key(_prediction_key(job_id, fmt)))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def prediction_path(self, job_id: str, fmt: str) -> Path | None:
+        return None
+
+    def open_prediction(self, job_id: str, fmt: str) -> IO[bytes]:
+        return self.fs.open(self._key(_prediction_key(job_id, fmt)), "rb")
+
+    def delete_prediction(self, job_id: str) -> None:
+        for fmt in PREDICTION_FORMATS:
+            self._delete(_prediction_key(job_id, fmt))
 
     def _delete(self, rel: str) -> None:
         try:

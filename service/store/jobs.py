@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,13 @@ from service.store.session import Page, Records, updated_rows
 from service.store.tables import DatasetRow, JobRow, ModelRow, SweepTrialRow, new_id, utcnow
 
 log = logging.getLogger(__name__)
+
+TRAIN = "train"
+PREDICT = "predict"
+"""A job's ``task``: training (POST /v1/jobs) or a batch prediction (POST /v1/predictions).
+The methods a tenant's request reaches take the task it deals in (None: any), so a route of
+one kind never sees a job of the other; the queue's own (claim, heartbeat, recovery) serve
+both alike."""
 
 
 def _claim_values(worker: str) -> dict[str, Any]:
@@ -95,19 +102,22 @@ class JobRecords(Records):
                 then(s, row.id)
         return row
 
-    def get_job(self, job_id: str, tenant: str | None = "default") -> JobRow:
+    def get_job(self, job_id: str, tenant: str | None = "default",
+                task: str | None = TRAIN) -> JobRow:
+        """A job of ``tenant`` (None: any) and ``task`` (None: either); 404 otherwise."""
         with self.session() as s:
             row = s.get(JobRow, job_id)
-        if row is None or (tenant is not None and row.tenant != tenant):
-            raise not_found("job", job_id)
+        if row is None or (tenant is not None and row.tenant != tenant) or (
+                task is not None and row.task != task):
+            raise not_found("prediction" if task == PREDICT else "job", job_id)
         return row
 
     def list_jobs(
         self, tenant: str, status: str | None, limit: int, cursor: str | None,
-        sweep: str | None = None,
+        sweep: str | None = None, task: str = TRAIN,
     ) -> Page:
         """Newest first; ``sweep``: only the trials of that sweep."""
-        filters = [JobRow.tenant == tenant]
+        filters = [JobRow.tenant == tenant, JobRow.task == task]
         if status:
             filters.append(JobRow.status == status)
         if sweep:
@@ -115,12 +125,13 @@ class JobRecords(Records):
                 select(SweepTrialRow.job_id).where(SweepTrialRow.sweep_id == sweep)))
         return self._page(JobRow, filters, limit, cursor)
 
-    def request_cancel(self, job_id: str, tenant: str = "default") -> JobRow:
+    def request_cancel(self, job_id: str, tenant: str = "default", task: str = TRAIN
+                       ) -> JobRow:
         """A queued job is cancelled at once; a running one is flagged for its worker."""
         with self.write_session() as s:
             row = s.get(JobRow, job_id)
-            if row is None or row.tenant != tenant:
-                raise not_found("job", job_id)
+            if row is None or row.tenant != tenant or row.task != task:
+                raise not_found("prediction" if task == PREDICT else "job", job_id)
             if row.status in FINISHED:
                 raise Conflict(f"job {job_id!r} has already {row.status}; nothing to cancel")
             row.cancel_requested = True
@@ -130,7 +141,7 @@ class JobRecords(Records):
                 row.error = {"type": "cancelled", "message": "cancelled before it started"}
         return row
 
-    def delete_job(self, job_id: str, tenant: str = "default") -> JobRow:
+    def delete_job(self, job_id: str, tenant: str = "default", task: str = TRAIN) -> JobRow:
         """Delete a job that has ended, its loss history with it (one row); returns it. A
         queued or running job is a 409 saying to cancel it first. The model it produced is
         not touched (a model is deleted on its own).
@@ -143,14 +154,14 @@ class JobRecords(Records):
                 row = s.scalars(
                     delete(JobRow)
                     .where(JobRow.id == job_id, JobRow.tenant == tenant,
-                           JobRow.status.in_(FINISHED))
+                           JobRow.task == task, JobRow.status.in_(FINISHED))
                     .returning(JobRow)
                 ).one_or_none()
                 if row is not None:
                     return row
                 active = s.get(JobRow, job_id)
-            if active is None or active.tenant != tenant:
-                raise not_found("job", job_id)
+            if active is None or active.tenant != tenant or active.task != task:
+                raise not_found("prediction" if task == PREDICT else "job", job_id)
             if active.status in FINISHED and not retried:  # it ended since the DELETE
                 retried = True
                 continue
@@ -158,8 +169,9 @@ class JobRecords(Records):
         if active.cancel_requested:
             raise Conflict(f"job {job_id!r} is being cancelled (it stops within about a "
                            "second); delete it once it has ended")
+        route = "predictions" if task == PREDICT else "jobs"
         raise Conflict(f"job {job_id!r} is {active.status}; cancel it first "
-                       f"(POST /v1/jobs/{job_id}/cancel), then delete it")
+                       f"(POST /v1/{route}/{job_id}/cancel), then delete it")
 
     def claim_next(self, worker: str) -> JobRow | None:
         """Atomically move the oldest queued job to running for this worker."""
@@ -180,7 +192,7 @@ class JobRecords(Records):
                     .values(**_claim_values(worker)),
                 )
             if claimed == 1:
-                return self.get_job(job_id, tenant=None)
+                return self.get_job(job_id, tenant=None, task=None)
             # another worker won this one; try the next
 
     def claim(self, job_id: str, worker: str) -> JobRow | None:
@@ -193,7 +205,7 @@ class JobRecords(Records):
                 .where(JobRow.id == job_id, JobRow.status == "queued")
                 .values(**_claim_values(worker)),
             )
-        return self.get_job(job_id, tenant=None) if claimed == 1 else None
+        return self.get_job(job_id, tenant=None, task=None) if claimed == 1 else None
 
     def claim_batch(self, job_ids: Sequence[str], worker: str) -> list[JobRow]:
         """Atomically move those of these jobs that are still queued to running for this
@@ -348,11 +360,12 @@ class JobRecords(Records):
                 JobRow.tenant == tenant, JobRow.status.in_(ACTIVE))) or 0
 
     def job_stats(self) -> tuple[dict[str, int], int]:
-        """Jobs per status, and the epochs they have run in all (one query, for /metrics)."""
+        """Jobs per status, and the epochs they have run in all (one query, for /metrics;
+        a prediction's progress counts rows, not epochs)."""
+        epochs = case((JobRow.task == TRAIN, JobRow.progress_epoch), else_=0)
         with self.session() as s:
             rows = s.execute(
-                select(
-                    JobRow.status, func.count(), func.coalesce(func.sum(JobRow.progress_epoch), 0)
-                ).group_by(JobRow.status)
+                select(JobRow.status, func.count(), func.coalesce(func.sum(epochs), 0))
+                .group_by(JobRow.status)
             ).all()
         return {status: int(n) for status, n, _ in rows}, sum(int(e) for _, _, e in rows)

@@ -82,6 +82,10 @@ class JobRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), index=True, default="default")
     status: Mapped[str] = mapped_column(String(16), index=True)
+    # "train", or "predict": a batch prediction (spec: the model, format, include_input;
+    # epochs/progress_epoch: the dataset's rows and those written; model_id stays null)
+    task: Mapped[str] = mapped_column(String(16), index=True, default="train",
+                                      server_default="train")
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     device: Mapped[str] = mapped_column(String(16))

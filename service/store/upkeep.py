@@ -159,7 +159,9 @@ def _checkpoint_job(path: Path) -> str | None:
 def sweep_orphans(meta: MetadataStore, artifacts: ArtifactStore, grace_s: float) -> list[str]:
     """Remove files no record points to, and temporary files, older than ``grace_s``:
     a dataset written before its record's commit failed, a checkpoint whose model was never
-    committed, a trace of a job that is gone, a ``.tmp-`` of a write a crash cut short.
+    committed, a trace of a job that is gone, a batch prediction's result whose job is gone
+    or did not succeed (a crash between its rename and its commit, then a failed retry), a
+    ``.tmp-`` of a write a crash cut short.
     A checkpoint of a job still running is kept (its commit may be a moment away). Local
     directories only; returns what it removed (paths relative to the root)."""
     root = artifacts.root
@@ -170,9 +172,12 @@ def sweep_orphans(meta: MetadataStore, artifacts: ArtifactStore, grace_s: float)
         models = set(s.scalars(select(ModelRow.id)))
         jobs = set(s.scalars(select(JobRow.id)))
         active = set(s.scalars(select(JobRow.id).where(JobRow.status.in_(ACTIVE))))
+        results = set(s.scalars(select(JobRow.id).where(
+            JobRow.status.in_((*ACTIVE, "succeeded")))))
     now = time.time()
     removed = []
-    for sub, known in (("datasets", shas), ("checkpoints", models), ("traces", jobs)):
+    for sub, known in (("datasets", shas), ("checkpoints", models), ("traces", jobs),
+                       ("predictions", results)):
         folder = root / sub
         if not folder.is_dir():
             continue
@@ -199,9 +204,12 @@ def sweep_orphans(meta: MetadataStore, artifacts: ArtifactStore, grace_s: float)
 
 def _committed_since(meta: MetadataStore, sub: str, stem: str) -> bool:
     table = {"datasets": (DatasetRow, DatasetRow.sha256), "checkpoints": (ModelRow, ModelRow.id),
-             "traces": (JobRow, JobRow.id)}[sub]
+             "traces": (JobRow, JobRow.id), "predictions": (JobRow, JobRow.id)}[sub]
+    query = select(table[1]).where(table[1] == stem)
+    if sub == "predictions":  # a result counts for a job that succeeded or may yet
+        query = query.where(JobRow.status.in_((*ACTIVE, "succeeded")))
     with meta.session() as s:
-        return s.scalar(select(table[1]).where(table[1] == stem).limit(1)) is not None
+        return s.scalar(query.limit(1)) is not None
 
 
 def die_with_parent() -> None:

@@ -50,6 +50,7 @@ def worker_main(
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     from service.store.artifacts import open_artifacts
+    from service.store.jobs import PREDICT
     from service.store.metadata import MetadataStore
     from service.worker.batches import claim_trials, run_trials
     from service.worker.runner import run_job, warm_up
@@ -84,13 +85,15 @@ def worker_main(
             continue
         try:
             # a sweep's trials that share their work, shared out between the workers
-            batch = claim_trials(meta, job, name, settings.workers)
+            batch = (claim_trials(meta, job, name, settings.workers)
+                     if job.task != PREDICT else [job])  # a batch prediction runs alone
             log.info("worker %s took job %s%s", name, job.id,
                      f" and {len(batch) - 1} trials of its sweep" if len(batch) > 1 else "")
             if len(batch) > 1:
                 run_trials(batch, name, meta, artifacts, settings.progress_interval_s, notify)
             else:
-                run_job(job, name, meta, artifacts, settings.progress_interval_s, notify)
+                run_job(job, name, meta, artifacts, settings.progress_interval_s, notify,
+                        settings.predict_chunk_rows)
         except Exception:  # its end could not be recorded: the job goes back to the queue
             log.exception("worker %s: the store failed under job %s; it goes back to the queue",
                           name, job.id)

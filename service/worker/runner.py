@@ -26,6 +26,7 @@ from service.faults import pause_at
 from service.features import FeatureOptions, Pipeline, numeric_table, prepare_table
 from service.features.pipeline import FeatureError
 from service.store.artifacts import ArtifactStore
+from service.store.jobs import PREDICT
 from service.store.metadata import MetadataStore
 from service.store.tables import DatasetRow, JobRow, new_id
 from service.store.tabular import Table
@@ -175,8 +176,16 @@ def run_job(
     artifacts: ArtifactStore,
     progress_interval: float = 0.2,
     notify: Notify | None = None,
+    predict_chunk_rows: int | None = None,
 ) -> str:
-    """Train a job this worker has claimed (status running); returns its final status."""
+    """Run a job this worker has claimed (status running): train it, or score a batch
+    prediction (``task`` predict, worker/predictions.py, ``predict_chunk_rows`` rows at a
+    time); returns its final status."""
+    if job.task == PREDICT:
+        from service.worker.predictions import run_prediction
+
+        return run_prediction(job, worker, meta, artifacts, progress_interval, notify,
+                              chunk_rows=predict_chunk_rows)
     spec = TrainingSpec.model_validate(job.spec)
     reporter = _Reporter(meta, job.id, progress_interval)
     pause_at("claimed", job.id)
@@ -279,7 +288,7 @@ def run_job(
     if row is None:  # the job was taken from us (cancelled or recovered): leave no orphan file
         artifacts.delete_checkpoint(model_id)
         log.warning("job %s was no longer held by %s; checkpoint discarded", job.id, worker)
-        return meta.get_job(job.id, tenant=None).status
+        return meta.get_job(job.id, tenant=None, task=None).status
     pause_at("commit", job.id)
     if notify:
         notify({"event": "model_created", "job_id": job.id, "model_id": row.id})
@@ -323,6 +332,8 @@ def claim_batch(meta: MetadataStore, job: JobRow, worker: str, parts: int = 1,
     from service.store.sweeps import SweepRecords
     from service.training.closed_form import batch_key as closed_form_key
 
+    if job.task == PREDICT:  # a batch prediction is no sweep's trial
+        return [job]
     batch_key = key_of or closed_form_key
     key = batch_key(TrainingSpec.model_validate(job.spec))
     if key is None:

@@ -32,6 +32,7 @@ def serve_in_process(app, settings):
             "queue": repr(app.state.services.queue),
             "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")),
             "optuna": sorted(m for m in sys.modules if m.split(".")[0] == "optuna"),
+            "heavy": sorted(m for m in sys.modules if m in ("polars", "onnx", "matplotlib")),
         }
     print("RESULT " + json.dumps(out))
 
@@ -67,6 +68,7 @@ def test_a_predict_replica_serves_without_workers_or_torch(trained_dir, client):
     got = json.loads(line.removeprefix("RESULT "))
     assert got["torch"] == []  # torch was never imported
     assert got["optuna"] == []  # nor Optuna: it loads with a sweep's first study
+    assert got["heavy"] == []  # nor polars (datasets, batch predictions), onnx, matplotlib
     assert got["queue"] == "None" and got["ready"]["status"] == "ready"
     assert "workers" not in got["ready"]["checks"]
     # the same answers as the full server gives

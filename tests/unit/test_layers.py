@@ -21,8 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "serving": {"errors", "config", "data", "features", "store", "training"},
     "jobs": {"errors", "config", "data", "features", "store", "training"},
     "auth": {"errors", "config", "store"},
+    # lifecycle (and serving under it): a batch prediction's body (worker/predictions.py)
     "worker": {"errors", "config", "faults", "features", "logs", "store", "training",
-               "jobs.status"},
+               "jobs.status", "lifecycle", "serving"},
     "client": {"jobs.status"},
     "lifecycle": {"errors", "config", "data", "features", "store", "training", "serving",
                   "jobs"},

@@ -17,6 +17,7 @@ from service.api.routes import (
     names,
     plots,
     predict,
+    predictions,
     sweeps,
     v2,
 )
@@ -34,6 +35,8 @@ api_router.include_router(datasets.router, dependencies=_train, responses=_auth_
 api_router.include_router(jobs.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(events.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(sweeps.router, dependencies=_train, responses=_auth_errors)
+# a batch prediction reads a dataset and runs on the training queue: train, as a job
+api_router.include_router(predictions.router, dependencies=_train, responses=_auth_errors)
 api_router.include_router(models.router, dependencies=_predict, responses=_auth_errors)
 # reading a name's aliases is reading models; moving one needs train (on its routes)
 api_router.include_router(names.router, dependencies=_predict, responses=_auth_errors)

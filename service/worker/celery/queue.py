@@ -48,7 +48,7 @@ class CeleryQueue:
         if job_id is None:
             return
         if device is None:
-            device = self.meta.get_job(job_id, tenant=None).device
+            device = self.meta.get_job(job_id, tenant=None, task=None).device
         try:
             self.publish(job_id, device)
         except Exception as e:  # noqa: BLE001 - recovered by the reaper

@@ -22,8 +22,10 @@ from celery import signals
 from service.config import Settings
 from service.errors import NotFound, ServiceError, fault_of
 from service.store.artifacts import ArtifactStore, open_artifacts
+from service.store.jobs import PREDICT
 from service.store.metadata import MetadataStore
 from service.worker.celery.app import TASK_NAME, make_celery, publish, queue_size
+from service.worker.celery.batches import run_with_trials
 from service.worker.celery.broker import CatalogCounter, WorkerRegistry, device_kind, redis_client
 from service.worker.identity import pid_alive, worker_name
 from service.worker.reaper import Reaper
@@ -91,9 +93,14 @@ def execute(job_id: str, ctx: _Child | None = None) -> str:
         return "skipped"
     log.info("worker %s took job %s", ctx.name, job.id)
     with _heartbeat(ctx.meta, job.id, ctx.name, ctx.settings.heartbeat_interval_s):
-        try:
+        try:  # a sweep's trial trains with the queued trials it batches with (batches.py)
+            batched = (run_with_trials(ctx, job, _main_concurrency())
+                       if job.task != PREDICT else None)  # a batch prediction runs alone
+            if batched is not None:
+                return batched
             return run_job(job, ctx.name, ctx.meta, ctx.artifacts,
-                           ctx.settings.progress_interval_s, ctx.notify)
+                           ctx.settings.progress_interval_s, ctx.notify,
+                           ctx.settings.predict_chunk_rows)
         except Exception as e:
             if isinstance(e, ServiceError) or fault_of(e) is None or not _give_back(ctx, e):
                 raise  # not a fault of the store's, or it never took the job back
@@ -139,7 +146,7 @@ def _take_over_from_dead_holder(ctx: _Child, job_id: str) -> Any:
     job still marked running by that process; on its own machine we can see it is gone and
     recover the job now rather than after the heartbeat timeout."""
     try:
-        row = ctx.meta.get_job(job_id, tenant=None)
+        row = ctx.meta.get_job(job_id, tenant=None, task=None)
     except NotFound:
         return None
     if row.status != "running" or not row.worker:
