@@ -108,7 +108,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if set(map(type, inputs)) != {dict}:  # JSON objects are dicts, never a subclass
         raise _fail("each input must be an object with name, shape, datatype and data")
     binary, names = _outputs_asked(req)
-    if len(inputs) > 1 or inputs[0].get("name") != INPUT:  # one input per column
+    if len(inputs) > 1 or inputs[0].get("name") != INPUT or \
+            inputs[0].get("datatype") in ("BYTES", "BOOL"):  # one input per column (a text
+        # or boolean "x" is a column so named: the matrix is numbers)
         columns, rows = _column_inputs(inputs, tail)
         return InferRequest(rid, np.zeros(0, np.float32), (rows,), "FP32", binary, names,
                             columns)
@@ -365,6 +367,11 @@ class InferenceProtocol:
                 raise _fail(f"unexpected input {unknown[0]!r}; this model's input is "
                             f"{INPUT!r} (shape [N, {model.in_features}]){per_column}")
             x = model.matrix(req.columns, req.shape[0], "inputs")
+        elif model.pipeline is not None and not model.pipeline.identity and \
+                INPUT in model.pipeline.input_names and req.shape[1:] in ((), (1,)):
+            # the model has a column named as the matrix input: a lone "x" of one value a
+            # row is that column (its other columns imputed), not the encoded matrix
+            x = model.matrix({INPUT: req.data.tolist()}, req.shape[0], "inputs")
         elif len(req.shape) == 2:
             x = req.data.reshape(req.shape)
         elif len(req.shape) == 1 and model.in_features == 1:

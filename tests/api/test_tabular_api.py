@@ -164,3 +164,12 @@ def test_numbers_as_class_labels(client, services, run_queued):
     got = triton.InferenceServerClient.parse_response_body(
         r.content, header_length=int(r.headers["inference-header-content-length"]))
     assert [b.decode() for b in got.as_numpy("label").ravel()] == [str(v) for v in want]
+    # a lone "x" of one value a row is the column named x (flag imputed), not the matrix
+    alone = client.post("/predict", json={"model": "g", "rows": [{"x": 0.5}, {"x": 4.5}]})
+    for shape in ([2], [2, 1]):
+        x = {"name": "x", "shape": shape, "datatype": "FP32", "data": [0.5, 4.5]}
+        r = client.post("/v2/models/g/infer", json={"inputs": [x]})
+        assert r.status_code == 200, r.text
+        probs = next(o for o in r.json()["outputs"] if o["name"] == "probabilities")
+        assert probs["data"] == pytest.approx([p for row in alone.json()["probabilities"]
+                                               for p in row.values()], rel=1e-6), r.text
