@@ -362,6 +362,10 @@ class InferenceProtocol:
         if req.columns is not None:
             names = model.pipeline.input_names if model.pipeline is not None else []
             unknown = sorted(set(req.columns) - set(names))
+            if list(req.columns) == [INPUT] and (  # text or booleans sent as the matrix
+                    unknown or model.pipeline is None or model.pipeline.identity):
+                raise _fail(f"input {INPUT!r}: this model's x is a matrix of numbers, shape "
+                            f"[N, {model.in_features}]; send FP32 or FP64")
             if unknown:
                 per_column = f" or one input per column: {', '.join(names)}" if names else ""
                 raise _fail(f"unexpected input {unknown[0]!r}; this model's input is "
