@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,3 +105,20 @@ def linear_model(weight: Any, bias: Any) -> Any:
         state={"linear.weight": w}, weight_t=np.ascontiguousarray(w.T),
         bias=None if bias is None else np.asarray(bias, np.float32),
     )
+
+
+@contextmanager
+def gc_collections() -> Iterator[list[int]]:
+    """The generations of the garbage collections that start inside the block."""
+    seen: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(count)

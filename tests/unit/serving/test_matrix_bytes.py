@@ -4,7 +4,6 @@ for well-formed bodies, malformed ones and ones made to look like the fast path'
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 from typing import Any
@@ -19,6 +18,7 @@ import service.serving.predict as core
 from service.errors import ServiceError
 from service.serving import matrix_bytes
 from service.serving.matrix_bytes import split_matrix
+from tests.helpers import gc_collections
 
 
 def _parse(raw: bytes, by_path: bool, max_rows: int | None, *, from_bytes: bool
@@ -186,18 +186,8 @@ def test_a_compact_thousand_row_body_makes_no_lists_to_collect():
     """Read from its bytes, a 1 000-row body starts no collection even with the collector on
     (the plain parse's 1 000 lists start one at least: tests/unit/serving/test_predict.py)."""
     raw = orjson.dumps({"x": [[float(i), 1.0] for i in range(1000)]})
-    seen: list[int] = []
-
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            seen.append(info["generation"])
-
-    gc.collect()
-    gc.callbacks.append(count)
-    try:
+    with gc_collections() as seen:
         for _ in range(50):
             core.parse_predict_body.__wrapped__(raw, "application/json", None,  # type: ignore[attr-defined]
                                                 by_path=False)
-    finally:
-        gc.callbacks.remove(count)
     assert len(seen) <= 5  # none, but for another thread's allocations

@@ -4,8 +4,7 @@ error, and a large body's lists start no garbage collection (issue 13: the tail)
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from service.errors import ServiceError
 from service.serving import matrix_bytes
 from service.serving.predict import parse_predict_body, rows_matrix
 from service.serving.protocol import parse_infer_request
+from tests.helpers import gc_collections
 
 ROWS: list[Any] = [
     [[1.5]], [[1.5, -2.25], [0.1, 3.0]], [[1, 2], [3, 4]], [[1, 2.5]], [[-0]], [[-0.0]],
@@ -49,22 +49,6 @@ def test_rows_matrix_reads_random_rows_bit_for_bit():
         assert _answer(rows_matrix, rows) == _answer(lambda v: as_matrix(v, "x"), rows)
 
 
-@contextmanager
-def _collections() -> Iterator[list[int]]:
-    seen: list[int] = []
-
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            seen.append(info["generation"])
-
-    gc.collect()
-    gc.callbacks.append(count)
-    try:
-        yield seen
-    finally:
-        gc.callbacks.remove(count)
-
-
 def test_a_thousand_row_body_starts_no_collection(monkeypatch):
     # the plain parse, whose rows are lists (read from the bytes, they make none:
     # test_matrix_bytes.py)
@@ -72,11 +56,11 @@ def test_a_thousand_row_body_starts_no_collection(monkeypatch):
     raw = orjson.dumps({"x": [[float(i), 1.0] for i in range(1000)]})
     infer = orjson.dumps({"inputs": [{"name": "x", "shape": [1000, 2], "datatype": "FP32",
                                       "data": [[float(i), 1.0] for i in range(1000)]}]})
-    with _collections() as unpaused:  # the same parse, the collector left on
+    with gc_collections() as unpaused:  # the same parse, the collector left on
         for _ in range(50):
             parse_predict_body.__wrapped__(raw, "application/json", None,  # type: ignore[attr-defined]
                                            by_path=False)
-    with _collections() as paused:
+    with gc_collections() as paused:
         for _ in range(50):
             parse_predict_body(raw, "application/json", None, by_path=False)
             parse_infer_request(infer, None)
