@@ -44,25 +44,30 @@ Parts = Sequence[bytes | memoryview]
 """A file's bytes as pieces written one after the other (no joined copy of large arrays)."""
 
 
-def write_atomic(path: Path, data: bytes | Parts) -> None:
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A file written whole or not at all: a temporary file beside ``path`` that a clean exit
+    fsyncs and renames into place (then fsyncs the folder), and any exception removes (the
+    sweep removes what a crash leaves)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             faults.check_write(path)
-            for part in [data] if isinstance(data, bytes) else data:
-                f.write(part)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes | Parts) -> None:
+    with atomic_file(path) as f:
+        for part in [data] if isinstance(data, bytes) else data:
+            f.write(part)
 
 
 class _Batch:
@@ -389,20 +394,8 @@ class ArtifactStore:
         """A file to write a prediction's result into, piece by piece: a temporary file
         that a clean exit fsyncs and renames into place, and any exception removes (the
         sweep removes what a crash leaves)."""
-        path = self.root / _prediction_key(job_id, fmt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        faults.check_write(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_file(self.root / _prediction_key(job_id, fmt)) as f:
+            yield f
 
     def prediction_path(self, job_id: str, fmt: str) -> Path | None:
         """The result's local file, for serving it as it is (None in an object store)."""
