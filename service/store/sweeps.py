@@ -120,12 +120,6 @@ class SweepRecords:
             row.cancel_requested = True
         return row
 
-    def set_running(self, sweep_id: str) -> None:
-        with self.session() as s:
-            s.execute(update(SweepRow)
-                      .where(SweepRow.id == sweep_id, SweepRow.status == "queued")
-                      .values(status="running", started_at=utcnow()))
-
     def finish_sweep(self, sweep_id: str, holder: str, status: str, **values: Any) -> bool:
         """Record the end of a sweep, only if this controller still holds it."""
         with self.session() as s:
@@ -136,9 +130,20 @@ class SweepRecords:
 
     # ------------------------------------------------------------ holds
 
-    def claim_sweeps(self, holder: str, stale_before: datetime) -> list[str]:
+    def claim_sweeps(self, holder: str, stale_before: datetime,
+                     fresh_after: datetime | None = None) -> list[str]:
         """Hold every active sweep that nobody holds, or whose holder last showed life before
-        ``stale_before`` (refreshing this holder's own); returns the sweeps held now."""
+        ``stale_before`` (refreshing this holder's own); returns the sweeps held now. With
+        ``fresh_after``: when every active sweep is this holder's, refreshed since then, they
+        are only read (no write, so no wait behind a worker's commit)."""
+        if fresh_after is not None:
+            with self.session() as s:
+                active = s.execute(select(SweepRow.id, SweepRow.holder, SweepRow.heartbeat_at)
+                                   .where(SweepRow.status.in_(ACTIVE))
+                                   .order_by(SweepRow.id)).all()
+            if all(h == holder and beat is not None and beat >= fresh_after
+                   for _, h, beat in active):
+                return [sweep_id for sweep_id, _, _ in active]
         with self.session() as s:
             s.execute(update(SweepRow).where(
                 SweepRow.status.in_(ACTIVE),
@@ -173,19 +178,21 @@ class SweepRecords:
         """Queue the trials' jobs and their trial rows in one transaction, checked as
         ``create_job`` checks one job: the sweep's dataset still there (NotFound) and the
         tenant's queued + running jobs within ``max_active`` (ActiveJobsExceeded), and the
-        sweep still held by ``holder`` (else None, nothing stored). Returns the job ids."""
+        sweep still held by ``holder`` (else None, nothing stored); a queued sweep is
+        running from then on. Returns the job ids."""
         now = utcnow()
-        jobs = [JobRow(id=new_id("job"), status="queued", created_at=now, tenant=sweep.tenant,
-                       dataset_id=sweep.dataset_id, spec=t.spec, device=sweep.device,
-                       model_name=None, epochs=t.epochs) for t in trials]
+        ids = [new_id("job") for _ in trials]
+        jobs = [{"id": job_id, "status": "queued", "created_at": now,
+                 "tenant": sweep.tenant, "dataset_id": sweep.dataset_id, "spec": t.spec,
+                 "device": sweep.device, "model_name": None, "epochs": t.epochs}
+                for job_id, t in zip(ids, trials, strict=True)]
         with self.write_session() as s:
             if self.records.engine.dialect.name == "postgresql":  # as create_job's
                 s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
                     f"fitserve-active:{sweep.tenant}"))))
             if not self.holds(s, sweep.id, holder):
                 return None
-            s.add_all(jobs)
-            s.flush()
+            s.execute(insert(JobRow), jobs)  # one executemany each, not a flush of objects
             if s.scalar(select(DatasetRow.id).where(
                     DatasetRow.id == sweep.dataset_id, DatasetRow.tenant == sweep.tenant
             ).with_for_update(key_share=True)) is None:
@@ -194,10 +201,16 @@ class SweepRecords:
                 JobRow.tenant == sweep.tenant, JobRow.status.in_(ACTIVE))) or 0
             if active > max_active:
                 raise ActiveJobsExceeded(active - len(jobs), max_active)
-            s.add_all([self.trial_row(sweep.id, t.number, job.id, t.params, t.raw_params,
-                                      t.system_attrs) for t, job in zip(trials, jobs,
-                                                                        strict=True)])
-        return [j.id for j in jobs]
+            s.execute(insert(SweepTrialRow), [
+                {"sweep_id": sweep.id, "number": t.number, "job_id": job_id,
+                 "params": t.params, "raw_params": t.raw_params, "status": OPEN,
+                 "intermediate": {}, "system_attrs": t.system_attrs,
+                 "prune_requested": False, "created_at": now}
+                for t, job_id in zip(trials, ids, strict=True)])
+            s.execute(update(SweepRow)
+                      .where(SweepRow.id == sweep.id, SweepRow.status == "queued")
+                      .values(status="running", started_at=now))
+        return ids
 
     def trials(self, sweep_id: str) -> list[TrialState]:
         """Every trial of a sweep in number order, with its job's state and its model's
@@ -327,6 +340,35 @@ class SweepRecords:
                 .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status == "queued",
                        JobRow.id != job_id)
                 .order_by(JobRow.created_at, JobRow.id).limit(limit)))
+
+    def trial_siblings(self, job_id: str, limit: int
+                       ) -> tuple[list[tuple[str, str, str, dict[str, Any]]], int, int]:
+        """The other trials of the sweep this job is a trial of, as a batch's claim needs
+        them (one read): the queued ones oldest first, as (job id, dataset id, device,
+        spec); how many run; and how many more its controller may queue now (within
+        ``max_trials`` and ``max_parallel``: a sweep's trials are queued in parts). None of
+        them when the job is no trial."""
+        with self.session() as s:
+            sweep = s.execute(
+                select(SweepRow.id, SweepRow.max_trials, SweepRow.max_parallel)
+                .join(SweepTrialRow, SweepTrialRow.sweep_id == SweepRow.id)
+                .where(SweepTrialRow.job_id == job_id)).first()
+            if sweep is None:
+                return [], 0, 0
+            sweep_id, max_trials, max_parallel = sweep
+            trial = (select(JobRow.id, JobRow.dataset_id, JobRow.device, JobRow.spec)
+                     .join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
+                     .where(SweepTrialRow.sweep_id == sweep_id, JobRow.id != job_id))
+            queued = s.execute(trial.where(JobRow.status == "queued")
+                               .order_by(JobRow.created_at, JobRow.id).limit(limit)).all()
+            counts = dict(s.execute(
+                select(SweepTrialRow.status, func.count()).where(
+                    SweepTrialRow.sweep_id == sweep_id).group_by(SweepTrialRow.status)).all())
+            running = s.scalar(select(func.count()).select_from(
+                trial.where(JobRow.status == "running").subquery())) or 0
+        created, still_open = sum(counts.values()), counts.get(OPEN, 0)
+        to_come = max(0, min(max_trials - created, max_parallel - still_open))
+        return [(i, d, dev, spec) for i, d, dev, spec in queued], int(running), to_come
 
     def running_siblings(self, job_id: str) -> int:
         """How many other trials of this job's sweep are running."""

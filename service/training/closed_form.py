@@ -75,29 +75,51 @@ class Stats:
 
 
 @dataclass
-class _Shared:
+class Trials:
+    """What the fits inside one ``trials_together`` block share: the batch's specs, the
+    statistics of each set of rows, each trial's trajectory once computed, and the initial
+    weights and statistics the batch's trajectories were computed from (``used``)."""
+
     specs: list[TrainingSpec]
     stats: dict[tuple[Any, ...], Stats] = field(default_factory=dict)
     arrays: list[Any] = field(default_factory=list)  # kept alive: their ids are keys
     paths: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    dumped: set[str] = field(default_factory=set)  # the specs as JSON
+    used: tuple[np.ndarray, Stats, Stats | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.dumped = {s.model_dump_json() for s in self.specs}
 
 
-_SHARED: ContextVar[_Shared | None] = ContextVar("fitserve_shared_trials", default=None)
+_SHARED: ContextVar[Trials | None] = ContextVar("fitserve_shared_trials", default=None)
 
 
 @contextmanager
-def trials_together(specs: Sequence[TrainingSpec] = ()) -> Iterator[None]:
+def trials_together(specs: Sequence[TrainingSpec] = ()) -> Iterator[Trials]:
     """Fits run inside this block share their work: the same rows (the same memory-mapped
     array, or the same bytes) with the same bias on the same device are passed over once
     for their sufficient statistics, and from that one eigendecomposition (``Stats.eigh``)
     the trajectories of every trial of ``specs`` are computed together, as arrays with a
     trial axis, when the first of them asks for its own. Each fit then gets its trial's
-    numbers (those of the trial alone, within float64 rounding)."""
-    token = _SHARED.set(_Shared(list(specs)))
+    numbers (those of the trial alone, within float64 rounding); ``batch_trajectory`` gives
+    a trial's without a fit, once one fit of the batch has run."""
+    shared = Trials(list(specs))
+    token = _SHARED.set(shared)
     try:
-        yield
+        yield shared
     finally:
         _SHARED.reset(token)
+
+
+def batch_trajectory(shared: Trials, spec: TrainingSpec) -> Trajectory | None:
+    """The trajectory of ``spec``, one of the batch's trials, from the initial weights and
+    statistics the batch's first fit used (``Trials.used``): None when no fit of the batch
+    reached its trajectory or ``spec`` is not in the batch; raises Unstable when its
+    recurrence grows (the loop must run it)."""
+    if shared.used is None or not shared.specs:
+        return None
+    theta0, train, val = shared.used
+    return _together(shared, spec, theta0, train, val)
 
 
 def _rows_key(a: np.ndarray) -> tuple[Any, ...]:
@@ -401,18 +423,24 @@ def _loss(thetas: np.ndarray, stats: Stats) -> np.ndarray:
 
 # ---------------------------------------------------------------- a batch's trajectories
 
-_BATCH_ELEMENTS = 1 << 22
-"""Float64s a batch's intermediate arrays hold at a time (32 MB): trials go in chunks."""
+_BATCH_ELEMENTS = 1 << 18
+"""Float64s of a chunk's deviations (trials x directions x targets x steps) at a time: the
+trials go in chunks whose arrays stay in the cache (2 MB)."""
+_POWER_BLOCK = 128
+"""b^t = b^(K hi) b^lo with t = K hi + lo: two small tables of powers per base, and one
+product (or one small matrix product) per step."""
 
 
-def _together(shared: _Shared, spec: TrainingSpec, theta0: np.ndarray, train: Stats,
+def _together(shared: Trials, spec: TrainingSpec, theta0: np.ndarray, train: Stats,
               val: Stats | None) -> Trajectory | None:
     """This trial's part of the batch's trajectories (computed on the first ask), or None
     when it is not in the batch; raises Unstable when its recurrence grows."""
-    key = (id(train), id(val), theta0.tobytes(), spec.model_dump_json())
+    dumped = spec.model_dump_json()
+    key = (id(train), id(val), theta0.tobytes(), dumped)
     if key not in shared.paths:
-        if not any(s == spec for s in shared.specs):
+        if dumped not in shared.dumped:
             return None
+        shared.used = (theta0, train, val)
         try:  # the growing recurrences of unstable trials overflow: they are dropped
             with np.errstate(all="ignore"):
                 _compute_together(shared, theta0, train, val)
@@ -426,52 +454,49 @@ def _together(shared: _Shared, spec: TrainingSpec, theta0: np.ndarray, train: St
     return got
 
 
-def _compute_together(shared: _Shared, theta0: np.ndarray, train: Stats,
+def _compute_together(shared: Trials, theta0: np.ndarray, train: Stats,
                       val: Stats | None) -> None:
     """Every SGD trial of the batch from one eigendecomposition, grouped by the epochs they
     log (and plain or momentum SGD), each group as arrays with a trial axis."""
     from service.training.fit import logged_epochs
 
     head = (id(train), id(val), theta0.tobytes())
-    groups: dict[tuple[Any, ...], list[TrainingSpec]] = {}
+    groups: dict[tuple[Any, ...], list[tuple[TrainingSpec, str]]] = {}
     for spec in shared.specs:
-        if isinstance(spec.optimizer, SGDSpec) and (*head, spec.model_dump_json()) \
-                not in shared.paths:
+        dumped = spec.model_dump_json()
+        if isinstance(spec.optimizer, SGDSpec) and (*head, dumped) not in shared.paths:
             # the epochs logged follow from these two (fit.py's ``logged_epochs``)
             groups.setdefault((spec.optimizer.momentum == 0, spec.epochs, spec.log_every),
-                              []).append(spec)
+                              []).append((spec, dumped))
     lam_raw, q = train.eigh()
     lam_g = np.clip(lam_raw, 0.0, None)
     scale = 2.0 / (train.n * train.k)
     c = scale * (q.T @ train.cross)  # (D, k)
     z0 = q.T @ theta0  # (D, k)
     z_ls = q.T @ train.theta_ls  # (D, k): the least-squares weights in the eigenbasis
-    d = len(lam_g)
-    for (plain, _, _), specs in groups.items():
-        steps = np.concatenate([logged_epochs(specs[0]) - 1, [specs[0].epochs]]).astype(
-            np.int64)
-        per_trial = max(len(steps) * d * theta0.shape[1], d * 4 * min(
-            _EPOCHS_PER_BLOCK, int(steps.max()) or 1))
-        chunk = max(1, _BATCH_ELEMENTS // per_trial)
-        for i in range(0, len(specs), chunk):
-            part = specs[i : i + chunk]
-            opts = [s.optimizer for s in part]
-            assert all(isinstance(o, SGDSpec) for o in opts)
-            sgd = [o for o in opts if isinstance(o, SGDSpec)]
+    d, k = z0.shape
+    # the training loss in the eigenbasis, where G is diagonal: the residual form of
+    # ``_loss`` without going back to the weights at every epoch
+    weights = np.repeat(lam_raw, k)  # (D k,)
+    for (plain, _, _), members in groups.items():
+        steps = np.concatenate([logged_epochs(members[0][0]) - 1,
+                                [members[0][0].epochs]]).astype(np.int64)
+        chunk = max(1, _BATCH_ELEMENTS // (len(steps) * d * k))
+        for i in range(0, len(members), chunk):
+            part = members[i : i + chunk]
+            sgd = [s.optimizer for s, _ in part if isinstance(s.optimizer, SGDSpec)]
             lr = np.array([o.lr for o in sgd])
             a = scale * lam_g[None, :] + np.array([o.weight_decay for o in sgd])[:, None]
             flat = a <= 1e-12 * np.maximum(a.max(axis=1, keepdims=True), 1e-300)
             paths = (_PlainPaths(a, c, z0, flat, lr) if plain
                      else _MomentumPaths(a, c, z0, flat, lr, sgd, int(steps.max())))
-            z = paths.at(steps)  # (B, M, D, k)
-            # the training loss in the eigenbasis, where G is diagonal: the residual form
-            # of ``_loss`` without going back to the weights at every epoch
-            diff = z[:, :-1] - z_ls  # (B, M - 1, D, k)
-            quad = np.einsum("bmdk,d->bm", diff * diff, lam_raw)
+            dev = paths.deviation(steps, z_ls)  # (B, D, k, M): z - z_ls at each step
+            sq = dev[..., :-1] * dev[..., :-1]
+            quad = weights @ sq.reshape(len(part), d * k, -1)  # (B, M - 1)
             all_losses = (float(train.sse_ls.sum()) + quad) / (train.n * train.k)
-            finals = np.einsum("ij,bjk->bik", q, z[:, -1])  # (B, D, k)
-            for b, spec in enumerate(part):
-                key = (*head, spec.model_dump_json())
+            finals = np.einsum("ij,bjk->bik", q, dev[..., -1] + z_ls)  # (B, D, k)
+            for b, (_, dumped) in enumerate(part):
+                key = (*head, dumped)
                 if paths.unstable[b] is not None:
                     shared.paths[key] = Unstable(paths.unstable[b])
                     continue
@@ -480,9 +505,24 @@ def _compute_together(shared: _Shared, theta0: np.ndarray, train: Stats,
                     shared.paths[key] = Unstable("non-finite loss in the closed form")
                     continue
                 val_losses = None
-                if val is not None:
-                    val_losses = _loss(np.einsum("ij,mjk->mik", q, z[b, :-1]), val)
+                if val is not None:  # (M - 1, D, k): back to the weights
+                    thetas = np.einsum("ij,jkm->mik", q, dev[b, ..., :-1] + z_ls[..., None])
+                    val_losses = _loss(thetas, val)
                 shared.paths[key] = (finals[b], losses, val_losses)
+
+
+def _powers(log_base: np.ndarray, zero: np.ndarray, top: int, block: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(lows, highs): b^lo for lo < ``block`` and b^(block hi) for block hi <= ``top``, on a
+    new last axis, for every base b = exp(``log_base``) (``zero``: b is 0; 0^0 = 1)."""
+    lo = np.arange(block, dtype=np.float64)
+    hi = np.arange(top // block + 1, dtype=np.float64) * block
+    lows = np.exp(lo * log_base[..., None])
+    highs = np.exp(hi * log_base[..., None])
+    if zero.any():
+        lows = np.where(zero[..., None] & (lo > 0), 0.0, lows)
+        highs = np.where(zero[..., None] & (hi > 0), 0.0, highs)
+    return lows, highs
 
 
 class _PlainPaths:
@@ -495,15 +535,23 @@ class _PlainPaths:
         self.unstable = ["the learning rate exceeds 2 / curvature in some direction"
                          if (np.abs(r) > 1.0 + 1e-12).any() else None for r in self.r]
 
-    def at(self, steps: np.ndarray) -> np.ndarray:
-        t = steps[None, :, None].astype(np.float64)  # (1, M, 1)
-        r = self.r[:, None, :]  # (B, 1, D)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-            rt = np.where(r > 0, np.exp(t * np.log(np.where(r > 0, r, 1.0))), np.power(r, t))
-            safe_a = np.where(self.flat, 1.0, self.a)[:, None, :]
-            geom = np.where(self.flat[:, None, :], self.lr[:, None, None] * t,
-                            (1.0 - rt) / safe_a)
-        return rt[..., None] * self.z0[None, None] + geom[..., None] * self.c[None, None]
+    def deviation(self, steps: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """z - ``ref`` after each number of steps: (B, D, k, M)."""
+        t = steps.astype(np.float64)  # (M,)
+        top = int(steps.max(initial=0))
+        # r^t = |r|^t (-1)^t where r < 0, from tables of powers (far cheaper than pow)
+        magnitude = np.abs(self.r)
+        lows, highs = _powers(np.log(np.where(magnitude > 0, magnitude, 1.0)),
+                              magnitude == 0, top, _POWER_BLOCK)
+        hi, lo = np.divmod(steps, _POWER_BLOCK)
+        rt = highs[:, :, hi] * lows[:, :, lo]  # (B, D, M)
+        odd = (steps % 2 == 1)[None, None, :] & (self.r < 0)[:, :, None]
+        rt = np.where(odd, -rt, rt)
+        safe_a = np.where(self.flat, 1.0, self.a)[:, :, None]
+        geom = np.where(self.flat[:, :, None], self.lr[:, None, None] * t,
+                        (1.0 - rt) / safe_a)  # (B, D, M)
+        return (rt[:, :, None, :] * self.z0[None, :, :, None]
+                + geom[:, :, None, :] * self.c[None, :, :, None] - ref[None, :, :, None])
 
 
 class _MomentumPaths:
@@ -547,54 +595,41 @@ class _MomentumPaths:
         vecs = np.where(ok[:, None, None, None], vecs, np.eye(2))
         v = np.linalg.solve(vecs, base.astype(complex))  # P^-1 (s_2 - s*)
         self.alpha = vecs[:, :, 0, :, None] * v  # (B, D, 2, k)
-        self.log_eig = np.log(np.where(eig == 0, 1.0, eig))
+        self.log_eig = np.log(np.where(eig == 0, 1.0, eig))  # (B, D, 2)
         self.zero_eig = eig == 0
 
-    _BLOCK = 128
-
-    def at(self, steps: np.ndarray) -> np.ndarray:
+    def deviation(self, steps: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """z - ``ref`` after each number of steps: (B, D, k, M)."""
         m = np.maximum(steps - 1, 0)  # (M,)
         top = int(m.max(initial=0))
-        # mu^t = mu^(K hi) mu^lo with t = K hi + lo: two small tables of exponentials (with
-        # alpha folded into the low one) and one product per epoch, block by block so the
-        # arrays stay in the cache (a complex exp per trial, epoch and direction, over
-        # arrays of every epoch at once, cost several times more)
-        k_ = self._BLOCK
-        log_eig = self.log_eig[:, None]  # (B, 1, D, 2)
-        lows = np.exp(np.arange(k_, dtype=np.float64)[None, :, None, None] * log_eig)
-        highs = np.exp((np.arange(top // k_ + 1, dtype=np.float64) * k_)[None, :, None, None]
-                       * log_eig)  # (B, H, D, 2)
-        if self.zero_eig.any():  # 0^0 = 1, 0^t = 0
-            zero = self.zero_eig[:, None]
-            lows = np.where(zero & (np.arange(k_) > 0)[None, :, None, None], 0.0, lows)
-            highs = np.where(zero & (np.arange(highs.shape[1]) > 0)[None, :, None, None],
-                             0.0, highs)
-        low_a = lows[..., None] * self.alpha[:, None]  # (B, K, D, 2, k)
-        if top + 1 > 2 * len(m):  # few epochs logged out of many: those epochs alone
-            hi, lo = np.divmod(m, k_)
-            terms = highs[:, hi, :, :, None] * low_a[:, lo]  # (B, M, D, 2, k)
-            out = self.z_star[:, None] + terms.real.sum(axis=3)
-            out[:, steps == 0] = self.z0
-            for b, path in self.alone.items():
-                out[b] = path.at(steps)
-            return out
-        # every epoch up to the last (the usual log_every 1), block by block, real parts
-        # only: Re(h l) = Re h Re l - Im h Im l, each eigenvalue's term apart
-        l_re = [np.ascontiguousarray(low_a[:, :, :, j].real) for j in (0, 1)]
-        l_im = [np.ascontiguousarray(low_a[:, :, :, j].imag) for j in (0, 1)]
-        h_re = [np.ascontiguousarray(highs[..., j].real)[:, :, None, :, None] for j in (0, 1)]
-        h_im = [np.ascontiguousarray(highs[..., j].imag)[:, :, None, :, None] for j in (0, 1)]
-        every = np.empty((low_a.shape[0], top + 1) + self.z0.shape)  # (B, top + 1, D, k)
-        for h in range(highs.shape[1]):
-            t0, t1 = h * k_, min(top + 1, (h + 1) * k_)
-            n = t1 - t0
-            blk = every[:, t0:t1]  # (B, n, D, k)
-            np.multiply(h_re[0][:, h], l_re[0][:, :n], out=blk)
-            blk -= h_im[0][:, h] * l_im[0][:, :n]
-            blk += h_re[1][:, h] * l_re[1][:, :n]
-            blk -= h_im[1][:, h] * l_im[1][:, :n]
-        out = self.z_star[:, None] + every[:, m]
-        out[:, steps == 0] = self.z0
+        lows, highs = _powers(self.log_eig, self.zero_eig, top, _POWER_BLOCK)
+        low_a = lows[:, :, :, None, :] * self.alpha[..., None]  # (B, D, 2, k, K)
+        b_, d, _, k, block = low_a.shape
+        if top + 1 > 2 * len(m):  # few steps logged out of many: those steps alone
+            hi, lo = np.divmod(m, block)
+            s = (highs[:, :, :, None, hi] * low_a[..., lo]).real.sum(axis=2)  # (B, D, k, M)
+        else:  # every step up to the last (the usual log_every 1): Re(sum_j h_j l_j) as
+            # one small real matrix product per trial and direction, [Re h, -Im h] [Re l;
+            # Im l], over the tables: (H, 4) @ (4, k K) -> every step's value at once
+            h_mat = np.concatenate([highs.real, -highs.imag], axis=2).transpose(0, 1, 3, 2)
+            l_mat = np.concatenate([low_a.real, low_a.imag], axis=2).reshape(
+                b_, d, 4, k * block)
+            every = (h_mat @ l_mat).reshape(b_, d, -1, k, block).transpose(0, 1, 3, 2, 4)
+            every = every.reshape(b_, d, k, -1)  # (B, D, k, H K): step m at [..., m]
+            moved = np.nonzero(steps >= 1)[0]
+            if len(moved) and (np.diff(moved) == 1).all() and (np.diff(m[moved]) == 1).all():
+                # the usual steps 0, 1, ..., E: a slice each, no gathered copy
+                out = np.empty((b_, d, k, len(steps)))
+                lo, first = int(moved[0]), int(m[moved[0]])
+                np.add(every[..., first : first + len(moved)],
+                       (self.z_star - ref[None])[..., None], out=out[..., lo : lo + len(moved)])
+                out[..., steps == 0] = (self.z0 - ref)[None, ..., None]
+                for b, path in self.alone.items():
+                    out[b] = path.at(steps).transpose(1, 2, 0) - ref[..., None]
+                return out
+            s = every[..., m]
+        out = s + (self.z_star - ref[None])[..., None]
+        out[..., steps == 0] = (self.z0 - ref)[None, ..., None]
         for b, path in self.alone.items():
-            out[b] = path.at(steps)
+            out[b] = path.at(steps).transpose(1, 2, 0) - ref[..., None]
         return out

@@ -4,6 +4,8 @@ lifespan, merged into the app's by FastAPI: after the workers start, before they
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -170,12 +172,21 @@ async def get_sweep(
     """A sweep's status, progress, best trial so far, and every trial."""
     store = sweep_records(services)
     deadline = anyio.current_time() + wait
-    while True:  # one row read every 20 ms while waiting; the trials once, at the end
-        row = await run_in_threadpool(store.get_sweep, sweep_id, tenant)
-        if row.status in FINISHED or anyio.current_time() >= deadline \
-                or services.stopping.is_set():
-            break
-        await anyio.sleep(_WAIT_POLL_S)
+    # woken when this process's controller ends the sweep; one row read every 20 ms as well
+    # (another API's controller may hold it); the trials once, at the end
+    entry = services.waiters.subscribe(sweep_id) if wait else None
+    try:
+        while True:
+            row = await run_in_threadpool(store.get_sweep, sweep_id, tenant)
+            left = deadline - anyio.current_time()
+            if row.status in FINISHED or left <= 0 or services.stopping.is_set() \
+                    or entry is None:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry[1].wait(), min(left, _WAIT_POLL_S))
+    finally:
+        if entry is not None:
+            services.waiters.unsubscribe(sweep_id, entry)
     return await run_in_threadpool(_read, services, sweep_id, tenant)
 
 

@@ -84,6 +84,9 @@ class SweepController:
         self._studies: dict[str, SweepStudy] = {}
         # trials asked for whose jobs are not stored yet (the tenant's active-job limit)
         self._pending: dict[str, list[tuple[int, dict[str, Any], dict[str, Any]]]] = {}
+        # ends recorded but not yet told to the study (no pruner: nothing reads them before
+        # the study's next ask, and a sweep whose every trial was asked never needs them)
+        self._untold: dict[str, list[tuple[int, str, float | None]]] = {}
         self._held: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -131,8 +134,11 @@ class SweepController:
     def step(self) -> int:
         """Take the sweeps this controller may hold and advance each; returns how many it
         holds."""
-        stale = utcnow() - timedelta(seconds=self.services.settings.heartbeat_timeout_s)
-        held = self.store.claim_sweeps(self.name, stale)
+        settings, now = self.services.settings, utcnow()
+        stale = now - timedelta(seconds=settings.heartbeat_timeout_s)
+        # the hold is refreshed once a heartbeat interval, not at every step
+        fresh = now - timedelta(seconds=settings.heartbeat_interval_s)
+        held = self.store.claim_sweeps(self.name, stale, fresh)
         for sweep_id in self._held - set(held):  # taken by another: its study is stale
             self._forget(sweep_id)
         for sweep_id in set(held) - self._held:  # taken now: rebuilt from the store
@@ -155,6 +161,7 @@ class SweepController:
     def _forget(self, sweep_id: str) -> None:
         self._studies.pop(sweep_id, None)
         self._pending.pop(sweep_id, None)
+        self._untold.pop(sweep_id, None)
 
     def advance(self, sweep_id: str) -> None:
         """One step of one held sweep (see the module's docstring)."""
@@ -182,12 +189,13 @@ class SweepController:
             return
         created = len(trials)
         room = min(sweep.max_trials - created, sweep.max_parallel - open_now)
+        made: list[str] = []
         if room > 0:
             made = self._new_trials(sweep, study, room)
             created += len(made)
             open_now += made.count(OPEN)
         if created >= sweep.max_trials and open_now == 0:
-            self._finish(sweep)
+            self._finish(sweep, None if made else trials)  # as read and settled here
 
     # ------------------------------------------------------------ the study
 
@@ -202,25 +210,54 @@ class SweepController:
             study.add(tr.number, tr.raw_params, tr.status, tr.value, tr.intermediate,
                       tr.system_attrs)
         self._pending.pop(sweep.id, None)
+        self._untold.pop(sweep.id, None)  # the trials' rows told the new study
         self._studies[sweep.id] = study
         return study
+
+    def _tell_untold(self, sweep_id: str, study: SweepStudy) -> None:
+        """Tell the study the ends recorded since it was last asked, in the order recorded."""
+        for number, status, value in self._untold.pop(sweep_id, ()):
+            study.tell(number, status, value)
 
     # ------------------------------------------------------------ trials
 
     def _new_trials(self, sweep: SweepRow, study: SweepStudy, room: int) -> list[str]:
-        """Ask for up to ``room`` trials and queue their jobs (one transaction); returns the
-        state of each trial stored: ``open``, or ``failed`` when the job schema refuses a
-        combination of values. Trials are asked only as far as the tenant's active-job
-        limit lets them run (an ask is not taken back); one asked but not stored (that
-        limit, reached meanwhile) is queued at a later step."""
+        """Ask for up to ``room`` trials and queue their jobs; returns the state of each
+        trial stored: ``open``, or ``failed`` when the job schema refuses a combination of
+        values. Trials are asked only as far as the tenant's active-job limit lets them run
+        (an ask is not taken back); one asked but not stored (that limit, reached
+        meanwhile) is queued at a later step. The embedded pool's workers each claim their
+        share of a sweep's open trials as one batch: the trials are asked for and queued in
+        one part (one transaction) per worker, and each part wakes one worker, so that the
+        first batch starts while the next part is asked for."""
         meta, settings = self.services.meta, self.services.settings
         pending = self._pending.setdefault(sweep.id, [])
         capacity = settings.max_active_jobs - meta.count_active_jobs(sweep.tenant)
-        while len(pending) < min(room, capacity):
-            pending.append(study.ask())
-        batch = pending[:room]
+        if len(pending) < min(room, capacity):
+            self._tell_untold(sweep.id, study)
+        local = settings.queue == "local"
+        size = -(-room // max(1, settings.workers)) if local else room
+        made: list[str] = []
+        while len(made) < room:
+            part = min(size, room - len(made))
+            queued = made.count(OPEN)
+            while len(pending) < min(part, capacity - queued):
+                pending.append(study.ask())
+            got = self._queue_trials(sweep, study, pending[:part], local)
+            made += got
+            if len(got) < part:  # the active-job limit: the rest at a later step
+                break
+        return made
+
+    def _queue_trials(self, sweep: SweepRow, study: SweepStudy,
+                      asked: list[tuple[int, dict[str, Any], dict[str, Any]]],
+                      local: bool) -> list[str]:
+        """Queue the jobs of trials asked for (one transaction); their states (see
+        ``_new_trials``). Those the active-job limit leaves out stay pending."""
+        settings = self.services.settings
+        pending = self._pending[sweep.id]
         made, jobs = [], []
-        for number, params, raw in batch:
+        for number, params, raw in asked:
             attrs = study.system_attrs(number)
             try:
                 spec = TrainingSpec.model_validate(apply(sweep.job, params))
@@ -253,10 +290,11 @@ class SweepController:
         if job_ids is None:
             raise _LostHold(sweep.id)
         del pending[:len(jobs)]
-        if sweep.status == "queued":
-            self.store.set_running(sweep.id)
-            sweep.status = "running"
-        for job_id in job_ids:
+        sweep.status = "running"  # create_trials started it
+        # the embedded pool's workers claim a batch each and then drain the queue: one wake
+        # per part, not one per trial (each unused wake costs a worker a claim query that
+        # finds nothing, on the cores the batches run on); a broker gets each trial's job
+        for job_id in job_ids[:1] if local else job_ids:
             self.services.job_submitted(job_id, sweep.device)
         return made + [OPEN] * len(jobs)
 
@@ -272,14 +310,25 @@ class SweepController:
                 ) -> dict[int, str]:
         """Record how the trials whose job ended came out (in number order: each is judged
         with the ones before it told); one transaction. Returns their states."""
-        outcomes = []
+        outcomes, untold = [], []
+        if sweep.pruning:  # the pruner judges each trial with the ones before it told
+            self._tell_untold(sweep.id, study)
         for t in ended:
             status, values = self._outcome(sweep, study, t)
-            study.tell(t.number, status, values["value"])
-            values["system_attrs"] = study.system_attrs(t.number)
+            if sweep.pruning:
+                study.tell(t.number, status, values["value"])
+            else:  # a tell changes no system_attrs: told when the study is next asked
+                untold.append((t.number, status, values["value"]))
+            attrs = study.system_attrs(t.number)
+            if attrs != t.trial.system_attrs:  # the pruner's records, say: written with it
+                values["system_attrs"] = attrs
             outcomes.append((t.number, status, values))
         if not self.store.end_trials(sweep.id, self.name, outcomes):
             raise _LostHold(sweep.id)
+        self._untold.setdefault(sweep.id, []).extend(untold)
+        for t, (_, status, values) in zip(ended, outcomes, strict=True):  # as stored now
+            t.trial.status, t.trial.value, t.trial.error = status, values["value"], \
+                values["error"]
         return {number: status for number, status, _ in outcomes}
 
     def _outcome(self, sweep: SweepRow, study: SweepStudy, t: TrialState
@@ -374,8 +423,11 @@ class SweepController:
 
     # ------------------------------------------------------------ the end
 
-    def _finish(self, sweep: SweepRow) -> None:
-        trials = self.store.trials(sweep.id)
+    def _finish(self, sweep: SweepRow, trials: list[TrialState] | None = None) -> None:
+        """Register the best trial's model and end the sweep; ``trials``: every trial as
+        stored now (read when not given)."""
+        if trials is None:
+            trials = self.store.trials(sweep.id)
         done = [t for t in trials if t.trial.status == "succeeded" and t.trial.value is not None]
         sign = -1.0 if sweep.direction == "maximize" else 1.0
         done.sort(key=lambda t: (sign * float(t.trial.value or 0.0), t.number))
@@ -402,4 +454,5 @@ class SweepController:
             raise _LostHold(sweep.id)
         self._forget(sweep.id)
         self._held.discard(sweep.id)
+        self.services.waiters.finished(sweep.id)  # its long polls answer now
         log.info("sweep %s %s", sweep.id, status)

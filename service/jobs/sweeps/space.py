@@ -187,9 +187,18 @@ def set_path(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 def apply(spec: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``spec`` with each field of ``params`` (by path) set: the dicts along the
+    paths are copied, the rest is shared with ``spec`` (left as it was): a trial's job is
+    built without a deep copy of the base job."""
+    out = dict(spec)
     for path, value in params.items():
-        spec = set_path(spec, path, value)
-    return spec
+        node = out
+        *parents, last = path.split(".")
+        for p in parents:
+            node[p] = dict(node[p])
+            node = node[p]
+        node[last] = copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+    return out
 
 
 def parse_space(raw: dict[str, Any], base: dict[str, Any], *, grid: bool,

@@ -109,6 +109,8 @@ class SweepStudy:
         self._neutral = _optuna().samplers.RandomSampler(seed=0)
         self.study = _optuna().create_study(direction=config.direction, sampler=self._neutral,
                                             pruner=make_pruner(config.pruning))
+        self._grid: BaseSampler | None = None
+        self._grid_points = math.prod(len(d.grid()) for d in config.dims) if self.grid else 0
 
     def _trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)  # study.trials copies every trial
@@ -117,12 +119,17 @@ class SweepStudy:
         return len(self._trials())
 
     def _sampler(self, number: int) -> BaseSampler:
-        seed = trial_seed(self.config.seed, number)
         samplers = _optuna().samplers
         if self.grid:  # its seed shuffles the grid's order: the sweep's, for every ask
-            return samplers.GridSampler(
-                {d.path: list(range(len(d.grid()))) for d in self.config.dims},
-                seed=self.config.seed % 2**32)
+            if self._grid is None or number >= self._grid_points:
+                # one for the study: trial n < the grid's size takes point n of the
+                # shuffled grid (no random draw: the same as a new sampler's); past it a
+                # new one draws as it would have
+                self._grid = samplers.GridSampler(
+                    {d.path: list(range(len(d.grid()))) for d in self.config.dims},
+                    seed=self.config.seed % 2**32)
+            return self._grid
+        seed = trial_seed(self.config.seed, number)
         if self.config.strategy == "random":
             return samplers.RandomSampler(seed=seed)
         return samplers.TPESampler(seed=seed)

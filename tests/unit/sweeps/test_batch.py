@@ -1,21 +1,25 @@
 """A sweep's closed-form trials claimed and trained as one batch by one worker
-(service/worker/batches.py's ``claim_trials`` and ``run_trials``, over runner.py's
-``claim_batch`` and ``run_batch``; the shared statistics in service/training/closed_form.py),
-held to the same trials run alone as ordinary jobs, and finished together: one sync for
+(service/worker/batches.py's ``claim_trials`` and ``run_trials``: the first trial through
+``run_job``, every other trial's end derived from it; the shared statistics and
+trajectories in service/training/closed_form.py), held to the same trials run alone as
+ordinary jobs (history, model, checkpoint and metrics), and finished together: one sync for
 their checkpoints, one transaction for their ends, nothing recorded without its file."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load
 
 from service.store import artifacts as artifacts_module
 from service.store.sweeps import SweepRecords
 from service.store.tables import ModelRow
 from service.training import closed_form
+from service.worker import batches as batches_module
 from service.worker.batches import claim_trials, run_trials
 from service.worker.runner import claim_batch, run_job
 from tests.helpers import make_linear_data, seed_example
@@ -74,6 +78,10 @@ def test_a_batch_of_trials_gives_each_trial_its_numbers_alone(client, services, 
     monkeypatch.setattr(SweepRecords, "finish_batch", lambda self, *a: commits.append(1)
                         or inner_finish(self, *a))
 
+    ran_alone, inner_run = [], batches_module.run_job
+    monkeypatch.setattr(batches_module, "run_job",
+                        lambda job, *a: ran_alone.append(job.id) or inner_run(job, *a))
+
     first = services.meta.claim_next("w")
     batch = claim_trials(services.meta, first, "w")
     assert sorted(j.id for j in batch) == sorted(ids)  # one worker claimed them all
@@ -82,6 +90,10 @@ def test_a_batch_of_trials_gives_each_trial_its_numbers_alone(client, services, 
     # one pass over the training rows (and one over the validation rows), one eigh
     assert len(passes) == (2 if job.get("validation_fraction") else 1) and len(eighs) == 1
     assert alone == []  # every trajectory came from the batch's arrays
+    # one trial ran through run_job (the template) and those the closed form declines
+    # (their recurrence grows: the loop decides); every other trial's end followed from it
+    declined = [i for i in ids if _outcome(client, i)[0]["engine_used"] != "closed_form"]
+    assert len(ran_alone) == 1 + len(declined) and set(declined) <= set(ran_alone)
     # the batch finished together: its checkpoints made durable at once (one sync, then
     # one directory fsync), every trial's end in one transaction
     assert syncs == [statuses.count("succeeded")] and len(fsyncs) <= 1 and commits == [1]
@@ -101,13 +113,52 @@ def test_a_batch_of_trials_gives_each_trial_its_numbers_alone(client, services, 
         np.testing.assert_allclose(b_hist["loss"], a_hist["loss"], rtol=1e-5)
         if a_hist["val_loss"] is not None:
             np.testing.assert_allclose(b_hist["val_loss"], a_hist["val_loss"], rtol=1e-5)
+        assert b_job["device_used"] == a_job["device_used"]
+        assert b_job["stopped_early"] == a_job["stopped_early"]
+        assert b_job["progress"]["epoch"] == a_job["progress"]["epoch"]
         if a_model is not None:
             np.testing.assert_allclose(b_model["weight"], a_model["weight"], atol=1e-4)
             np.testing.assert_allclose(b_model["bias"], a_model["bias"], atol=1e-4)
             assert b_model["metrics"]["train_loss"] == pytest.approx(
                 a_model["metrics"]["train_loss"], rel=1e-6)
+            _same_model(client, b_model, a_model)
         else:
             assert b_job["error"]["type"] == a_job["error"]["type"] == "diverged"
+
+
+def _same_model(client, batched: dict, alone: dict) -> None:
+    """A trial's model as the batch recorded it and the same trial's as a job alone: every
+    field alike (numbers within float rounding), the checkpoint's tensors and metadata too."""
+    differs = {"id", "created_at", "job_id", "checkpoint_sha256", "parameters", "metrics", "weight",
+               "bias", "coefficients"}
+    assert batched.keys() == alone.keys()
+    assert {k: v for k, v in batched.items() if k not in differs} == \
+        {k: v for k, v in alone.items() if k not in differs}
+    assert batched["metrics"].keys() == alone["metrics"].keys()
+    for name, value in alone["metrics"].items():
+        if value is None:
+            assert batched["metrics"][name] is None, name
+        else:
+            assert batched["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+    files = []
+    for model in (batched, alone):
+        r = client.get(f"/v1/models/{model['id']}/checkpoint")
+        assert r.status_code == 200
+        metadata = safe_open_bytes(r.content)
+        files.append(metadata)
+    (b_tensors, b_meta), (a_tensors, a_meta) = files
+    assert b_meta.pop("job_id") == batched["job_id"] and a_meta.pop("job_id") == alone["job_id"]
+    assert b_meta == a_meta
+    assert b_tensors.keys() == a_tensors.keys()
+    for name, tensor in a_tensors.items():
+        assert b_tensors[name].dtype == tensor.dtype and b_tensors[name].shape == tensor.shape
+        np.testing.assert_allclose(b_tensors[name], tensor, atol=1e-4)
+
+
+def safe_open_bytes(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors file's tensors and metadata (never unpickled)."""
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    return load(blob), header.get("__metadata__", {})
 
 
 def test_only_trials_that_share_their_work_are_batched(client, services):
@@ -211,7 +262,9 @@ def test_a_trial_taken_from_the_batch_meanwhile_is_not_recorded_by_it(client, se
                     / f"{row.model_id}.safetensors").exists()
 
 
-def test_a_worker_that_lost_a_race_for_its_share_claims_again(client, services, monkeypatch):
+@pytest.mark.parametrize("taken", [3, 4])  # some of what it asked for, or all of it
+def test_a_worker_that_lost_a_race_for_its_share_claims_again(client, services, monkeypatch,
+                                                              taken):
     ids = _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 20,
                                            "seed": 0},
                         {"optimizer.lr": {"choice": [0.001 * i for i in range(1, 11)]}})
@@ -221,12 +274,52 @@ def test_a_worker_that_lost_a_race_for_its_share_claims_again(client, services, 
 
     def racing(job_ids, worker):  # w1 claims some of w2's trials between its read and UPDATE
         if worker == "w2" and not stolen:
-            stolen.extend(inner(list(job_ids)[:3], "w1"))
+            assert len(job_ids) == 4  # its share of the 10 (its own trial the fifth)
+            stolen.extend(inner(list(job_ids)[:taken], "w1"))
         return inner(job_ids, worker)
 
     monkeypatch.setattr(services.meta, "claim_batch", racing)
     batch = claim_trials(services.meta, first, "w2", parts=2)
-    assert len(stolen) == 3
+    assert len(stolen) == taken
     assert len(batch) == len(ids) // 2  # its share of the 10, not the 2 its first claim got
     assert len({j.id for j in batch}) == len(batch)
     assert all(services.meta.get_job(j.id, None).worker == "w2" for j in batch)
+
+
+@pytest.mark.parametrize("change", ["a field it does not know", "another history"])
+def test_a_template_that_does_not_follow_run_job_leaves_every_trial_to_run_job(
+        client, services, monkeypatch, change):
+    ids = _seed_grid(client, services)
+    if change == "a field it does not know":  # as if run_job recorded a new field
+        monkeypatch.setattr(batches_module, "_MODEL_FIELDS",
+                            batches_module._MODEL_FIELDS - {"parent_id"})
+    else:  # as if run_job stored the history otherwise than the template derives it
+        inner = batches_module._history_values
+        monkeypatch.setattr(batches_module, "_history_values",
+                            lambda e, loss, v: inner(e, loss * 2, v))
+    ran_alone, inner_run = [], batches_module.run_job
+    monkeypatch.setattr(batches_module, "run_job",
+                        lambda job, *a: ran_alone.append(job.id) or inner_run(job, *a))
+    batch = claim_trials(services.meta, services.meta.claim_next("w"), "w")
+    assert run_trials(batch, "w", services.meta, services.artifacts) == ["succeeded"] * 4
+    assert sorted(ran_alone) == sorted(ids)  # none derived: each as alone
+    for job_id in ids:
+        history = client.get(f"/v1/jobs/{job_id}/history").json()
+        assert len(history["loss"]) == 500
+
+
+def test_a_trial_cancelled_before_its_end_is_cancelled_and_the_others_follow(
+        client, services, monkeypatch):
+    ids = _seed_grid(client, services)
+    ran_alone, inner_run = [], batches_module.run_job
+    monkeypatch.setattr(batches_module, "run_job",
+                        lambda job, *a: ran_alone.append(job.id) or inner_run(job, *a))
+    batch = claim_trials(services.meta, services.meta.claim_next("w"), "w")
+    assert sorted(j.id for j in batch) == sorted(ids)
+    services.meta.request_cancel(batch[2].id, "default")  # as the controller prunes one
+    statuses = run_trials(batch, "w", services.meta, services.artifacts)
+    assert statuses == ["succeeded", "succeeded", "cancelled", "succeeded"]
+    assert ran_alone == [batch[0].id, batch[2].id]  # the template, and the cancelled one
+    cancelled, history, model = _outcome(client, batch[2].id)
+    assert cancelled["error"]["type"] == "cancelled" and model is None
+    assert _models(services) == 3 == len(_checkpoints(services))
