@@ -21,7 +21,7 @@ from service.store.tables import ModelRow
 from service.training import closed_form
 from service.worker import batches as batches_module
 from service.worker.batches import claim_trials, run_trials
-from service.worker.runner import claim_batch, run_job
+from service.worker.runner import run_job
 from tests.helpers import make_linear_data, seed_example
 
 SEED = seed_example()
@@ -165,7 +165,7 @@ def test_only_trials_that_share_their_work_are_batched(client, services):
     ids = _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 50}, {
         "optimizer.lr": {"choice": [0.001, 0.002]}, "seed": {"choice": [0, 1]}})
     first = services.meta.claim_next("w")
-    batch = claim_batch(services.meta, first, "w")
+    batch = claim_trials(services.meta, first, "w")
     seeds = {services.meta.get_job(j.id, None).spec["seed"] for j in batch}
     assert len(batch) == 2 and len(seeds) == 1  # another seed: other initial weights
     assert client.get("/v1/jobs?status=queued").json()["count"] == 2
@@ -173,7 +173,7 @@ def test_only_trials_that_share_their_work_are_batched(client, services):
     adam = client.post("/v1/jobs", json={"x": SEED["x"], "y": SEED["y"], "epochs": 5,
                                          "optimizer": "adam"}).json()
     row = services.meta.get_job(adam["id"], None)
-    assert claim_batch(services.meta, row, "w") == [row]
+    assert claim_trials(services.meta, row, "w") == [row]
     assert [j["id"] for j in client.get("/v1/jobs?status=queued").json()["data"]] == [
         adam["id"], *[i for i in ids if i not in {j.id for j in batch}]][:3]
     assert closed_form.batch_key(closed_form.TrainingSpec(batch_size=4)) is None
@@ -186,7 +186,7 @@ def test_two_workers_share_a_sweeps_batch_evenly(client, services):
     sizes = []
     for worker in ("w1", "w2"):
         job = services.meta.claim_next(worker)
-        sizes.append(len(claim_batch(services.meta, job, worker, parts=2)))
+        sizes.append(len(claim_trials(services.meta, job, worker, parts=2)))
     assert sizes == [3, 2] and sum(sizes) == len(ids)
 
 
