@@ -256,17 +256,24 @@ def test_slowloris_connections_are_closed_while_others_are_served(server):
     check_invariants(server, [])
 
 
-@pytest.mark.parametrize("path", ["/v1/datasets?target=y", "/predict"])
-@pytest.mark.parametrize("sent", [b"", b"x,y\n1,"])
-def test_a_declared_body_that_does_not_come_is_a_408(server, path, sent):
-    with _connect(server) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
-                     "Content-Length: 1000\r\n\r\n".encode() + sent)
-        status, headers, body = _read_response(sock)  # the socket's timeout is 30 s
-        assert status == 408, body
-        assert _error(body)["type"] == "request_timeout"
-        assert headers.get("connection") == "close"
-        assert sock.recv(10) == b""  # and the connection is closed
+def test_a_declared_body_that_does_not_come_is_a_408(server):
+    # each path, with none or part of its body sent; the four wait out the deadline together
+    cases = [(path, sent) for path in ("/v1/datasets?target=y", "/predict")
+             for sent in (b"", b"x,y\n1,")]
+    socks = [_connect(server) for _ in cases]
+    try:
+        for sock, (path, sent) in zip(socks, cases, strict=True):
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         "text/csv\r\nContent-Length: 1000\r\n\r\n".encode() + sent)
+        for sock, case in zip(socks, cases, strict=True):
+            status, headers, body = _read_response(sock)  # the socket's timeout is 30 s
+            assert status == 408, (case, body)
+            assert _error(body)["type"] == "request_timeout"
+            assert headers.get("connection") == "close"
+            assert sock.recv(10) == b"", case  # and the connection is closed
+    finally:
+        for sock in socks:
+            sock.close()
     check_invariants(server, [])
 
 
