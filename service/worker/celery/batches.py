@@ -18,15 +18,15 @@ controller records each trial's end once (``end_trials`` changes open trials onl
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from service.store.metadata import MetadataStore
 from service.store.sweeps import SweepRecords
 from service.store.tables import JobRow
 from service.worker.batches import claim_trials, run_trials
+from service.worker.beats import beating
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +48,9 @@ def run_with_trials(ctx: Any, job: JobRow, parts: int) -> str | None:
     return statuses[0]
 
 
-@contextmanager
 def _heartbeats(meta: MetadataStore, job_ids: Sequence[str], worker: str, every: float
-                ) -> Iterator[None]:
+                ) -> AbstractContextManager[None]:
     """Keep a batch's jobs marked alive (one UPDATE a beat for them all) while it runs."""
-    done = threading.Event()
     records = SweepRecords(meta)
-
-    def beat() -> None:
-        while not done.wait(every):
-            try:
-                records.batch_progress(worker, [], job_ids)
-            except Exception as e:  # noqa: BLE001 - the next beat may get through
-                log.warning("heartbeat of a batch of %d trials failed: %s", len(job_ids), e)
-
-    t = threading.Thread(target=beat, daemon=True, name="fitserve-batch-heartbeat")
-    t.start()
-    try:
-        yield
-    finally:
-        done.set()
-        t.join(every + 5)
+    return beating(lambda: records.batch_progress(worker, [], job_ids), every,
+                   f"a batch of {len(job_ids)} trials")

@@ -12,8 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from service.errors import NotFound, ServiceError, fault_of
 from service.store.artifacts import ArtifactStore, open_artifacts
 from service.store.jobs import PREDICT
 from service.store.metadata import MetadataStore
+from service.worker.beats import beating
 from service.worker.celery.app import TASK_NAME, make_celery, publish, queue_size
 from service.worker.celery.batches import run_with_trials
 from service.worker.celery.broker import CatalogCounter, WorkerRegistry, device_kind, redis_client
@@ -159,27 +159,12 @@ def _take_over_from_dead_holder(ctx: _Child, job_id: str) -> Any:
     return ctx.meta.claim(job_id, ctx.name)
 
 
-@contextmanager
-def _heartbeat(meta: MetadataStore, job_id: str, worker: str, every: float) -> Iterator[None]:
+def _heartbeat(meta: MetadataStore, job_id: str, worker: str, every: float
+               ) -> AbstractContextManager[None]:
     """Keep the job marked alive between progress writes (data loading, a closed-form fit,
-    a slow device): a silent job would be taken by the reaper."""
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(every):
-            try:
-                if not meta.heartbeat(job_id, worker):
-                    return  # no longer ours: the finish will be refused, nothing to keep up
-            except Exception as e:  # noqa: BLE001 - the next beat may get through
-                log.warning("heartbeat of job %s failed: %s", job_id, e)
-
-    t = threading.Thread(target=beat, daemon=True, name="fitserve-heartbeat")
-    t.start()
-    try:
-        yield
-    finally:
-        done.set()
-        t.join(every + 5)
+    a slow device): a silent job would be taken by the reaper. A beat the store refuses
+    (the job is no longer ours) ends the beats: its finish will be refused too."""
+    return beating(lambda: meta.heartbeat(job_id, worker), every, f"job {job_id}")
 
 
 # ------------------------------------------------------------ process life
