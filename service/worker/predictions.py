@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from service.config import Settings
 from service.errors import (
     ArtifactsFailed,
     Cancelled,
@@ -38,8 +39,8 @@ from service.worker.runner import Notify, _end, _Reporter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_ROWS = 65_536
-"""``FITSERVE_PREDICT_CHUNK_ROWS``' default, for callers that give none."""
+DEFAULT_CHUNK_ROWS: int = Settings.model_fields["predict_chunk_rows"].default
+"""``FITSERVE_PREDICT_CHUNK_ROWS``' default (config.py), for callers that give none."""
 
 
 def run_prediction(
