@@ -37,6 +37,22 @@ def make_linear_data(
     return x.astype(np.float32), y.astype(np.float32)
 
 
+_PROBE: Any = None
+
+
+def probe() -> Any:
+    """One client for every readiness poll of this test process: ``httpx.get`` builds a
+    client, and with it a TLS context, each call (some 35 ms of CPU, 20 times a second while
+    a server starts, on the cores the server starts on). No keep-alive: each poll is a new
+    connection, so a server that went away is never answered from a stale one."""
+    import httpx
+
+    global _PROBE
+    if _PROBE is None:
+        _PROBE = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+    return _PROBE
+
+
 def wait_for(check: Callable[[], T | None], timeout: float = 60.0, every: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy, or fail at the deadline."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import probe, wait_for
 
 
 def free_port() -> int:
@@ -85,7 +85,7 @@ class ServerProcess:
 
     def is_ready(self) -> bool:
         try:
-            r = httpx.get(f"{self.url}/readyz", timeout=1)
+            r = probe().get(f"{self.url}/readyz", timeout=1)
             return r.status_code == 200
         except httpx.HTTPError:
             return False

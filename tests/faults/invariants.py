@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import ServerProcess
-from tests.helpers import wait_for
+from tests.helpers import probe, wait_for
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -138,7 +138,7 @@ def wait_readiness(server: ServerProcess, ready: bool, timeout: float = 30.0) ->
     """Poll ``/readyz`` until it says ``ready``; returns its body."""
 
     def check() -> dict | None:
-        r = httpx.get(f"{server.url}/readyz", timeout=5)
+        r = probe().get(f"{server.url}/readyz", timeout=5)
         return r.json() if (r.status_code == 200) == ready else None
 
     return wait_for(check, timeout=timeout, every=0.2)

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from tests.e2e.conftest import ServerProcess, free_port
-from tests.helpers import wait_for
+from tests.helpers import probe, wait_for
 
 POSTGRES_URL = os.environ.get(
     "FITSERVE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -140,7 +140,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         if proc.poll() is not None:
             raise AssertionError(f"moto server exited: {log.read_text()[-2000:]}")
         try:
-            return httpx.get(endpoint, timeout=1).status_code < 500
+            return probe().get(endpoint, timeout=1).status_code < 500
         except httpx.HTTPError:
             return False
 
