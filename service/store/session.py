@@ -3,12 +3,14 @@ PostgreSQL in scale-out)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import CursorResult, Engine, Update, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,9 +19,30 @@ from service import faults
 log = logging.getLogger(__name__)
 
 
+# every byte to a space but the ASCII digits (to "0"): 19 zeros in a row are a long number
+_DIGITS = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def json_loads(text: str | bytes) -> Any:
+    """A JSON column's value as ``json.loads`` reads it, read by orjson (some 5 times
+    faster: a sweep's trials are read as a few hundred small documents a step). What orjson
+    refuses (NaN, lone surrogates) goes to ``json.loads``, and so does a document with a
+    number of 19 digits or more, which orjson would read as a float where ``json.loads``
+    keeps the integer (a float's repr has at most 17)."""
+    try:
+        raw = text.encode() if isinstance(text, str) else bytes(text)
+        if len(raw) < len(_LONG_NUMBER) or _LONG_NUMBER not in raw.translate(_DIGITS):
+            return orjson.loads(raw)
+    except (UnicodeError, orjson.JSONDecodeError):
+        pass
+    return json.loads(text)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               json_deserializer=json_loads)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:

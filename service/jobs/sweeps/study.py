@@ -111,12 +111,15 @@ class SweepStudy:
                                             pruner=make_pruner(config.pruning))
         self._grid: BaseSampler | None = None
         self._grid_points = math.prod(len(d.grid()) for d in config.dims) if self.grid else 0
+        # grid trials asked for but not yet asked of Optuna (``_read_grid``), in number order
+        self._deferred: list[tuple[int, dict[str, Any]]] = []
 
     def _trials(self) -> list[FrozenTrial]:
+        self._catch_up()
         return self.study.get_trials(deepcopy=False)  # study.trials copies every trial
 
     def __len__(self) -> int:
-        return len(self._trials())
+        return len(self.study.get_trials(deepcopy=False)) + len(self._deferred)
 
     def _sampler(self, number: int) -> BaseSampler:
         samplers = _optuna().samplers
@@ -136,22 +139,70 @@ class SweepStudy:
 
     def ask(self) -> tuple[int, dict[str, Any], dict[str, Any]]:
         """The next trial: (number, the job fields it sets, Optuna's own values of them)."""
+        number = len(self)
+        raw = self._read_grid(number)
+        if raw is not None:
+            self._deferred.append((number, raw))
+        else:
+            self._catch_up()
+            number, raw = self._ask_optuna()
+        params = {d.path: d.value(raw[d.path], self.grid) for d in self.config.dims}
+        return number, params, raw
+
+    def _ask_optuna(self) -> tuple[int, dict[str, Any]]:
         self.study.sampler = self._sampler(len(self))
         try:
             trial = self.study.ask(self.distributions)
         finally:
             self.study.sampler = self._neutral
-        raw = dict(trial.params)
-        params = {d.path: d.value(raw[d.path], self.grid) for d in self.config.dims}
-        return trial.number, params, raw
+        return trial.number, dict(trial.params)
+
+    def _read_grid(self, number: int) -> dict[str, Any] | None:
+        """Trial ``number``'s values read off the shuffled grid, as the grid sampler gives
+        them without a draw (trial n < the grid's size takes point n), or None (not a grid,
+        past its size, or an Optuna whose sampler keeps its grid otherwise). Optuna is
+        asked for such a trial only when the study is next used otherwise
+        (``_catch_up``): a grid sweep whose every trial is asked at once never asks it
+        (100 asks: some 10 ms of a sweep's queueing)."""
+        if not self.grid or number >= self._grid_points:
+            return None
+        sampler = self._sampler(number)
+        grids = getattr(sampler, "_all_grids", None)
+        names = getattr(sampler, "_param_names", None)
+        if (grids is None or names is None or len(grids) != self._grid_points
+                or not isinstance(getattr(sampler, "_search_space", None), dict)):
+            return None
+        point = dict(zip(names, grids[number], strict=True))
+        # as Optuna keeps a suggested value: in its distribution's internal form and back
+        return {path: dist.to_external_repr(dist.to_internal_repr(point[path]))
+                for path, dist in self.distributions.items()}
+
+    def _deferred_attrs(self, number: int) -> dict[str, Any]:
+        """What the grid sampler records of trial ``number`` (``before_trial``)."""
+        space = getattr(self._grid, "_search_space", {})
+        return {"search_space": {k: list(v) for k, v in space.items()}, "grid_id": number}
+
+    def _catch_up(self) -> None:
+        """Ask Optuna for the deferred grid trials, in number order, as ``ask`` would have
+        (nothing was asked, told or added since: every other use of the study catches up
+        first); each must come out as it was read off the grid."""
+        deferred, self._deferred = self._deferred, []
+        for number, raw in deferred:
+            got = self._ask_optuna()
+            attrs = _jsonable(self.study.get_trials(deepcopy=False)[number].system_attrs)
+            if got != (number, raw) or attrs != self._deferred_attrs(number):
+                raise RuntimeError(f"grid trial {number} was read as {raw}, asked as {got[1]}")
 
     def system_attrs(self, number: int) -> dict[str, Any]:
+        if self._deferred and number >= self._deferred[0][0]:
+            return self._deferred_attrs(number)
         return _jsonable(self._trials()[number].system_attrs)
 
     def add(self, number: int, raw: dict[str, Any], status: str, value: float | None,
             intermediate: dict[str, Any], system_attrs: dict[str, Any]) -> None:
         """Put back a stored trial (rebuilding the study); ``status`` ``open`` for one whose
         job has not ended."""
+        self._catch_up()
         assert number == len(self), f"trial {number} added out of order ({len(self)} held)"
         state = _state(status)
         complete = _optuna().trial.TrialState.COMPLETE
@@ -170,6 +221,7 @@ class SweepStudy:
         return trial.should_prune()
 
     def tell(self, number: int, status: str, value: float | None = None) -> None:
+        self._catch_up()
         state = _state(status)
         complete = _optuna().trial.TrialState.COMPLETE
         self.study.tell(number, value if state == complete else None, state=state)

@@ -62,3 +62,47 @@ def test_a_tell_changes_no_system_attrs(strategy, status):
     before = study.system_attrs(number)
     study.tell(number, status, 0.5 if status == "succeeded" else None)
     assert study.system_attrs(number) == before
+
+
+class _AskingEachTime(SweepStudy):
+    """The study as it was: Optuna asked at every ask, a grid's included."""
+
+    def _read_grid(self, number):
+        return None
+
+
+def _optuna_trials(study: SweepStudy) -> list[tuple]:
+    return [(t.number, t.state, dict(t.params), t.distributions, t.system_attrs, t.value)
+            for t in study.trials()]
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**40 + 3])
+def test_grid_trials_read_off_the_grid_are_the_trials_optuna_asks(seed):
+    """A grid's asks read the shuffled grid and ask Optuna only when the study is next
+    used: every trial, its system_attrs and the study Optuna holds after a tell are what
+    an ask of Optuna each time gave, past the grid's size too."""
+    read, asked = SweepStudy(_config(seed=seed)), _AskingEachTime(_config(seed=seed))
+    for _ in range(5):
+        one, two = read.ask(), asked.ask()
+        assert one == two
+        assert read.system_attrs(one[0]) == asked.system_attrs(two[0])
+    assert len(read) == len(asked) == 5
+    assert read.study.get_trials(deepcopy=False) == []  # Optuna not asked yet
+    for study in (read, asked):
+        study.tell(1, "succeeded", 0.25)
+    assert _optuna_trials(read) == _optuna_trials(asked)
+    for _ in range(10):  # the rest of the grid (12), then past it
+        one, two = read.ask(), asked.ask()
+        assert one == two and read.system_attrs(one[0]) == asked.system_attrs(two[0])
+    for study in (read, asked):
+        study.tell(7, "failed")
+    assert _optuna_trials(read) == _optuna_trials(asked)
+
+
+def test_a_study_rebuilt_from_grid_trials_read_off_the_grid_asks_the_same():
+    first = SweepStudy(_config())
+    asked = [first.ask() for _ in range(6)]
+    rebuilt = _AskingEachTime(_config())
+    for number, _, raw in asked:
+        rebuilt.add(number, raw, "open", None, {}, first.system_attrs(number))
+    assert [rebuilt.ask() for _ in range(8)] == [first.ask() for _ in range(8)]
