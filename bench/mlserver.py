@@ -154,11 +154,17 @@ def main(argv: list[str] | None = None) -> int:
 def _tree_rss(pid: int) -> float:
     """RSS of a process and its children (fitserve's workers, MLServer's helpers)."""
     total = predict.rss_mb(pid)
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+    # every thread's children: fitserve's fork server is started by its pool's thread
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            total += _tree_rss(int(child))
+            children = (task / "children").read_text().split()
         except (FileNotFoundError, ProcessLookupError):
-            pass
+            continue
+        for child in children:
+            try:
+                total += _tree_rss(int(child))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
     return total
 
 

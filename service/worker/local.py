@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,8 +41,11 @@ def worker_main(
     (a server killed while this process was still starting is not its parent any more:
     then it ends here, before it could take a job the next server also recovers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the API; it stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it; we do not
+    _let_go_of_fork_server()
     die_with_parent()  # the loop also ends when getppid() changes
-    if os.getppid() != parent:  # set too late: the server died while this one started
+    watched = started_by(parent)
+    if watched is None:  # set too late: the server died while this one started
         return
     from service.logs import configure_logging
 
@@ -70,7 +74,7 @@ def worker_main(
 
     backoff = _Backoff(stop)
     room = max(settings.min_free_bytes, 1 << 20)
-    while not stop.is_set() and os.getppid() == parent:
+    while not stop.is_set() and os.getppid() == watched:
         if not has_room(settings.data_dir, room):  # a job now would fail at its checkpoint
             backoff.wait(f"worker {name}: the disk under {settings.data_dir} is full")
             continue
@@ -98,6 +102,53 @@ def worker_main(
             log.exception("worker %s: the store failed under job %s; it goes back to the queue",
                           name, job.id)
             _give_back(meta, name, settings.max_job_attempts, backoff)
+
+
+def _let_go_of_fork_server() -> None:
+    """A forked worker closes its copy of the fork server's "alive" pipe. The fork server
+    hands one to every process it forks and ends only once all of them are closed: with a
+    worker holding one, a server killed with -9 would leave its fork server running, and
+    so its workers too (they die with their parent, the fork server), still training jobs
+    the next server recovers and runs again. (multiprocessing keeps the descriptor in a
+    private attribute; a Python without it leaves nothing to close.)"""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is not None and fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+
+
+def started_by(server: int) -> int | None:
+    """The pid whose end means the server ``server`` is gone, as this process's parent:
+    the server itself (a spawned worker) or the fork server the server started (a forked
+    one, see ``worker_context``); None when the parent is neither (the server died while
+    this process started, and it was handed to another parent)."""
+    parent = os.getppid()
+    if parent == server:
+        return parent
+    try:  # the parent's own parent: field 4 of /proc/PID/stat, after the command's ")"
+        with open(f"/proc/{parent}/stat", "rb") as f:
+            grandparent = int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return parent if grandparent == server else None
+
+
+def worker_context() -> Any:
+    """How the pool starts its workers. On Linux, forks of a fork server that imported torch
+    and the worker's modules once (service/worker/preload.py): a worker starts in some 20
+    ms instead of 2 s of imports, and so does one that replaces a dead worker. Elsewhere,
+    spawned (macOS does not survive a fork after its frameworks are loaded)."""
+    if not sys.platform.startswith("linux"):
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["service.worker.preload"])
+    return ctx
 
 
 class _Backoff:
@@ -143,7 +194,7 @@ class LocalWorkerPool:
         self.meta = meta
         self.artifacts = artifacts
         self.on_event = on_event
-        self._ctx = mp.get_context("spawn")
+        self._ctx = worker_context()
         self._wake: Any = self._ctx.Semaphore(0)
         self._stop: Any = self._ctx.Event()
         self._events: Any = self._ctx.Queue()
@@ -151,6 +202,7 @@ class LocalWorkerPool:
         self._procs: list[BaseProcess] = []
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
+        self._spawning = threading.Lock()  # held while a worker starts; stop waits for it
         self._lost: dict[str, bool] = {}  # dead workers whose jobs are still to recover
         self.reserve = Reserve(settings.data_dir)
         # before anything is touched: a second server here would recover (and so run twice)
@@ -168,8 +220,6 @@ class LocalWorkerPool:
         self.meta.requeue_running(None, self.settings.max_job_attempts)
         release_unfinished(self.meta)  # Idempotency-Keys of requests the last run cut off
         self._upkeep(grace_s=0.0)  # no other server writes here: every orphan is one
-        for _ in range(self.settings.workers):
-            self._procs.append(self._spawn())
         for target in (self._watch, self._pump_events):
             t = threading.Thread(target=target, daemon=True, name=f"fitserve-{target.__name__}")
             t.start()
@@ -201,7 +251,7 @@ class LocalWorkerPool:
 
     def waiting_reason(self, job: Any) -> str | None:
         if self.alive == 0:
-            return "none of this server's training workers is running (they are restarting)"
+            return "none of this server's training workers is running (they are starting)"
         return None
 
     def resolve_device(self, requested: str | None, default: str) -> str:
@@ -214,7 +264,11 @@ class LocalWorkerPool:
         the data directory. A fault here (the store away, the disk full) is retried on the
         next turn: this thread never dies of one."""
         next_sweep = time.monotonic() + self.settings.sweep_interval_s
+        # the first workers start here, not in ``start``: the first start also starts the
+        # fork server, which imports torch (2 s) before it forks; the API serves meanwhile
+        self._start_missing()
         while not self._closing.wait(0.5):
+            self._start_missing()
             for i, p in enumerate(self._procs):
                 if p.is_alive() or self._closing.is_set():
                     continue
@@ -223,12 +277,29 @@ class LocalWorkerPool:
                 on_purpose = p.exitcode in (-signal.SIGTERM, -signal.SIGINT)
                 log.error("worker pid %s died (exit code %s); restarting it", p.pid, p.exitcode)
                 self._lost[worker_name(p.pid)] = on_purpose
-                self._procs[i] = self._spawn()
+                with self._spawning:
+                    if self._closing.is_set():
+                        break
+                    self._procs[i] = self._spawn()
                 self._wake.release()
             self._recover_lost()
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + self.settings.sweep_interval_s
                 self._upkeep(self.settings.orphan_grace_s)
+
+    def _start_missing(self) -> None:
+        """Start workers up to the number set (all of them at first; one whose start failed
+        is tried again at the next turn)."""
+        while len(self._procs) < self.settings.workers:
+            with self._spawning:
+                if self._closing.is_set():
+                    return
+                try:
+                    self._procs.append(self._spawn())
+                except Exception:
+                    log.exception("a training worker could not start; trying again")
+                    return
+            self._wake.release()
 
     def _recover_lost(self) -> None:
         for name, on_purpose in list(self._lost.items()):
@@ -275,6 +346,8 @@ class LocalWorkerPool:
         """Stop the workers; jobs they were running go back to the queue for the next start."""
         self._closing.set()
         self._stop.set()
+        with self._spawning:  # no worker starts after this
+            pass
         for p in self._procs:
             if p.is_alive():
                 p.terminate()

@@ -1,0 +1,31 @@
+"""What the embedded pool's fork server imports once (service/worker/local.py): torch and
+the worker's own modules. Each worker is then a fork of that process and starts in some 20
+ms, not after 2 s of imports; a worker that replaces a dead one too.
+
+Only imports: nothing here may start a thread (a fork copies none of them, and a lock one
+held would stay locked in every child) or initialise CUDA or OpenMP (neither survives a
+fork). ``tests/unit/worker/test_fork_server.py`` holds it to that."""
+
+from __future__ import annotations
+
+import signal
+
+import torch  # noqa: F401  (the point of the module: imported once, before the forks)
+
+import service.store.artifacts
+import service.store.metadata
+import service.worker.batches
+import service.worker.runner  # noqa: F401
+from service.store.upkeep import die_with_parent
+
+# The fork server dies with the server at once (a kill -9 too), and its workers with it
+# (each asks to die with the fork server, its parent). Without this it would end only once
+# it read the end of its pipe from the server and Python had wound down, some 0.1 to 0.5
+# s in which a worker could finish a job the next server recovers and runs again.
+die_with_parent()
+
+# The fork server ignores SIGTERM: a SIGTERM to the server's process group (a terminal, an
+# init system, ``docker stop``) must stop the server, which stops its workers itself; the
+# fork server ends when the server does (its end of a pipe closes). Each worker sets the
+# default back (``worker_main``).
+signal.signal(signal.SIGTERM, signal.SIG_IGN)

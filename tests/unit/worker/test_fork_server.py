@@ -1,0 +1,45 @@
+"""The embedded pool's workers are forks of a fork server that imported torch once
+(service/worker/preload.py, ``worker_context``); a worker knows which process it dies with
+(``started_by``). The crash suite (tests/faults) kills servers and workers around them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from service.worker.local import started_by
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_the_preload_imports_torch_and_starts_no_thread_nor_cuda():
+    # a fork copies no thread (a lock one held stays locked in every child), and CUDA does
+    # not survive a fork: the fork server must hold neither
+    out = _run("import threading, sys; import service.worker.preload; import torch; "
+               "print(threading.active_count(), 'torch' in sys.modules, "
+               "torch.cuda.is_initialized())")
+    assert out == "1 True False"
+
+
+def test_a_worker_watches_the_server_or_the_fork_server_the_server_started():
+    me = os.getpid()
+    # a child of this process: it watches this process
+    assert _run(f"from service.worker.local import started_by; print(started_by({me}))") \
+        == str(me)
+    # a grandchild (through a shell that stays, as the fork server does): it watches the shell
+    code = f"from service.worker.local import started_by; import os; " \
+           f"print(started_by({me}) == os.getppid() != {me})"
+    out = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "{code}"; true'],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+    # neither: the server it was started for is gone (here: a process that has ended)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert started_by(gone.pid) is None
+    assert _run("from service.worker.local import started_by; print(started_by(1))") == "None"
