@@ -1,0 +1,99 @@
+"""``python -m bench.mlp_floor``: how far batching can take the mlp sweep row on this CPU.
+
+The row (bench/sweeps.py) trains 32 trials of an mlp (1 input, 32 tanh units, 1 output,
+2 000 rows, 500 epochs, Adam) as one stacked tensor program against 32 separate jobs. The
+trials share no arithmetic: each has its own weights, so every trial still computes its
+own ``2 000 x 32`` activations every epoch. Batching removes the per-operation overhead of
+the plain loop, none of the arithmetic. This prints, per trial and epoch, in one process
+with one thread:
+
+- the plain autograd loop (what a job alone runs: ``nn.Sequential``, ``MSELoss``, Adam);
+- the stacked forward and backward of a batch (the step left out, so a lower bound of the
+  batch's own cost), for 4 to 32 trials;
+- ``tanh`` alone over one trial's activations: no batched program computes less, and its
+  ratio to the plain loop is the floor of the row's ratio on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+N, H = 2000, 32
+
+
+def _per_epoch(fn: Callable[[int], None], epochs: int) -> float:
+    fn(5)  # warm-up
+    t0 = time.perf_counter()
+    fn(epochs)
+    return (time.perf_counter() - t0) / epochs
+
+
+def plain_loop(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    model = nn.Sequential(nn.Linear(1, H), nn.Tanh(), nn.Linear(H, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    crit = nn.MSELoss()
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            opt.step()
+
+    return _per_epoch(run, epochs)
+
+
+def stacked(x: torch.Tensor, y: torch.Tensor, trials: int, epochs: int) -> float:
+    g = torch.Generator().manual_seed(0)
+    w1 = torch.randn(trials, 1, H, generator=g, requires_grad=True)
+    b1 = torch.randn(trials, 1, H, generator=g, requires_grad=True)
+    w2 = torch.randn(trials, H, 1, generator=g, requires_grad=True)
+    b2 = torch.randn(trials, 1, 1, generator=g, requires_grad=True)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            for p in (w1, b1, w2, b2):
+                p.grad = None
+            h = torch.tanh(x * w1 + b1)  # (B, N, H): a broadcast product, as batched.py
+            out = torch.baddbmm(b2, h, w2)  # (B, N, 1)
+            ((out - y) ** 2).mean(dim=(1, 2)).sum().backward()
+
+    return _per_epoch(run, epochs) / trials
+
+
+def tanh_alone(epochs: int) -> float:
+    z = torch.randn(N, H)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            torch.tanh(z)
+
+    return _per_epoch(run, epochs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=500)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(N, 1, generator=g) * 4 - 2
+    y = torch.sin(2 * x)
+    plain = plain_loop(x, y, args.epochs)
+    print(f"plain autograd loop, one trial:       {plain * 1e6:8.0f} us per epoch")
+    for trials in (4, 8, 16, 32):
+        s = stacked(x, y, trials, args.epochs)
+        print(f"stacked forward+backward, {trials:2d} trials: {s * 1e6:8.0f} us per trial and "
+              f"epoch ({s / plain:.2f} of the plain loop)")
+    t = tanh_alone(args.epochs)
+    print(f"tanh over one trial's activations:   {t * 1e6:8.0f} us per epoch "
+          f"({t / plain:.2f} of the plain loop: the floor of the row's ratio)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
