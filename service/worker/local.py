@@ -268,28 +268,26 @@ class LocalWorkerPool:
         # fork server, which imports torch (2 s) before it forks; the API serves meanwhile
         self._start_missing()
         while not self._closing.wait(0.5):
-            self._start_missing()
-            for i, p in enumerate(self._procs):
-                if p.is_alive() or self._closing.is_set():
-                    continue
-                # stopped by a signal meant for the whole server (SIGTERM to its process
-                # group): not the job's fault, so its attempt does not count
-                on_purpose = p.exitcode in (-signal.SIGTERM, -signal.SIGINT)
-                log.error("worker pid %s died (exit code %s); restarting it", p.pid, p.exitcode)
-                self._lost[worker_name(p.pid)] = on_purpose
+            for p in [p for p in self._procs if not p.is_alive()]:
                 with self._spawning:
                     if self._closing.is_set():
                         break
-                    self._procs[i] = self._spawn()
-                self._wake.release()
+                    # stopped by a signal meant for the whole server (SIGTERM to its process
+                    # group): not the job's fault, so its attempt does not count
+                    on_purpose = p.exitcode in (-signal.SIGTERM, -signal.SIGINT)
+                    log.error("worker pid %s died (exit code %s); restarting it", p.pid,
+                              p.exitcode)
+                    self._lost[worker_name(p.pid)] = on_purpose
+                    self._procs.remove(p)
+            self._start_missing()  # the dead ones' replacements
             self._recover_lost()
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + self.settings.sweep_interval_s
                 self._upkeep(self.settings.orphan_grace_s)
 
     def _start_missing(self) -> None:
-        """Start workers up to the number set (all of them at first; one whose start failed
-        is tried again at the next turn)."""
+        """Start workers up to the number set: all of them at first, then one for each that
+        died (one whose start failed is tried again at the next turn)."""
         while len(self._procs) < self.settings.workers:
             with self._spawning:
                 if self._closing.is_set():
