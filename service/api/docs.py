@@ -40,18 +40,21 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
     app.mount(ASSETS_URL, StaticFiles(directory=assets_dir()), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
     oauth2_redirect_url = f"{docs_url}/oauth2-redirect"
+    # the pages read their app from the request, never from this frame: FastAPI keeps every
+    # endpoint in a process-wide cache (fastapi.dependencies.models), and an endpoint that
+    # closed over its app kept the app, its services and routes alive after it was gone
 
     @app.get(docs_url, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return _confined(get_swagger_ui_html(
             openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - Swagger UI",
+            title=f"{request.app.title} - Swagger UI",
             swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
-            swagger_ui_parameters=app.swagger_ui_parameters,
+            swagger_ui_parameters=request.app.swagger_ui_parameters,
         ))
 
     @app.get(oauth2_redirect_url, include_in_schema=False)
@@ -63,7 +66,7 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
         root = request.scope.get("root_path", "")
         return _confined(get_redoc_html(
             openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - ReDoc",
+            title=f"{request.app.title} - ReDoc",
             redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
