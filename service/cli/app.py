@@ -50,7 +50,12 @@ def serve(
     ),
 ) -> None:
     """Start the API and its training workers (embedded mode), or a predict replica."""
+    import gc
     import logging
+
+    # the imports and the app make only objects that live as long as the server: no
+    # collections while they are made (they found nothing); the app freezes them at start
+    gc.disable()
 
     from service.auth.keys import check_bind
     from service.config import Settings
@@ -79,6 +84,7 @@ def serve(
             "INSECURE: listening on %s with authentication off; anyone who can reach this "
             "port can train, read and delete everything", settings.host)
     app = create_app(settings)
+    gc.enable()
     # uvicorn with the edge bounded: header and body deadlines, head size, connections
     run_server(app, settings)
 

@@ -27,6 +27,14 @@ def test_the_preload_imports_torch_and_starts_no_thread_nor_cuda():
     assert out == "1 True False"
 
 
+def test_the_preload_leaves_its_imports_frozen_and_the_collector_on():
+    # the workers fork with torch's objects out of the collector's generations (their
+    # collections never walk them, nor copy the pages they share), and collect their own
+    out = _run("import gc; import service.worker.preload; "
+               "print(gc.get_freeze_count() > 200_000, gc.isenabled())")
+    assert out == "True True"
+
+
 def test_a_worker_watches_the_server_or_the_fork_server_the_server_started():
     me = os.getpid()
     # a child of this process: it watches this process
