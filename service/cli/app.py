@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import typer
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 cli = typer.Typer(help="fitserve: train PyTorch models over REST and serve them.",
                   no_args_is_help=True)
@@ -51,16 +54,29 @@ def serve(
 ) -> None:
     """Start the API and its training workers (embedded mode), or a predict replica."""
     import gc
-    import logging
 
     # the imports and the app make only objects that live as long as the server: no
     # collections while they are made (they found nothing); the app freezes them at start
     gc.disable()
+    try:
+        app = _serve_app(host, port, workers, insecure, role)
+    finally:  # a refused start too (the CLI runs in a test's own process)
+        gc.enable()
+    from service.main import run_server
+
+    # uvicorn with the edge bounded: header and body deadlines, head size, connections
+    run_server(app, app.state.services.settings)
+
+
+def _serve_app(host: str | None, port: int | None, workers: int | None, insecure: bool,
+               role: str) -> FastAPI:
+    """The app ``serve`` runs, from its options and the environment (exits 2 if refused)."""
+    import logging
 
     from service.auth.keys import check_bind
     from service.config import Settings
     from service.logs import configure_logging
-    from service.main import create_app, run_server
+    from service.main import create_app
 
     if role not in ("all", "predict") or (role == "predict" and workers):
         typer.echo("--role is all or predict; a predict replica runs no training workers "
@@ -83,10 +99,7 @@ def serve(
         logging.getLogger("service").warning(
             "INSECURE: listening on %s with authentication off; anyone who can reach this "
             "port can train, read and delete everything", settings.host)
-    app = create_app(settings)
-    gc.enable()
-    # uvicorn with the edge bounded: header and body deadlines, head size, connections
-    run_server(app, settings)
+    return create_app(settings)
 
 
 def _add_keys() -> None:

@@ -32,3 +32,7 @@ def test_serve_refuses_a_public_address_without_auth(tmp_path, monkeypatch):
     from service import logs
 
     assert logs._listener is None
+    # serve builds its app with the collector off: a refused start turns it back on
+    import gc
+
+    assert gc.isenabled()
