@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +15,33 @@ if TYPE_CHECKING:
 
     from service.config import Settings
     from service.services import Services
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _one_tls_context_per_process()
+
+
+def _one_tls_context_per_process() -> None:
+    """Every httpx client of a test process shares one default TLS context. httpx builds a
+    context for each client (``httpx.get`` and every ``TestClient`` are clients too), and
+    loading certifi's bundle into it is some 35 ms of CPU: 50 threads each with its own
+    client spent 1.5 s on it. The tests speak plain HTTP to loopback; an SSLContext is made
+    to be shared. A client that asks for something else (verify=False, a context, a
+    certificate) still gets its own."""
+    import httpx._transports.default as transport
+
+    make = transport.create_ssl_context
+    shared: list[ssl.SSLContext] = []
+
+    def create_ssl_context(verify: Any = True, cert: Any = None,
+                           trust_env: bool = True) -> ssl.SSLContext:
+        if verify is True and cert is None and trust_env:
+            if not shared:
+                shared.append(make(verify=True, cert=None, trust_env=True))
+            return shared[0]
+        return make(verify=verify, cert=cert, trust_env=trust_env)
+
+    transport.create_ssl_context = create_ssl_context
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -68,6 +68,30 @@ def test_an_upgrade_says_where_the_database_is_in_one_line(tmp_path: Path, caplo
     engine.dispose()
 
 
+def test_the_head_read_off_the_files_is_alembics(tmp_path: Path):
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    assert migrate.head() == scripts.get_current_head()
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()
+
+
+def test_a_store_at_the_head_is_read_not_migrated(tmp_path: Path, monkeypatch):
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate.upgrade(engine, migrate.BASELINE)
+    ran: list[str] = []
+    real = command.upgrade
+    monkeypatch.setattr(command, "upgrade", lambda cfg, rev: ran.append(rev) or real(cfg, rev))
+    migrate.upgrade(engine)  # behind: Alembic migrates it
+    assert ran == ["head"] and migrate.current(engine) == migrate.head()
+    migrate.upgrade(engine)  # at the head: nothing for Alembic to do, and it is not asked
+    assert ran == ["head"]
+    engine.dispose()
+
+
 def test_alembics_own_lines_are_quiet_at_info_and_shown_at_debug():
     from service.logs import configure_logging
 
