@@ -23,9 +23,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _one_tls_context_per_process() -> None:
     """Every httpx client of a test process shares one default TLS context. httpx builds a
-    context for each client (``httpx.get`` and every ``TestClient`` are clients too), and
-    loading certifi's bundle into it is some 35 ms of CPU: 50 threads each with its own
-    client spent 1.5 s on it. The tests speak plain HTTP to loopback; an SSLContext is made
+    context for each client (each ``httpx.get`` makes a client too), and loading certifi's
+    bundle into it is some 35 ms of CPU: 50 threads each with its own client spent 1.5 s
+    on it. The tests speak plain HTTP to loopback; an SSLContext is made
     to be shared. A client that asks for something else (verify=False, a context, a
     certificate) still gets its own."""
     import httpx._transports.default as transport
