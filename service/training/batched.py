@@ -4,7 +4,9 @@ Trials that differ only in their optimizer's settings, their seed (initial weigh
 validation split, mini-batch order) or their epochs train as a batch: their parameters are
 stacked, one row per trial, into one flat tensor ``(B, P)``; the model's ``head`` runs on
 every row at once (``torch.func.functional_call`` under ``torch.vmap``); the per-trial losses
-are summed, so one backward pass gives each row its own trial's gradient; and the optimizer's
+are summed, so one backward pass gives each row its own trial's gradient (an mlp trained
+on MSE, the usual sweep, has its forward and backward passes written out instead: a third
+of the passes over the activations, see ``_written_gradient``); and the optimizer's
 step (SGD, Adam/AdamW, RMSprop, written out as PyTorch's single-tensor step computes it) runs
 on the whole ``(B, P)`` tensor, its settings a column per trial. The losses stay on the device
 and leave once a chunk of epochs, as in the plain loop (epoch_loop.py): no per-epoch sync.
@@ -400,6 +402,171 @@ def _forward_for(model: nn.Module, dev: torch.device) -> Forward:
     return _vmapped_forward(model)
 
 
+# ---------------------------------------------------------------- the mlp's gradient written out
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, space: _Space, name: str) -> torch.Tensor:
+    """``a @ b`` over a trial axis (either side may lack it), into the workspace's buffer
+    ``name``. An inner size of 1 is a broadcast product, and a product into one column is
+    taken transposed, ``(bᵀ aᵀ)ᵀ`` (small, not buffered): on the CPU a batched matmul of
+    either shape is several times slower than these."""
+    if b.shape[-1] == 1 and a.shape[-1] > 1:
+        return torch.matmul(b.mT, a.mT).mT
+    lead = a.shape[:-2] if a.dim() > b.dim() else b.shape[:-2]  # (), or (B,) on either side
+    out = space.get(name, (*lead, a.shape[-2], b.shape[-1]), a)
+    if a.shape[-1] == 1:
+        return torch.mul(a, b, out=out)
+    return torch.matmul(a, b, out=out)
+
+
+class _Space:
+    """The large tensors of an epoch (a layer's outputs, the gradient at its input), kept
+    from one epoch to the next by name and shape: a new one of some megabytes each time is
+    fresh pages from the system, their faults as costly as the pass that fills them."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        key = (name, shape)
+        t = self.held.get(key)
+        if t is None:
+            if len(self.held) >= 32:  # shapes of trials that left the batch
+                self.held.clear()
+            t = self.held[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return t
+
+
+_ONE = torch.tensor(1.0)
+
+
+def _tanh_(h: torch.Tensor, space: _Space) -> torch.Tensor:
+    """``tanh`` in place. On the CPU as ``sign(h) (1 - 2 sigmoid(-2|h|))``: torch's float32
+    ``tanh`` there is 1.5 to 3 times the five passes of this (its ``sigmoid`` is vectorized,
+    its ``tanh`` not), and it was most of a batch's epoch. Within 1.2e-7 of torch's value;
+    above 0.5, where the gradient ``1 - tanh²`` rests on the last bits, within one unit in
+    the last place (and equal to it for 99 % of inputs): a diverging trial's history stays
+    the one it has alone."""
+    if h.device.type != "cpu":
+        return h.tanh_()
+    d = torch.abs(h, out=space.get("tanh", h.shape, h)).mul_(-2).sigmoid_()
+    torch.add(_ONE, d, alpha=-2, out=d)
+    return torch.copysign(d, h, out=h)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    weight: str
+    bias: str | None
+    act: str | None  # "tanh", "relu" or None after the last layer
+
+
+Gradient = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, bool],
+                    tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""(stacked parameters by name, rows, targets, whether to go backward) -> (each trial's
+loss (B,), each parameter's gradient by name, stacked; none without the backward pass)."""
+
+
+def _layers_of(model: nn.Module) -> list[_Layer] | None:
+    """The model as Linear (activation Linear)*, when its head is such an ``nn.Sequential``
+    named ``layers`` (models/mlp.py), else None."""
+    seq = getattr(model, "layers", None)
+    if not isinstance(seq, nn.Sequential):
+        return None
+    acts = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+    out: list[_Layer] = []
+    for name, module in seq.named_children():
+        if isinstance(module, nn.Linear):
+            if out and out[-1].act is None:
+                return None  # two Linear layers in a row
+            out.append(_Layer(f"layers.{name}.weight",
+                              None if module.bias is None else f"layers.{name}.bias", None))
+        elif type(module) in acts and out and out[-1].act is None:
+            out[-1] = _Layer(out[-1].weight, out[-1].bias, acts[type(module)])
+        else:
+            return None
+    return out if out and out[-1].act is None else None
+
+
+def _written_gradient(layers: list[_Layer]) -> Gradient:
+    """MSE through Linear and tanh/ReLU layers, forward and backward written out for a stack
+    of trials: the activations are kept from the forward pass and reused in place, so an
+    epoch makes a third of the passes over ``trials x rows x width`` that autograd makes."""
+
+    space = _Space()
+
+    def grad(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, backward: bool
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs: list[torch.Tensor] = []
+        z = x  # (N, K) shared by the trials, or (B, N, K)
+        for i, layer in enumerate(layers):
+            inputs.append(z)
+            w = p[layer.weight].mT  # (B, K, O)
+            b = None if layer.bias is None else p[layer.bias][:, None, :]  # (B, 1, O)
+            if b is not None and z.shape[-1] == 1:
+                shape = (w.shape[0], *z.shape[-2:-1], w.shape[-1])
+                z = torch.addcmul(b, z, w, out=space.get(f"h{i}", shape, z))
+            else:
+                z = _mm(z, w, space, f"h{i}")
+                if b is not None:
+                    z = z.add_(b)
+            if layer.act == "tanh":
+                _tanh_(z, space)
+            elif layer.act == "relu":
+                z.clamp_(min=0)
+        r = z - y  # (B, N, O)
+        loss = r.square().mean(dim=(1, 2))
+        grads: dict[str, torch.Tensor] = {}
+        if not backward:
+            return loss, grads
+        g = r.mul_(2.0 / (r.shape[1] * r.shape[2]))
+        for i in range(len(layers) - 1, -1, -1):
+            layer, z = layers[i], inputs[i]
+            grads[layer.weight] = _mm(g.mT, z, space, f"w{i}")  # (B, O, K)
+            if layer.bias is not None:
+                grads[layer.bias] = g.sum(1)
+            if i == 0:
+                break
+            g = _mm(g, p[layer.weight], space, f"g{i}")  # (B, N, K): at this layer's input
+            act = layers[i - 1].act
+            if act == "tanh":  # z = tanh(h): dz/dh = 1 - z², z not needed after this
+                g.addcmul_(g, z.mul_(z), value=-1)
+            elif act == "relu":
+                g.mul_(z > 0)
+        return loss, grads
+
+    return grad
+
+
+def _gradient_for(model: nn.Module, crit: nn.Module, forward: Forward,
+                  dev: torch.device) -> Gradient | None:
+    """The written-out gradient when the model and loss are what it computes (MSE through
+    an mlp), checked against autograd through ``forward`` on a few rows and two trials of
+    random weights; else None (the batch then runs autograd)."""
+    layers = _layers_of(model)
+    if layers is None or type(crit) is not nn.MSELoss or crit.reduction != "mean":
+        return None
+    grad = _written_gradient(layers)
+    gen = torch.Generator(dev).manual_seed(0)
+    params = {n: torch.randn(2, *q.shape, device=dev, generator=gen, requires_grad=True)
+              for n, q in model.named_parameters()}
+    first = model.get_parameter(layers[0].weight)
+    last = model.get_parameter(layers[-1].weight)
+    x = torch.randn(5, first.shape[1], device=dev, generator=gen)
+    y = torch.randn(5, last.shape[0], device=dev, generator=gen)
+    try:
+        want = torch.vmap(lambda out: crit(out, y))(forward(params, x, False))
+        want_grads = torch.autograd.grad(want.sum(), list(params.values()))
+        with torch.no_grad():
+            got, got_grads = grad({n: q.detach() for n, q in params.items()}, x, y, True)
+        same = torch.allclose(got, want.detach(), rtol=1e-4, atol=1e-6) and all(
+            torch.allclose(got_grads[n], g, rtol=1e-4, atol=1e-6)
+            for n, g in zip(params, want_grads, strict=True))
+    except Exception:  # a model this does not describe: autograd trains it
+        return None
+    return grad if same else None
+
+
 def _same(arrays: Sequence[np.ndarray | None]) -> bool:
     first = arrays[0]
     return all(a is first or (a is not None and first is not None and a.shape == first.shape
@@ -464,10 +631,12 @@ def train_together(calls: Sequence[LoopCall], watch: Watch | None = None,
     shapes = [p.shape for _, p in first.model.named_parameters()]
     sizes = [p.numel() for _, p in first.model.named_parameters()]
     forward = _forward_for(first.model, dev)
+    crit = first.crit
+    written = _gradient_for(first.model, crit, forward, dev) if first.y_train.ndim == 2 \
+        else None
     flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in c.model.parameters()])
                         for c in calls]).to(dev)  # (B, P)
     step = _make_step(specs, flat)
-    crit = first.crit
     xt, yt = _Data.of([c.x_train for c in calls], dev), _Data.of([c.y_train for c in calls], dev)
     xv, yv = _Data.of([c.x_val for c in calls], dev), _Data.of([c.y_val for c in calls], dev)
     assert xt.t is not None and yt.t is not None
@@ -495,18 +664,26 @@ def train_together(calls: Sequence[LoopCall], watch: Watch | None = None,
         out = forward(params(f), x, x_stacked)  # (N, in) per trial -> (B, N, out)
         return (per_trial if y_stacked else shared_y)(out, y)  # (B,)
 
+    def apply(f: torch.Tensor, g: torch.Tensor) -> None:
+        if clip is not None:  # clip_grad_norm_ per trial, over all its parameters
+            norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+            g = g * torch.clamp(clip / (norm + 1e-6), max=1.0)
+        step(f, g)
+
     def train_step(f: torch.Tensor, xb: torch.Tensor, xs: bool, yb: torch.Tensor, ys: bool
                    ) -> torch.Tensor:
+        if written is not None:
+            with torch.no_grad():
+                loss, grads = written(params(f.data), xb, yb, True)
+                apply(f.data, torch.cat([grads[n].reshape(f.shape[0], -1) for n in names], 1))
+            return loss
         f.grad = None
         loss = losses(f, xb, xs, yb, ys)
         loss.sum().backward()  # each row's gradient is its own trial's: they share nothing
         g = f.grad
         assert g is not None
         with torch.no_grad():
-            if clip is not None:  # clip_grad_norm_ per trial, over all its parameters
-                norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
-                g = g * torch.clamp(clip / (norm + 1e-6), max=1.0)
-            step(f.data, g)
+            apply(f.data, g)
         return loss.detach()
 
     def epoch(f: torch.Tensor) -> torch.Tensor:
@@ -525,6 +702,8 @@ def train_together(calls: Sequence[LoopCall], watch: Watch | None = None,
         if xv.t is None or yv.t is None:
             return None
         with torch.no_grad():
+            if written is not None:
+                return written(params(f.data), xv.t, yv.t, False)[0]
             return losses(f, xv.t, xv.stacked, yv.t, yv.stacked)
 
     def state_of(row: torch.Tensor) -> dict[str, np.ndarray]:

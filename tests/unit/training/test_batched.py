@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from models.mlp import MLPConfig, MLPModel
 from service.errors import TrainingError
 from service.training import batched
 from service.training.fit import FitResult, fit
@@ -118,6 +120,96 @@ def test_each_trial_of_a_batch_is_the_trial_alone(case):
     assert len(keys) == 1 and None not in keys
     for got, spec in zip(batch_fit(specs, x, y), specs, strict=True):
         assert_same(got, alone(spec, x, y))
+
+
+def _collected(spec: TrainingSpec, x: np.ndarray, y: np.ndarray) -> Any:
+    with batched.collecting() as box, pytest.raises(batched.Collected):
+        fit(spec, x, y, "cpu")
+    return box.call
+
+
+def _written(call: Any) -> batched.Gradient | None:
+    cpu = torch.device("cpu")
+    return batched._gradient_for(call.model, call.crit, batched._forward_for(call.model, cpu),
+                                 cpu)
+
+
+WRITTEN = {  # batches whose mlp's gradient is written out (MSE through Linear, tanh/ReLU)
+    "relu, two hidden layers, two outputs, split per seed": (
+        {"model": {"kind": "mlp", "hidden": [8, 4], "activation": "relu"}, "epochs": 60,
+         "optimizer": {"name": "adam"}, "validation_fraction": 0.25}, [
+            {"seed": 0, "optimizer": {"lr": 0.01}},
+            {"seed": 2, "optimizer": {"lr": 0.003}, "epochs": 41}]),
+    "tanh, one input, mini-batches, clipped": (
+        {"model": {"kind": "mlp", "hidden": [16]}, "epochs": 8, "batch_size": 10,
+         "grad_clip": 0.5, "optimizer": {"name": "sgd", "momentum": 0.9}}, [
+            {"seed": 0, "optimizer": {"lr": 0.05}}, {"seed": 1, "optimizer": {"lr": 0.02}}]),
+}
+
+
+@pytest.mark.parametrize("case", list(WRITTEN))
+def test_a_batch_with_the_gradient_written_out_is_each_trial_alone(case):
+    base, varied = WRITTEN[case]
+    inputs = 1 if "one input" in case else 2
+    outputs = 2 if "two outputs" in case else 1
+    x, y = make_linear_data(48, np.arange(1, 1 + inputs * outputs).reshape(outputs, inputs),
+                            np.zeros(outputs), noise=0.3, seed=1)
+    y = np.sin(y)  # not linear: the hidden layers have something to learn
+    specs = _specs(base, varied)
+    assert _written(_collected(specs[0], x, y)) is not None
+    for got, spec in zip(batch_fit(specs, x, y), specs, strict=True):
+        assert_same(got, alone(spec, x, y))
+
+
+def test_other_losses_and_models_keep_autograd():
+    x, y = make_linear_data(20, [[1.0]], [0.0], noise=0.1, seed=0)
+    assert _written(_collected(TrainingSpec.model_validate(MLP), x, y)) is not None
+    for loss in ("huber", "l1"):
+        spec = TrainingSpec.model_validate(MLP | {"loss": loss})
+        assert _written(_collected(spec, x, y)) is None
+    assert batched._layers_of(nn.Sequential(nn.Linear(1, 2), nn.Sigmoid(), nn.Linear(2, 1))
+                              ) is None
+
+
+@pytest.mark.parametrize(("hidden", "activation", "inputs", "outputs", "stacked"), [
+    ([32], "tanh", 1, 1, False),
+    ([8, 4], "relu", 3, 2, True),
+    ([5, 6], "tanh", 2, 1, True),
+])
+def test_the_written_gradient_is_autograds(hidden, activation, inputs, outputs, stacked):
+    model = MLPModel(MLPConfig(in_features=inputs, out_features=outputs,
+                               hidden=tuple(hidden), activation=activation))
+    crit, cpu, trials, rows = nn.MSELoss(), torch.device("cpu"), 4, 50
+    forward = batched._forward_for(model, cpu)
+    written = batched._gradient_for(model, crit, forward, cpu)
+    assert written is not None
+    gen = torch.Generator().manual_seed(1)
+    params = {n: torch.randn(trials, *p.shape, generator=gen, requires_grad=True)
+              for n, p in model.named_parameters()}
+    lead = (trials,) if stacked else ()
+    x = torch.randn(*lead, rows, inputs, generator=gen)
+    y = torch.randn(*lead, rows, outputs, generator=gen)
+    want = torch.vmap(crit, in_dims=(0, 0 if stacked else None))(
+        forward(params, x, stacked), y)
+    want_grads = dict(zip(params, torch.autograd.grad(want.sum(), list(params.values())),
+                          strict=True))
+    with torch.no_grad():
+        got, got_grads = written({n: p.detach() for n, p in params.items()}, x, y, True)
+        loss_only, none = written({n: p.detach() for n, p in params.items()}, x, y, False)
+    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_only, got, rtol=0, atol=0)
+    assert none == {} and got_grads.keys() == want_grads.keys()
+    for name, g in want_grads.items():
+        torch.testing.assert_close(got_grads[name], g, rtol=1e-4, atol=1e-6)
+
+
+def test_the_written_tanh_is_torchs_within_a_unit_in_the_last_place():
+    h = torch.linspace(-20, 20, 400_001)
+    got, want = batched._tanh_(h.clone(), batched._Space()), torch.tanh(h)
+    assert float((got - want).abs().max()) <= 1.2e-7
+    ulps = (got.view(torch.int32).long() - want.view(torch.int32).long()).abs()
+    big = want.abs() >= 0.5  # where 1 - tanh² rests on the last bits
+    assert int(ulps[big].max()) <= 1 and float((ulps[big] == 0).float().mean()) > 0.98
 
 
 def test_a_diverging_trial_leaves_the_batch_as_it_fails_alone():
