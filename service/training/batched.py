@@ -440,18 +440,24 @@ class _Space:
 _ONE = torch.tensor(1.0)
 
 
-def _tanh_(h: torch.Tensor, space: _Space) -> torch.Tensor:
-    """``tanh`` in place. On the CPU as ``sign(h) (1 - 2 sigmoid(-2|h|))``: torch's float32
-    ``tanh`` there is 1.5 to 3 times the five passes of this (its ``sigmoid`` is vectorized,
-    its ``tanh`` not), and it was most of a batch's epoch. Within 1.2e-7 of torch's value;
-    above 0.5, where the gradient ``1 - tanh²`` rests on the last bits, within one unit in
-    the last place (and equal to it for 99 % of inputs): a diverging trial's history stays
-    the one it has alone."""
-    if h.device.type != "cpu":
+def _doubles(act: str | None, dev: torch.device) -> bool:
+    """Whether a layer computes ``2h`` rather than ``h`` (its weights doubled, exactly) for
+    ``_tanh_`` to take."""
+    return act == "tanh" and dev.type == "cpu"
+
+
+def _tanh_(h: torch.Tensor, space: _Space, doubled: bool) -> torch.Tensor:
+    """``tanh`` in place, of ``h / 2`` where ``doubled``. On the CPU as
+    ``sign(h) (1 - 2 sigmoid(-2|h|))``: torch's float32 ``tanh`` there is 2 to 3 times the
+    five passes of this (its ``sigmoid`` is vectorized, its ``tanh`` not), and it was most of
+    a batch's epoch. Within 1.2e-7 of torch's value; above 0.5, where the gradient
+    ``1 - tanh²`` rests on the last bits, within one unit in the last place (and equal to it
+    for 99 % of inputs): a diverging trial's history stays the one it has alone."""
+    if not doubled:
         return h.tanh_()
-    d = torch.abs(h, out=space.get("tanh", h.shape, h)).mul_(-2).sigmoid_()
-    torch.add(_ONE, d, alpha=-2, out=d)
-    return torch.copysign(d, h, out=h)
+    sign = torch.sign(h, out=space.get("tanh", h.shape, h))
+    d = h.abs_().neg_().sigmoid_()  # sigmoid(-2|x|), exact where it is small
+    return torch.addcmul(sign, d, sign, value=-2, out=h)  # sign (1 - 2d), rounded once
 
 
 @dataclass(frozen=True)
@@ -503,6 +509,9 @@ def _written_gradient(layers: list[_Layer]) -> Gradient:
             inputs.append(z)
             w = p[layer.weight].mT  # (B, K, O)
             b = None if layer.bias is None else p[layer.bias][:, None, :]  # (B, 1, O)
+            doubled = _doubles(layer.act, z.device)
+            if doubled:
+                w, b = w * 2, None if b is None else b * 2
             if b is not None and z.shape[-1] == 1:
                 shape = (w.shape[0], *z.shape[-2:-1], w.shape[-1])
                 z = torch.addcmul(b, z, w, out=space.get(f"h{i}", shape, z))
@@ -511,7 +520,7 @@ def _written_gradient(layers: list[_Layer]) -> Gradient:
                 if b is not None:
                     z = z.add_(b)
             if layer.act == "tanh":
-                _tanh_(z, space)
+                _tanh_(z, space, doubled)
             elif layer.act == "relu":
                 z.clamp_(min=0)
         r = z - y  # (B, N, O)
@@ -527,15 +536,35 @@ def _written_gradient(layers: list[_Layer]) -> Gradient:
                 grads[layer.bias] = g.sum(1)
             if i == 0:
                 break
-            g = _mm(g, p[layer.weight], space, f"g{i}")  # (B, N, K): at this layer's input
             act = layers[i - 1].act
+            if i == 1 and act == "tanh" and g.shape[-1] == 1:
+                _first_of_two(grads, layers[0], p[layer.weight], g, z, inputs[0])
+                break
+            g = _mm(g, p[layer.weight], space, f"g{i}")  # (B, N, K): at this layer's input
             if act == "tanh":  # z = tanh(h): dz/dh = 1 - z², z not needed after this
-                g.addcmul_(g, z.mul_(z), value=-1)
+                g.mul_(torch.addcmul(_ONE, z, z, value=-1, out=z))
             elif act == "relu":
                 g.mul_(z > 0)
         return loss, grads
 
     return grad
+
+
+def _first_of_two(grads: dict[str, torch.Tensor], first: _Layer, w: torch.Tensor,
+                  g: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> None:
+    """The first layer's gradients of Linear, tanh, Linear to one output, without the
+    gradient at the hidden layer: with ``g`` the output's (B, N, 1), ``w`` the last weight
+    (B, 1, H) and ``t = 1 - z²``, the hidden layer's is ``g w t``, so its weight's is
+    ``w ⊙ (g x)ᵀ t`` and its bias's ``w ⊙ gᵀ t``: one product over the rows, and the
+    (B, N, H) gradient never made (two passes over it, and one to make it)."""
+    t = torch.addcmul(_ONE, z, z, value=-1, out=z)  # (B, N, H); z not needed after this
+    gx = g * x  # (B, N, K)
+    rows = gx if first.bias is None else torch.cat([g, gx], -1)  # (B, N, [1 +] K)
+    m = torch.matmul(rows.mT, t)  # (B, [1 +] K, H)
+    scale = w.mT  # (B, H, 1)
+    grads[first.weight] = scale * m[:, -x.shape[-1]:].mT  # (B, H, K)
+    if first.bias is not None:
+        grads[first.bias] = scale[..., 0] * m[:, 0]
 
 
 def _gradient_for(model: nn.Module, crit: nn.Module, forward: Forward,
