@@ -171,13 +171,15 @@ def test_other_losses_and_models_keep_autograd():
                               ) is None
 
 
-@pytest.mark.parametrize(("hidden", "activation", "inputs", "outputs", "stacked"), [
-    ([32], "tanh", 1, 1, False),
-    ([8, 4], "relu", 3, 2, True),
-    ([5, 6], "tanh", 2, 1, True),
+@pytest.mark.parametrize(("hidden", "activation", "inputs", "outputs", "stacked", "bias"), [
+    ([32], "tanh", 1, 1, False, True),
+    ([7], "tanh", 3, 1, True, False),
+    ([8, 4], "relu", 3, 2, True, True),
+    ([5, 6], "tanh", 2, 1, True, True),
 ])
-def test_the_written_gradient_is_autograds(hidden, activation, inputs, outputs, stacked):
-    model = MLPModel(MLPConfig(in_features=inputs, out_features=outputs,
+def test_the_written_gradient_is_autograds(hidden, activation, inputs, outputs, stacked,
+                                           bias):
+    model = MLPModel(MLPConfig(in_features=inputs, out_features=outputs, bias=bias,
                                hidden=tuple(hidden), activation=activation))
     crit, cpu, trials, rows = nn.MSELoss(), torch.device("cpu"), 4, 50
     forward = batched._forward_for(model, cpu)
