@@ -10,9 +10,12 @@ with one thread:
 - the plain autograd loop (what a job alone runs: ``nn.Sequential``, ``MSELoss``, Adam);
 - the stacked forward and backward of a batch (the step left out, so a lower bound of the
   batch's own cost), for 4 to 32 trials;
-- ``tanh`` alone over one trial's activations, torch's kernel and numpy's: every eager
-  program computes it (torch's float32 ``tanh`` was 7 to 13 times numpy's on both machines
-  measured, and 6 times its own ``sigmoid``);
+- ``tanh`` alone over one trial's activations, torch's kernel and numpy's (torch's float32
+  ``tanh`` was 7 to 13 times numpy's on two AVX-512 machines, as slow as numpy's on an AVX2
+  one, and 3 to 6 times its own ``sigmoid`` on all three);
+- fitserve's own batch (``training/batched.py``'s ``train_together``, whose mlp forward and
+  backward are written out: a third of autograd's passes, ``tanh`` from the vectorized
+  ``sigmoid``), for 8 and 16 trials of the row's job, prepared by ``fit`` as a worker does;
 - with ``--compile``: the stacked forward, backward and SGD step written out and compiled
   by ``torch.compile`` (inductor's C++ kernels: each pass over the activations fused), its
   compile time (cold, or from inductor's cache on disk) and its time per trial and epoch.
@@ -119,6 +122,32 @@ def compiled(x: torch.Tensor, y: torch.Tensor, trials: int,
     return compile_s, _per_epoch(run, epochs) / trials
 
 
+def fitserve_batch(x: torch.Tensor, y: torch.Tensor, trials: int, epochs: int) -> float:
+    """Seconds per trial and epoch of ``train_together`` (best of three) on the row's
+    trials: Adam, learning rates and seeds varied, as the sweep's."""
+    from service.training import batched
+    from service.training.fit import fit
+    from service.training.spec import TrainingSpec
+
+    calls = []
+    for i, lr in enumerate(np.geomspace(1e-3, 3e-2, trials)):
+        spec = TrainingSpec.model_validate({
+            "model": {"kind": "mlp", "hidden": [H]}, "epochs": epochs, "seed": i % 4,
+            "optimizer": {"name": "adam", "lr": float(lr)}})
+        with batched.collecting() as box:
+            try:
+                fit(spec, x.numpy(), y.numpy(), "cpu")
+            except batched.Collected:
+                pass
+        calls.append(box.call)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        batched.train_together(calls)
+        best = min(best, time.perf_counter() - t0)
+    return best / trials / epochs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=500)
@@ -135,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         s = stacked(x, y, trials, args.epochs)
         print(f"stacked forward+backward, {trials:2d} trials: {s * 1e6:8.0f} us per trial and "
               f"epoch ({s / plain:.2f} of the plain loop)")
+    for trials in (8, 16):
+        s = fitserve_batch(x, y, trials, args.epochs)
+        print(f"fitserve's batch, {trials:2d} trials:         {s * 1e6:8.0f} us per trial and "
+              f"epoch ({s / plain:.2f} of the plain loop)")
     t = tanh_alone(args.epochs)
     print(f"torch's tanh over one trial's activations:   {t * 1e6:8.0f} us per epoch "
-          f"({t / plain:.2f} of the plain loop: the floor of any eager program's ratio)")
+          f"({t / plain:.2f} of the plain loop: what a program calling it pays)")
     t = numpy_tanh_alone(args.epochs)
     print(f"numpy's tanh over the same:          {t * 1e6:8.0f} us per epoch "
           f"({t / plain:.2f} of the plain loop)")
