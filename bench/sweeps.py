@@ -225,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="a 4 x 4 grid of 1 000 epochs")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--data", type=Path, default=None, help="where the server's data goes")
+    p.add_argument("--data", type=Path, default=ROOT / "data",
+                   help="under which the server's data goes (a scratch folder in it), as for "
+                        "`python -m bench` and `make serve`")
     p.add_argument("--only", default=",".join(ROWS),
                    help=f"the rows to run, of {','.join(ROWS)} (optuna's loop takes minutes)")
     args = p.parse_args(argv)
     only = tuple(r for r in args.only.split(",") if r)
     if not only or set(only) - set(ROWS):
         p.error(f"--only takes rows of {','.join(ROWS)}")
+    args.data.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.data) as tmp:
         rows = run(args.quick, args.rounds, Path(tmp), only)
     return 0 if all(r.ok for r in rows) or args.quick else 1
