@@ -470,7 +470,8 @@ class _Layer:
 Gradient = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, bool],
                     tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """(stacked parameters by name, rows, targets, whether to go backward) -> (each trial's
-loss (B,), each parameter's gradient by name, stacked; none without the backward pass)."""
+loss (B,), each parameter's gradient by name, stacked; none without the backward pass). A
+gradient may be one of the function's buffers: read it before the next call."""
 
 
 def _layers_of(model: nn.Module) -> list[_Layer] | None:
