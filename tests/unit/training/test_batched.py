@@ -257,9 +257,15 @@ def test_only_trials_of_one_program_share_a_key():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_a_batch_on_cuda_is_each_trial_alone_on_cuda():
+@pytest.mark.parametrize("options", [
+    {},  # the written gradient, one hidden tanh layer to one output
+    {"model": {"kind": "mlp", "hidden": [8, 4], "activation": "relu"}},  # written, deeper
+    {"loss": "huber"},  # autograd
+])
+def test_a_batch_on_cuda_is_each_trial_alone_on_cuda(options):
     x, y = make_linear_data(256, [[1.0, -2.0]], [0.5], noise=0.3, seed=1)
-    specs = _specs(MLP | {"epochs": 200, "optimizer": {"name": "adam"}, "batch_size": 64},
+    specs = _specs(MLP | {"epochs": 200, "optimizer": {"name": "adam"}, "batch_size": 64}
+                   | options,
                    [{"seed": s, "optimizer": {"lr": lr}}
                     for s, lr in ((0, 0.01), (1, 0.003), (2, 0.03))])
     for got, spec in zip(batch_fit(specs, x, y, "cuda"), specs, strict=True):
