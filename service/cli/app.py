@@ -94,6 +94,10 @@ def _serve_app(host: str | None, port: int | None, workers: int | None, insecure
     if refusal:  # said before logging is set up: a refused start leaves no writer thread
         typer.echo(refusal, err=True)
         raise typer.Exit(2)
+    if settings.queue == "local" and settings.workers > 0:
+        from service.worker.forkserver import start_early
+
+        start_early()  # its imports (torch) run beside this process's next 1.5 s of them
     configure_logging(settings.log_level, background=True)  # off the event loop
     if insecure and not settings.auth:
         logging.getLogger("service").warning(

@@ -8,11 +8,9 @@ looks every second, so jobs requeued after a crash or a restart are never strand
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any
 from service.config import Settings
 from service.store.idempotency import release_unfinished
 from service.store.upkeep import DataDirLock, Reserve, die_with_parent, has_room, sweep_orphans
+from service.worker.forkserver import worker_context
 from service.worker.identity import worker_name
 
 log = logging.getLogger(__name__)
@@ -137,18 +136,6 @@ def started_by(server: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return parent if grandparent == server else None
-
-
-def worker_context() -> Any:
-    """How the pool starts its workers. On Linux, forks of a fork server that imported torch
-    and the worker's modules once (service/worker/preload.py): a worker starts in some 20
-    ms instead of 2 s of imports, and so does one that replaces a dead worker. Elsewhere,
-    spawned (macOS does not survive a fork after its frameworks are loaded)."""
-    if not sys.platform.startswith("linux"):
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["service.worker.preload"])
-    return ctx
 
 
 class _Backoff:

@@ -1,6 +1,8 @@
 """The embedded pool's workers are forks of a fork server that imported torch once
-(service/worker/preload.py, ``worker_context``); a worker knows which process it dies with
-(``started_by``). The crash suite (tests/faults) kills servers and workers around them."""
+(service/worker/preload.py; ``worker_context`` in service/worker/forkserver.py); a worker
+knows which process it dies with (``started_by``); ``fitserve serve`` starts the fork server
+before it imports the app. The crash suite (tests/faults) kills servers and workers around
+them."""
 
 from __future__ import annotations
 
@@ -51,3 +53,31 @@ def test_a_worker_watches_the_server_or_the_fork_server_the_server_started():
     gone.wait()
     assert started_by(gone.pid) is None
     assert _run("from service.worker.local import started_by; print(started_by(1))") == "None"
+
+
+def test_serve_starts_the_fork_server_before_it_imports_the_app():
+    # in a process of its own: the start is real (a fork server that imports torch), and
+    # the check is that neither torch nor the app was imported here when it was asked for
+    code = """
+import sys, types
+from multiprocessing import forkserver
+import service.cli.app as cli_app
+import service.worker.forkserver as fs
+seen = []
+def start_early():
+    seen.append(('fork server', 'torch' in sys.modules, 'fastapi' in sys.modules))
+    forkserver.ensure_running()
+fs.start_early = start_early
+app = types.ModuleType('service.main')  # the app as _serve_app imports it, recorded
+app.create_app = lambda settings: seen.append(('app',))
+sys.modules['service.main'] = app
+cli_app._serve_app(None, None, 2, False, 'all')
+cli_app._serve_app(None, None, None, False, 'predict')
+alive = forkserver._forkserver._forkserver_pid is not None
+print(seen, alive)
+"""
+    env = {**os.environ, "FITSERVE_DATA_DIR": "/nonexistent-not-touched"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[('fork server', False, False), ('app',), ('app',)] True"
