@@ -19,18 +19,21 @@ from service.training.spec import TrainingSpec
 from tests.helpers import make_linear_data
 
 
+def _collected(spec: TrainingSpec, x: np.ndarray, y: np.ndarray, device: str = "cpu"
+               ) -> Any:
+    """The trial as fit hands it to its loop (the fit stopped there)."""
+    with batched.collecting() as box, pytest.raises(batched.Collected):
+        fit(spec, x, y, device)
+    assert box.call is not None
+    return box.call
+
+
 def batch_fit(specs: Sequence[TrainingSpec], x: np.ndarray, y: np.ndarray,
               device: str = "cpu", watch: batched.Watch | None = None
               ) -> list[FitResult | TrainingError]:
     """Each spec prepared by fit up to its loop, the loops run as one batch, each fit then
     ended with its part of the batch."""
-    calls = []
-    for spec in specs:
-        with batched.collecting() as box, pytest.raises(batched.Collected):
-            fit(spec, x, y, device)
-        assert box.call is not None
-        calls.append(box.call)
-    ends = batched.train_together(calls, watch)
+    ends = batched.train_together([_collected(spec, x, y, device) for spec in specs], watch)
     out: list[FitResult | TrainingError] = []
     for spec, end in zip(specs, ends, strict=True):
         with batched.replaying(end):
@@ -120,12 +123,6 @@ def test_each_trial_of_a_batch_is_the_trial_alone(case):
     assert len(keys) == 1 and None not in keys
     for got, spec in zip(batch_fit(specs, x, y), specs, strict=True):
         assert_same(got, alone(spec, x, y))
-
-
-def _collected(spec: TrainingSpec, x: np.ndarray, y: np.ndarray) -> Any:
-    with batched.collecting() as box, pytest.raises(batched.Collected):
-        fit(spec, x, y, "cpu")
-    return box.call
 
 
 def _written(call: Any) -> batched.Gradient | None:
