@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn import metrics as skm
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def skm():
+    """scikit-learn's metrics, the reference (imported by the tests that use it: some 2.7 s
+    that each test process would pay at collection)."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def _train(client, run_queued, **body) -> dict:
@@ -40,7 +48,7 @@ def regression(client, run_queued) -> dict:
                   model_name="reg")
 
 
-def test_regression_metrics_match_scikit_learn(client, regression):
+def test_regression_metrics_match_scikit_learn(skm, client, regression):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(25, 2)).astype(np.float32)
     y = (x @ np.array([[1.4], [-2.1]]) + 0.2).astype(np.float32)
@@ -94,7 +102,7 @@ def test_a_dataset_without_a_models_column_is_a_422_naming_it(client, regression
     assert client.get("/v1/evaluations/evl_000000000000000000000000").status_code == 404
 
 
-def test_classifier_metrics_match_scikit_learn_and_bad_targets_are_refused(
+def test_classifier_metrics_match_scikit_learn_and_bad_targets_are_refused(skm, 
         client, run_queued):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(60, 2))

@@ -19,7 +19,6 @@ import pytest
 from service.data.table import Table
 from tests.tables import categorical, numeric, read_penguins, store_table
 
-pytest.importorskip("sklearn")
 pytest.importorskip("palmerpenguins")
 
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn import metrics as skm
 
 from service.errors import InvalidInput
 from service.lifecycle.evaluate import Refusals, _class_labels, _predict
@@ -12,7 +11,16 @@ from service.lifecycle.metrics import ClassificationMetrics, RegressionMetrics, 
 from service.serving.predictor import Prediction
 
 
-def test_regression_over_chunks_matches_scikit_learn_for_several_targets():
+@pytest.fixture(scope="module")
+def skm():
+    """scikit-learn's metrics, the reference (imported by the tests that use it: some 2.7 s
+    that each test process would pay at collection)."""
+    from sklearn import metrics
+
+    return metrics
+
+
+def test_regression_over_chunks_matches_scikit_learn_for_several_targets(skm):
     rng = np.random.default_rng(0)
     actual = (rng.normal(size=(1000, 3)) * [1, 10, 100] + [0, 5, 1e4]).astype(np.float32)
     predicted = (actual + rng.normal(size=(1000, 3))).astype(np.float32)
@@ -36,7 +44,7 @@ def test_r2_of_a_constant_target_is_null():
     assert acc.result(["y"])["r2"] is None
 
 
-def test_roc_auc_with_ties_matches_scikit_learn():
+def test_roc_auc_with_ties_matches_scikit_learn(skm):
     rng = np.random.default_rng(1)
     scores = rng.integers(0, 5, size=300).astype(np.float32) / 4  # many ties
     positive = rng.random(300) < 0.3 + 0.1 * scores
@@ -45,7 +53,7 @@ def test_roc_auc_with_ties_matches_scikit_learn():
     assert roc_auc(scores, np.zeros(300, bool)) is None
 
 
-def test_classification_over_chunks_matches_scikit_learn():
+def test_classification_over_chunks_matches_scikit_learn(skm):
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(500, 4))
     probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
