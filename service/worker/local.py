@@ -182,7 +182,13 @@ class LocalWorkerPool:
         self.artifacts = artifacts
         self.on_event = on_event
         self._ctx = worker_context()
-        self._wake: Any = self._ctx.Semaphore(0)
+        # a wake for each job queued, but never more waiting than there are workers: each
+        # wake beyond that only sends an idle worker to a claim that finds nothing (a
+        # hundred submits left a hundred, spent as a hundred empty claim queries)
+        slots = max(1, settings.workers)
+        self._wake: Any = self._ctx.BoundedSemaphore(slots)
+        for _ in range(slots):
+            self._wake.acquire()
         self._stop: Any = self._ctx.Event()
         self._events: Any = self._ctx.Queue()
         self._catalog: Any = self._ctx.Value("q", 0)
@@ -234,7 +240,13 @@ class LocalWorkerPool:
 
     def notify(self, job_id: str | None = None, device: str | None = None) -> None:
         """A job was queued: wake one idle worker (any of them takes any job)."""
-        self._wake.release()
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        try:
+            self._wake.release()
+        except ValueError:  # every worker has a wake waiting already: it claims this job
+            pass
 
     def waiting_reason(self, job: Any) -> str | None:
         if self.alive == 0:
@@ -284,7 +296,7 @@ class LocalWorkerPool:
                 except Exception:
                     log.exception("a training worker could not start; trying again")
                     return
-            self._wake.release()
+            self._wake_one()
 
     def _recover_lost(self) -> None:
         for name, on_purpose in list(self._lost.items()):
@@ -298,7 +310,7 @@ class LocalWorkerPool:
                             type(e).__name__)
                 return
             del self._lost[name]
-            self._wake.release()
+            self._wake_one()
 
     def _upkeep(self, grace_s: float) -> None:
         """Remove files a crash left behind; put the space reserve back when there is room."""
