@@ -61,6 +61,15 @@ def _one_torch_thread() -> None:
 
 
 @pytest.fixture(scope="session")
+def skm():
+    """scikit-learn's metrics, the tests' reference for fitserve's: imported by the tests
+    that compare against them, not at collection (half a second of each test process)."""
+    from sklearn import metrics
+
+    return metrics
+
+
+@pytest.fixture(scope="session")
 def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite store the migrations brought to head, once per test process: each app
     fixture starts from a copy of it (its start then finds the schema at head) instead of

@@ -61,6 +61,13 @@ def _recover(job: JobRow, max_attempts: int) -> bool:
     return True
 
 
+
+def active_jobs(s: Session, tenant: str) -> int:
+    """The tenant's queued and running jobs (the ``max_active_jobs`` limit counts them at
+    every submit, inside its write transaction): read from the (tenant, status) index."""
+    return s.scalar(select(func.count()).select_from(JobRow).where(
+        JobRow.tenant == tenant, JobRow.status.in_(ACTIVE))) or 0
+
 class JobRecords(Records):
 
     def create_job(
@@ -94,8 +101,7 @@ class JobRecords(Records):
             ) is None:
                 raise not_found("dataset", row.dataset_id)
             if max_active is not None:
-                active = s.scalar(select(func.count()).select_from(JobRow).where(
-                    JobRow.tenant == row.tenant, JobRow.status.in_(ACTIVE))) or 0
+                active = active_jobs(s, row.tenant)
                 if active > max_active:
                     raise ActiveJobsExceeded(active - 1, max_active)
             if then is not None:
@@ -356,8 +362,7 @@ class JobRecords(Records):
 
     def count_active_jobs(self, tenant: str) -> int:
         with self.session() as s:
-            return s.scalar(select(func.count()).select_from(JobRow).where(
-                JobRow.tenant == tenant, JobRow.status.in_(ACTIVE))) or 0
+            return active_jobs(s, tenant)
 
     def job_stats(self) -> tuple[dict[str, int], int]:
         """Jobs per status, and the epochs they have run in all (one query, for /metrics;

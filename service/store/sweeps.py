@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, load_only
 
 from service.errors import ActiveJobsExceeded, Conflict, not_found
 from service.jobs.status import ACTIVE, FINISHED
+from service.store.jobs import active_jobs
 from service.store.session import Page, Records, updated_rows
 from service.store.tables import (
     DatasetRow,
@@ -197,8 +198,7 @@ class SweepRecords:
                     DatasetRow.id == sweep.dataset_id, DatasetRow.tenant == sweep.tenant
             ).with_for_update(key_share=True)) is None:
                 raise not_found("dataset", sweep.dataset_id)
-            active = s.scalar(select(func.count()).select_from(JobRow).where(
-                JobRow.tenant == sweep.tenant, JobRow.status.in_(ACTIVE))) or 0
+            active = active_jobs(s, sweep.tenant)
             if active > max_active:
                 raise ActiveJobsExceeded(active - len(jobs), max_active)
             s.execute(insert(SweepTrialRow), [

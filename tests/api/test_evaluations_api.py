@@ -9,14 +9,6 @@ import pytest
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def skm():
-    """scikit-learn's metrics, the reference (imported by the tests that use it: some 2.7 s
-    that each test process would pay at collection)."""
-    from sklearn import metrics
-
-    return metrics
-
 
 def _train(client, run_queued, **body) -> dict:
     job = client.post("/v1/jobs", json={"seed": 0, **body})
@@ -102,7 +94,7 @@ def test_a_dataset_without_a_models_column_is_a_422_naming_it(client, regression
     assert client.get("/v1/evaluations/evl_000000000000000000000000").status_code == 404
 
 
-def test_classifier_metrics_match_scikit_learn_and_bad_targets_are_refused(skm, 
+def test_classifier_metrics_match_scikit_learn_and_bad_targets_are_refused(skm,
         client, run_queued):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(60, 2))

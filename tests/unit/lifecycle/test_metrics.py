@@ -11,15 +11,6 @@ from service.lifecycle.metrics import ClassificationMetrics, RegressionMetrics, 
 from service.serving.predictor import Prediction
 
 
-@pytest.fixture(scope="module")
-def skm():
-    """scikit-learn's metrics, the reference (imported by the tests that use it: some 2.7 s
-    that each test process would pay at collection)."""
-    from sklearn import metrics
-
-    return metrics
-
-
 def test_regression_over_chunks_matches_scikit_learn_for_several_targets(skm):
     rng = np.random.default_rng(0)
     actual = (rng.normal(size=(1000, 3)) * [1, 10, 100] + [0, 5, 1e4]).astype(np.float32)

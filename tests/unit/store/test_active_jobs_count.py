@@ -40,4 +40,3 @@ def test_a_submit_counts_the_active_jobs_from_the_index_alone(tmp_path: Path):
     assert "COVERING INDEX ix_jobs_tenant_status" in plan, plan
     assert meta.count_active_jobs("default") == 4
     meta.dispose()
-
