@@ -1,4 +1,6 @@
-"""Typed dependencies of the routes; tests swap them with ``dependency_overrides``.
+"""Typed dependencies of the routes. Each reads what it needs from the app's state
+(``dependency_overrides`` is not used: the apps of a process share their routes, see
+``service.main._include_api``).
 
 They are ``async def`` because none of them waits on I/O (the key lookup is cached and
 reads the store at most every few seconds per key): FastAPI runs a plain ``def``
