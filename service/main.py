@@ -15,7 +15,7 @@ from service.api.middleware.guard import RequestGuard
 from service.api.middleware.predict_lane import PredictLane
 from service.api.middleware.telemetry import RequestTelemetry
 from service.api.responses import install_error_handlers
-from service.api.routes import api_router
+from service.api.routes import ROUTERS
 from service.api.server import run_server as run_server  # the CLI's way into service.api
 from service.config import Settings
 from service.services import Services, build_services
@@ -86,27 +86,29 @@ def create_app(
     return app
 
 
-_built: dict[str, BaseRoute] = {}
+_built: dict[str, list[BaseRoute]] = {}
 
 
 def _include_api(app: FastAPI) -> None:
-    """The API's routes in ``app``. FastAPI (0.137 on) builds what each route runs, its
+    """The API's routers in ``app``. FastAPI (0.137 on) builds what each route runs, its
     dependencies and validators, on an app's first request, and in each app again: 0.14 s of
     CPU for our 58 routes. Every app includes the same routers alike, so the apps of one
-    process (the tests make some 500) share the tree the first one built. It is built under
-    a bare router, so that no app's ``dependency_overrides`` live in it (none is used: the
+    process (the tests make some 500) share what the first one built. It is built under a
+    bare router, so that no app's ``dependency_overrides`` live in it (none is used: the
     routes' dependencies read the app's state). A FastAPI that includes routers otherwise
     gives each app its own."""
-    app.include_router(api_router)
-    included = app.router.routes[-1]
-    if type(included).__name__ != "_IncludedRouter":
+    for router, options in ROUTERS:
+        app.include_router(router, **options)
+    mine = app.router.routes[-len(ROUTERS):]
+    if any(type(r).__name__ != "_IncludedRouter" for r in mine):
         return
     shared = _built.get("api")
     if shared is None:
         bare = APIRouter()
-        bare.include_router(api_router)
-        shared = _built.setdefault("api", bare.routes[-1])
-    app.router.routes[-1] = shared
+        for router, options in ROUTERS:
+            bare.include_router(router, **options)
+        shared = _built.setdefault("api", bare.routes[-len(ROUTERS):])
+    app.router.routes[-len(ROUTERS):] = shared
 
 
 def _app_from_env() -> FastAPI:
