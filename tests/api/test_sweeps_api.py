@@ -457,3 +457,37 @@ def test_a_typed_sweep_naming_a_column_the_dataset_lacks_is_a_422(strict):
     err = r.json()["error"]
     assert err["field"].startswith("job") and "rooms" in err["message"], err
     assert strict.get("/v1/sweeps").json()["count"] == 0
+
+
+@pytest.mark.parametrize(("strategy", "transactions"), [("grid", [8]), ("random", [8]),
+                                                        ("tpe", [4, 4])])
+def test_a_grid_is_queued_at_once_and_wakes_every_worker(tmp_path, monkeypatch, strategy,
+                                                          transactions):
+    """Two workers: a grid's or a random search's trials, cheap to ask for, are queued in
+    one transaction and both workers are woken to share them; a TPE's, in one part per
+    worker (the first batch starts while the next part is asked for), each waking one."""
+    from service.store.sweeps import SweepRecords
+
+    settings = Settings(data_dir=tmp_path / "data", workers=2, device="cpu")
+    app = create_app(settings, start_workers=False)
+    services = app.state.services
+    queued: list[int] = []
+    create = SweepRecords.create_trials
+
+    def counted(self, sweep, holder, trials, max_active):
+        queued.append(len(trials))
+        return create(self, sweep, holder, trials, max_active)
+
+    monkeypatch.setattr(SweepRecords, "create_trials", counted)
+    woken: list[str] = []
+    monkeypatch.setattr(services, "job_submitted", lambda job_id, device=None:
+                        woken.append(job_id))
+    space = {"optimizer.lr": {"choice": [0.001, 0.002, 0.004, 0.008]},
+             "optimizer.momentum": {"choice": [0.0, 0.5]}}
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        _sweep(c, job={**DATA, "epochs": 20, "seed": 0}, search_space=space,
+               strategy=strategy, max_trials=8, max_parallel=8, objective="train_loss")
+        services.extra["sweep_controller"].step()
+        assert queued == transactions
+        assert len(woken) == 2 and len(set(woken)) == 2
+        assert len(services.meta.list_jobs("default", None, 100, None).rows) == 8
