@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,29 +87,28 @@ def create_app(
     return app
 
 
-_built: dict[str, list[BaseRoute]] = {}
-
-
 def _include_api(app: FastAPI) -> None:
     """The API's routers in ``app``. FastAPI (0.137 on) builds what each route runs, its
     dependencies and validators, on an app's first request, and in each app again: 0.14 s of
     CPU for our 58 routes. Every app includes the same routers alike, so the apps of one
-    process (the tests make some 500) share what the first one built. It is built under a
-    bare router, so that no app's ``dependency_overrides`` live in it (none is used: the
-    routes' dependencies read the app's state). A FastAPI that includes routers otherwise
-    gives each app its own."""
+    process (the tests make some 500) share what ``_shared_routes`` built once. A FastAPI
+    that includes routers otherwise gives each app its own."""
     for router, options in ROUTERS:
         app.include_router(router, **options)
     mine = app.router.routes[-len(ROUTERS):]
-    if any(type(r).__name__ != "_IncludedRouter" for r in mine):
-        return
-    shared = _built.get("api")
-    if shared is None:
-        bare = APIRouter()
-        for router, options in ROUTERS:
-            bare.include_router(router, **options)
-        shared = _built.setdefault("api", bare.routes[-len(ROUTERS):])
-    app.router.routes[-len(ROUTERS):] = shared
+    if all(type(r).__name__ == "_IncludedRouter" for r in mine):
+        app.router.routes[-len(ROUTERS):] = _shared_routes()
+
+
+@functools.cache
+def _shared_routes() -> list[BaseRoute]:
+    """The routers included once, under a bare router, so that no app's
+    ``dependency_overrides`` live in them (none is used: the routes' dependencies read the
+    app's state)."""
+    bare = APIRouter()
+    for router, options in ROUTERS:
+        bare.include_router(router, **options)
+    return bare.routes[-len(ROUTERS):]
 
 
 def _app_from_env() -> FastAPI:

@@ -242,7 +242,7 @@ class SweepController:
         workers = max(1, settings.workers)
         # the embedded pool's workers, woken per part (a broker gets each trial's job)
         parts = workers if settings.queue == "local" and sweep.strategy == "tpe" else 1
-        wakes = -(-workers // parts) if settings.queue == "local" else None
+        wakes = workers // parts if settings.queue == "local" else None
         size = -(-room // parts)
         made: list[str] = []
         while len(made) < room:
