@@ -27,6 +27,8 @@ from service.store.jobs import PREDICT
 from service.store.tables import DatasetRow, JobRow, ModelRow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from service.services import Services
 
 Format = Literal["csv", "parquet", "jsonl"]
@@ -125,10 +127,16 @@ def submit_prediction(
                           model_version=row.version, format=fmt, include_input=include_input)
     # numpy on any worker: the cpu queue (scale-out) or the embedded pool
     device = services.resolve_device("cpu")
+
+    def then(s: Session, job_id: str) -> None:  # the model not deleted since it was read
+        meta.model_still_there(s, row.id, tenant)
+        if completion is not None:
+            completion(s, job_id)
+
     job = meta.create_job(
         tenant=tenant, task=PREDICT, dataset_id=dataset.id, spec=spec.model_dump(mode="json"),
         device=device, model_name=None, epochs=dataset.rows,
-        max_active=settings.max_active_jobs, check_dataset=True, then=completion,
+        max_active=settings.max_active_jobs, check_dataset=True, then=then,
     )
     services.job_submitted(job.id, job.device)
     return job

@@ -11,11 +11,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.errors import InvalidInput, NotFound, clip, not_found
+from service.errors import Conflict, InvalidInput, NotFound, clip, not_found
+from service.jobs.status import ACTIVE
 from service.store.evaluations import EvaluationRecords
+from service.store.jobs import PREDICT
 from service.store.names import NameRecords
 from service.store.session import Page
-from service.store.tables import ModelRow, utcnow
+from service.store.tables import JobRow, ModelRow, utcnow
 
 
 class ModelRecords(EvaluationRecords, NameRecords):
@@ -74,11 +76,14 @@ class ModelRecords(EvaluationRecords, NameRecords):
     def delete_model(self, model_id: str, tenant: str = "default") -> ModelRow:
         """Delete a model's record, and with it its version of its name; returns it (the
         caller removes the checkpoint file after the commit). The job that trained it keeps
-        its ``model_id``, which then answers 404.
+        its ``model_id``, which then answers 404. 409 while a queued or running batch
+        prediction uses it (as a dataset's DELETE is refused while a job uses the dataset).
 
         The DELETE comes first in its transaction, as ``delete_dataset``'s does, so that a
-        check made after it (an alias or a traffic split pointing at the model: a 409) sees
-        every reference committed before it and rolls it back."""
+        check made after it (an alias or a traffic split pointing at the model, a batch
+        prediction queued on it: a 409) sees every reference committed before it and rolls
+        it back; a prediction's submit checks the model in the transaction that queues it
+        (``model_still_there``)."""
         with self.session() as s:
             row = s.scalars(
                 delete(ModelRow)
@@ -87,10 +92,32 @@ class ModelRecords(EvaluationRecords, NameRecords):
             ).one_or_none()
             if row is not None:
                 self._refuse_named_version(s, row)
+                self._refuse_predicting(s, row)
                 self._delete_evaluations_of(s, row.id)
         if row is None:
             raise not_found("model", model_id)
         return row
+
+    @staticmethod
+    def _refuse_predicting(s: Session, row: ModelRow) -> None:
+        busy = s.scalar(select(func.count()).select_from(JobRow).where(
+            JobRow.task == PREDICT, JobRow.status.in_(ACTIVE), JobRow.tenant == row.tenant,
+            JobRow.spec["model_id"].as_string() == row.id))
+        if busy:  # rolls the DELETE back
+            raise Conflict(f"model {row.id!r} is used by {busy} queued or running batch "
+                           "prediction(s); cancel them or wait for them to finish")
+
+    @staticmethod
+    def model_still_there(s: Session, model_id: str, tenant: str) -> None:
+        """In the transaction that queues a batch prediction: the model it names is still
+        there (NotFound naming ``model`` otherwise, nothing stored). Read after the job's
+        insert, as ``create_job`` checks the dataset: on SQLite the write lock is held; on
+        PostgreSQL the row is locked FOR KEY SHARE, which ``delete_model``'s DELETE waits
+        for (and a check made after that DELETE commits finds no row)."""
+        if s.scalar(select(ModelRow.id).where(ModelRow.id == model_id,
+                                              ModelRow.tenant == tenant)
+                    .with_for_update(key_share=True)) is None:
+            raise NotFound(f"model {model_id!r} was deleted", field="model")
 
     def resolve_model(self, ref: str, tenant: str = "default", field: str = "model") -> ModelRow:
         """A model by id, by name (its latest version), or ``name@N`` (version N),

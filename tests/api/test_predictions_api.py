@@ -305,3 +305,42 @@ def test_events_follow_a_prediction_to_its_end(client, services, line):
     r = client.get(f"/v1/predictions/{pid}/events", headers={"Last-Event-ID": "end"})
     assert r.status_code == 204
     assert client.get(f"/v1/jobs/{pid}/events").status_code == 404
+
+
+def test_a_model_a_prediction_waits_for_is_not_deleted_under_it(client, services, line):
+    """A model's DELETE is a 409 while a queued or running batch prediction uses it (as a
+    dataset's is while a job uses the dataset); once the prediction ends it goes."""
+    r = client.post("/v1/predictions", json={"model": "line@2", "dataset_id": line["dataset"]})
+    assert r.status_code == 202, r.text
+    pid, model_id = r.json()["id"], r.json()["model_id"]
+    v1 = services.meta.resolve_model("line@1").id
+    r = client.delete(f"/v1/models/{model_id}")
+    assert r.status_code == 409, r.text
+    assert "1 queued or running batch prediction" in r.json()["error"]["message"]
+    assert client.get(f"/v1/models/{model_id}").status_code == 200  # nothing deleted
+    # another model of the name is not held by it (v1 has the champion alias: moved first)
+    assert client.delete("/v1/model-names/line/aliases/champion").status_code == 204
+    assert client.delete(f"/v1/models/{v1}").status_code == 204
+    assert _run(services) == ["succeeded"]
+    assert client.get(f"/v1/predictions/{pid}").json()["status"] == "succeeded"
+    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+
+
+def test_a_model_deleted_while_a_prediction_is_submitted_is_a_404(client, services, line,
+                                                                  monkeypatch):
+    """The model is checked again in the transaction that queues the prediction: deleted
+    after the submit read it, the submit is a 404 naming ``model`` and stores nothing."""
+    import service.lifecycle.predictions as predictions
+
+    model_id = services.meta.resolve_model("line@2").id
+    checked = predictions._check_first_rows
+
+    def then_deleted(*args, **kwargs):
+        checked(*args, **kwargs)
+        services.meta.delete_model(model_id)  # between the read and the queueing
+
+    monkeypatch.setattr(predictions, "_check_first_rows", then_deleted)
+    r = client.post("/v1/predictions", json={"model": "line@2", "dataset_id": line["dataset"]})
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["field"] == "model" and model_id in r.json()["error"]["message"]
+    assert _predictions_stored(services) == 0
