@@ -36,7 +36,7 @@ from service.training import batched, closed_form
 from service.training.epoch_loop import LoopCall
 from service.training.fit import logged_epochs
 from service.training.spec import TrainingSpec
-from service.worker.runner import Notify, _history_values, run_job
+from service.worker.runner import Notify, history_values, run_job
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ class _Template:
                  "bias": (state["linear.bias"].astype(float).tolist() if self.bias
                           else None),
                  "metrics": metrics, "spec": job.spec}
-        values = {**self.values, **_history_values(epochs, loss, val_loss),
+        values = {**self.values, **history_values(epochs, loss, val_loss),
                   "progress_epoch": int(epochs[-1]) if len(epochs) else spec.epochs,
                   "progress_loss": float(loss[-1]) if len(loss) else None,
                   "progress_val_loss": (float(val_loss[-1]) if val_loss is not None

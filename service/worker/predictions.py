@@ -35,7 +35,7 @@ from service.serving.predictor import Predictor
 from service.store.artifacts import ArtifactStore
 from service.store.metadata import MetadataStore
 from service.store.tables import JobRow
-from service.worker.runner import Notify, _end, _Reporter
+from service.worker.runner import Notify, Reporter, end_job
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def run_prediction(
 ) -> str:
     """Score a batch prediction this worker has claimed; returns its final status."""
     spec = prediction_spec(job)
-    reporter = _Reporter(meta, job.id, progress_interval)
+    reporter = Reporter(meta, job.id, progress_interval)
 
     def on_chunk(rows: int) -> None:
         reporter.progress(rows, None, None)  # type: ignore[arg-type]
@@ -80,21 +80,21 @@ def run_prediction(
                                  list(model.target_names), spec.include_input,
                                  chunk_rows or DEFAULT_CHUNK_ROWS, on_chunk)
     except TrainingError as e:  # cancelled, a row refused, the model or dataset gone
-        return _end(meta, job, worker, "cancelled" if isinstance(e, Cancelled) else "failed",
+        return end_job(meta, job, worker, "cancelled" if isinstance(e, Cancelled) else "failed",
                     e, notify)
     except InvalidInput as e:  # the dataset no longer fits the model (checked at submit)
-        return _end(meta, job, worker, "failed", PredictionFailed(e.message), notify)
+        return end_job(meta, job, worker, "failed", PredictionFailed(e.message), notify)
     except OSError as e:
         log.exception("prediction %s could not read its data or write its result", job.id)
         why = "the disk is full" if is_disk_full(e) else (e.strerror or type(e).__name__)
-        return _end(meta, job, worker, "failed",
+        return end_job(meta, job, worker, "failed",
                     ArtifactsFailed(f"the prediction could not be read or written ({why})"),
                     notify)
     except Exception as e:
         if not isinstance(e, ServiceError) and fault_of(e) is not None:
             raise  # the store failed, not the job: the worker puts it back in the queue
         log.exception("prediction %s failed", job.id)
-        return _end(meta, job, worker, "failed", TrainingError(
+        return end_job(meta, job, worker, "failed", TrainingError(
             f"the prediction stopped on an internal error ({type(e).__name__}); the worker "
             "log has the details"), notify)
 

@@ -42,7 +42,9 @@ CHECKPOINT_FORMAT = "fitserve/2"
 Notify = Callable[[dict[str, Any]], None]
 
 
-def _history_values(epochs: np.ndarray, loss: np.ndarray, val: np.ndarray | None) -> dict:
+def history_values(epochs: np.ndarray, loss: np.ndarray, val: np.ndarray | None) -> dict:
+    """A loss history as a job's columns keep it (little-endian int32 and float32 bytes);
+    a closed-form batch's trials (worker/batches.py) are recorded with it too."""
     return {
         "history_epoch": epochs.astype("<i4").tobytes(),
         "history_loss": loss.astype("<f4").tobytes(),
@@ -119,7 +121,7 @@ def _store_trace(artifacts: ArtifactStore, job_id: str, trace: dict[str, Any] | 
         log.exception("job %s: could not write its trace", job_id)
 
 
-class _Reporter:
+class Reporter:
     """Rate-limited progress writes; the cancel flag rides back on each write."""
 
     def __init__(self, meta: MetadataStore, job_id: str, interval: float) -> None:
@@ -187,7 +189,7 @@ def run_job(
         return run_prediction(job, worker, meta, artifacts, progress_interval, notify,
                               chunk_rows=predict_chunk_rows)
     spec = TrainingSpec.model_validate(job.spec)
-    reporter = _Reporter(meta, job.id, progress_interval)
+    reporter = Reporter(meta, job.id, progress_interval)
     pause_at("claimed", job.id)
     try:
         dataset = meta.get_dataset(job.dataset_id, tenant=job.tenant)
@@ -199,18 +201,18 @@ def run_job(
                      init=init)
     except Cancelled as e:
         _store_trace(artifacts, job.id, e.extra.get("trace"), bool(spec.standardize))
-        return _end(meta, job, worker, "cancelled", e, notify)
+        return end_job(meta, job, worker, "cancelled", e, notify)
     except NotFound:  # the dataset was deleted after the job was queued
         err: TrainingError = DatasetMissing("the job's dataset was deleted before the job ran")
-        return _end(meta, job, worker, "failed", err, notify)
+        return end_job(meta, job, worker, "failed", err, notify)
     except TrainingError as e:
         _store_trace(artifacts, job.id, e.extra.get("trace"), bool(spec.standardize))
-        return _end(meta, job, worker, "failed", e, notify)
+        return end_job(meta, job, worker, "failed", e, notify)
     except OSError as e:  # the data file gone or unreadable: said without its path
         log.exception("job %s could not read its data", job.id)
         err = ArtifactsFailed(
             f"the job's data could not be read ({e.strerror or type(e).__name__})")
-        return _end(meta, job, worker, "failed", err, notify)
+        return end_job(meta, job, worker, "failed", err, notify)
     except Exception as e:  # a bug or the machine: typed, without the traceback
         if not isinstance(e, ServiceError) and fault_of(e) is not None:
             raise  # the store failed, not the job: the worker puts it back in the queue
@@ -219,7 +221,7 @@ def run_job(
         # stays in the worker's log
         err = TrainingError(f"training stopped on an internal error ({type(e).__name__}); "
                             "the worker log has the details")
-        return _end(meta, job, worker, "failed", err, notify)
+        return end_job(meta, job, worker, "failed", err, notify)
 
     _store_trace(artifacts, job.id, result.trace, bool(spec.standardize))
     model_id = new_id("mdl")
@@ -233,7 +235,7 @@ def run_job(
     except OSError as e:
         why = "the disk is full" if is_disk_full(e) else (e.strerror or type(e).__name__)
         err = ArtifactsFailed(f"could not write the checkpoint: {why}")
-        return _end(meta, job, worker, "failed", err, notify)
+        return end_job(meta, job, worker, "failed", err, notify)
 
     model = {
         "id": model_id,
@@ -266,7 +268,7 @@ def run_job(
         "parent_id": spec.init_from.model if spec.init_from is not None else None,
     }
     job_values = {
-        **_history_values(result.epochs, result.loss, result.val_loss),
+        **history_values(result.epochs, result.loss, result.val_loss),
         "device_used": result.device,
         "engine_used": result.engine,
         "progress_epoch": int(result.epochs[-1]) if len(result.epochs) else spec.epochs,
@@ -296,7 +298,7 @@ def run_job(
     return "succeeded"
 
 
-def _end(
+def end_job(
     meta: MetadataStore,
     job: JobRow,
     worker: str,
@@ -304,11 +306,14 @@ def _end(
     err: TrainingError,
     notify: Notify | None,
 ) -> str:
+    """End a job that did not succeed (``cancelled`` or ``failed``) with its error, and the
+    history it had when the error carries one; returns the status. A batch prediction's run
+    (worker/predictions.py) ends this way too."""
     values: dict[str, Any] = {"status": status, "error": err.job_error(),
                               "device_used": job.device}
     partial = err.extra.get("history")
     if partial is not None:
-        values.update(_history_values(*partial))
+        values.update(history_values(*partial))
     meta.finish_job(job.id, worker, **values)
     if notify:
         notify({"event": "job_finished", "job_id": job.id, "status": status})

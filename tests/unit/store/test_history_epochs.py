@@ -14,7 +14,7 @@ from sqlalchemy import text
 from service.store.metadata import MetadataStore
 from service.store.sweeps import SweepRecords
 from service.store.tables import compact_epochs, expand_epochs
-from service.worker.runner import _history_values
+from service.worker.runner import history_values
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def _job(meta: MetadataStore, epochs: np.ndarray | None = None, raw: bytes | Non
     n = len(epochs) if epochs is not None else len(raw or b"") // 4
     loss = np.linspace(1.0, 0.5, n, dtype=np.float32)
     if epochs is not None:
-        values = _history_values(epochs, loss, None)
+        values = history_values(epochs, loss, None)
     else:
         values = {"history_loss": loss.tobytes()}
     assert meta.finish_job(job_id, "w", status="succeeded", **values)

@@ -294,8 +294,8 @@ def test_a_template_that_does_not_follow_run_job_leaves_every_trial_to_run_job(
         monkeypatch.setattr(batches_module, "_MODEL_FIELDS",
                             batches_module._MODEL_FIELDS - {"parent_id"})
     else:  # as if run_job stored the history otherwise than the template derives it
-        inner = batches_module._history_values
-        monkeypatch.setattr(batches_module, "_history_values",
+        inner = batches_module.history_values
+        monkeypatch.setattr(batches_module, "history_values",
                             lambda e, loss, v: inner(e, loss * 2, v))
     ran_alone, inner_run = [], batches_module.run_job
     monkeypatch.setattr(batches_module, "run_job",

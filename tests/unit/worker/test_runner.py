@@ -1,5 +1,5 @@
 from service.training.spec import TrainingSpec
-from service.worker.runner import _Reporter
+from service.worker.runner import Reporter
 
 
 def test_a_cancel_is_seen_even_when_no_progress_is_written(client, services):
@@ -7,7 +7,7 @@ def test_a_cancel_is_seen_even_when_no_progress_is_written(client, services):
     job = services.meta.create_job(tenant="default", dataset_id=ds["id"],
                                    spec=TrainingSpec(seed=0).model_dump(mode="json"),
                                    device="cpu", model_name=None, epochs=10)
-    reporter = _Reporter(services.meta, job.id, interval=0.0)
+    reporter = Reporter(services.meta, job.id, interval=0.0)
     assert reporter.should_stop() is False
     client.post(f"/v1/jobs/{job.id}/cancel")
     assert reporter.should_stop() is True
