@@ -344,3 +344,19 @@ def test_a_model_deleted_while_a_prediction_is_submitted_is_a_404(client, servic
     assert r.status_code == 404, r.text
     assert r.json()["error"]["field"] == "model" and model_id in r.json()["error"]["message"]
     assert _predictions_stored(services) == 0
+
+
+def test_a_prediction_whose_model_row_is_gone_fails_saying_so(client, services, line):
+    """The worker's own check stays (a model removed behind the API's back, by hand in the
+    database): the prediction fails as model_missing, not with an internal error."""
+    from sqlalchemy import delete
+
+    from service.store.tables import ModelRow
+
+    r = client.post("/v1/predictions", json={"model": "line@2", "dataset_id": line["dataset"]})
+    assert r.status_code == 202, r.text
+    with services.meta.session() as s:
+        s.execute(delete(ModelRow).where(ModelRow.id == r.json()["model_id"]))
+    assert _run(services) == ["failed"]
+    p = client.get(f"/v1/predictions/{r.json()['id']}").json()
+    assert p["error"]["type"] == "model_missing" and "was deleted" in p["error"]["message"]

@@ -6,7 +6,7 @@ import anyio
 import httpx
 import pytest
 
-from service.client import AsyncClient, Client, JobFailed, NotFoundError
+from service.client import AsyncClient, Client, ConflictError, NotFoundError
 from tests.unit.cli.conftest import Cli
 
 XY = {"x": [[1.0], [2.0], [3.0], [4.0]], "y": [[2.0], [4.1], [5.9], [8.0]]}
@@ -57,11 +57,19 @@ def test_the_sync_and_async_clients(fs: Cli, run_queued):
         assert c.submit_prediction("seed", job["dataset_id"], idempotency_key="k")["id"] \
             == queued["id"]
         assert c.cancel_prediction(queued["id"])["status"] == "cancelled"
-        # the model deleted after the submit, before a worker takes it: the job fails
-        running.before = lambda: c.delete_model(job["model_id"])
-        with pytest.raises(JobFailed) as failed:
-            c.batch_predict("seed", job["dataset_id"])
-        assert failed.value.job["status"] == "failed" and failed.value.type == "model_missing"
+        # the model's DELETE after the submit, before a worker takes it: refused (409) while
+        # the prediction waits for the model, which then runs
+        refused: list[str] = []
+
+        def delete_model() -> None:
+            with pytest.raises(ConflictError) as e:
+                c.delete_model(job["model_id"])
+            refused.append(str(e.value))
+
+        running.before = delete_model
+        assert c.batch_predict("seed", job["dataset_id"])["status"] == "succeeded"
+        assert len(refused) == 1 and "1 queued or running batch prediction" in refused[0]
+        assert c.model(job["model_id"])["id"] == job["model_id"]
         c.delete_prediction(p["id"])
         with pytest.raises(NotFoundError):
             c.prediction(p["id"])
