@@ -27,8 +27,6 @@ from service.store.jobs import PREDICT
 from service.store.tables import DatasetRow, JobRow, ModelRow
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from service.services import Services
 
 Format = Literal["csv", "parquet", "jsonl"]
@@ -127,16 +125,11 @@ def submit_prediction(
                           model_version=row.version, format=fmt, include_input=include_input)
     # numpy on any worker: the cpu queue (scale-out) or the embedded pool
     device = services.resolve_device("cpu")
-
-    def then(s: Session, job_id: str) -> None:  # the model not deleted since it was read
-        meta.model_still_there(s, row.id, tenant)
-        if completion is not None:
-            completion(s, job_id)
-
     job = meta.create_job(
         tenant=tenant, task=PREDICT, dataset_id=dataset.id, spec=spec.model_dump(mode="json"),
         device=device, model_name=None, epochs=dataset.rows,
-        max_active=settings.max_active_jobs, check_dataset=True, then=then,
+        max_active=settings.max_active_jobs, check_dataset=True,
+        then=meta.checking_model(row.id, tenant, "model", completion),  # not deleted since
     )
     services.job_submitted(job.id, job.device)
     return job

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,14 +77,15 @@ class ModelRecords(EvaluationRecords, NameRecords):
     def delete_model(self, model_id: str, tenant: str = "default") -> ModelRow:
         """Delete a model's record, and with it its version of its name; returns it (the
         caller removes the checkpoint file after the commit). The job that trained it keeps
-        its ``model_id``, which then answers 404. 409 while a queued or running batch
-        prediction uses it (as a dataset's DELETE is refused while a job uses the dataset).
+        its ``model_id``, which then answers 404. 409 while a queued or running job needs it,
+        a batch prediction or a warm start (as a dataset's DELETE is refused while a job
+        uses the dataset).
 
         The DELETE comes first in its transaction, as ``delete_dataset``'s does, so that a
-        check made after it (an alias or a traffic split pointing at the model, a batch
-        prediction queued on it: a 409) sees every reference committed before it and rolls
-        it back; a prediction's submit checks the model in the transaction that queues it
-        (``model_still_there``)."""
+        check made after it (an alias or a traffic split pointing at the model, a job queued
+        that needs it: a 409) sees every reference committed before it and rolls it back;
+        the submit of such a job checks the model in the transaction that queues it
+        (``checking_model``)."""
         with self.session() as s:
             row = s.scalars(
                 delete(ModelRow)
@@ -92,32 +94,46 @@ class ModelRecords(EvaluationRecords, NameRecords):
             ).one_or_none()
             if row is not None:
                 self._refuse_named_version(s, row)
-                self._refuse_predicting(s, row)
+                self._refuse_in_use(s, row)
                 self._delete_evaluations_of(s, row.id)
         if row is None:
             raise not_found("model", model_id)
         return row
 
     @staticmethod
-    def _refuse_predicting(s: Session, row: ModelRow) -> None:
+    def _refuse_in_use(s: Session, row: ModelRow) -> None:
+        """409 while a queued or running job needs the model: a batch prediction scoring
+        with it, or a warm start (``init_from``) beginning from it."""
         busy = s.scalar(select(func.count()).select_from(JobRow).where(
-            JobRow.task == PREDICT, JobRow.status.in_(ACTIVE), JobRow.tenant == row.tenant,
-            JobRow.spec["model_id"].as_string() == row.id))
+            JobRow.status.in_(ACTIVE), JobRow.tenant == row.tenant,
+            or_(and_(JobRow.task == PREDICT, JobRow.spec["model_id"].as_string() == row.id),
+                JobRow.spec[("init_from", "model")].as_string() == row.id)))
         if busy:  # rolls the DELETE back
-            raise Conflict(f"model {row.id!r} is used by {busy} queued or running batch "
-                           "prediction(s); cancel them or wait for them to finish")
+            raise Conflict(f"model {row.id!r} is needed by {busy} queued or running job(s) (a "
+                           "batch prediction with it, or a warm start from it); cancel them or "
+                           "wait for them to finish")
 
-    @staticmethod
-    def model_still_there(s: Session, model_id: str, tenant: str) -> None:
-        """In the transaction that queues a batch prediction: the model it names is still
-        there (NotFound naming ``model`` otherwise, nothing stored). Read after the job's
-        insert, as ``create_job`` checks the dataset: on SQLite the write lock is held; on
-        PostgreSQL the row is locked FOR KEY SHARE, which ``delete_model``'s DELETE waits
-        for (and a check made after that DELETE commits finds no row)."""
-        if s.scalar(select(ModelRow.id).where(ModelRow.id == model_id,
-                                              ModelRow.tenant == tenant)
-                    .with_for_update(key_share=True)) is None:
-            raise NotFound(f"model {model_id!r} was deleted", field="model")
+    @classmethod
+    def checking_model(cls, model_id: str, tenant: str, field: str,
+                       then: Callable[[Session, str], None] | None
+                       ) -> Callable[[Session, str], None]:
+        """A ``create_job`` ``then`` for a job that needs a model (a batch prediction, a
+        warm start): in the transaction that queues the job, the model is checked to be
+        still there (NotFound naming ``field`` otherwise, nothing stored), then ``then``
+        runs. Read after the job's insert, as ``create_job`` checks the dataset: on SQLite
+        the write lock is held; on PostgreSQL the row is locked FOR KEY SHARE, which
+        ``delete_model``'s DELETE waits for (and a check made after that DELETE commits
+        finds no row)."""
+
+        def check(s: Session, job_id: str) -> None:
+            if s.scalar(select(ModelRow.id).where(ModelRow.id == model_id,
+                                                  ModelRow.tenant == tenant)
+                        .with_for_update(key_share=True)) is None:
+                raise NotFound(f"model {model_id!r} was deleted", field=field)
+            if then is not None:
+                then(s, job_id)
+
+        return check
 
     def resolve_model(self, ref: str, tenant: str = "default", field: str = "model") -> ModelRow:
         """A model by id, by name (its latest version), or ``name@N`` (version N),

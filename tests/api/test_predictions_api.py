@@ -316,7 +316,7 @@ def test_a_model_a_prediction_waits_for_is_not_deleted_under_it(client, services
     v1 = services.meta.resolve_model("line@1").id
     r = client.delete(f"/v1/models/{model_id}")
     assert r.status_code == 409, r.text
-    assert "1 queued or running batch prediction" in r.json()["error"]["message"]
+    assert "needed by 1 queued or running job(s)" in r.json()["error"]["message"]
     assert client.get(f"/v1/models/{model_id}").status_code == 200  # nothing deleted
     # another model of the name is not held by it (v1 has the champion alias: moved first)
     assert client.delete("/v1/model-names/line/aliases/champion").status_code == 204

@@ -113,3 +113,61 @@ def test_an_unknown_parent_or_alias_is_a_404_and_a_malformed_one_a_422(client, r
             assert r.json()["error"]["field"] == "init_from.model", (ref, r.text)
     r = client.post("/v1/jobs", json={**XY, "init_from": {"model": "seed", "extra": 1}})
     assert r.status_code == 422
+
+
+def test_a_parent_a_warm_start_waits_for_is_not_deleted_under_it(client, services,
+                                                                  run_queued):
+    """The parent's DELETE is a 409 while a queued warm start needs it; once the job has
+    run, it goes (the job keeps naming it as its lineage)."""
+    parent = _run(client, run_queued, epochs=10, model_name="seed")
+    r = client.post("/v1/jobs", json={**XY, "epochs": 10,
+                                      "init_from": {"model": parent["model_id"]}})
+    assert r.status_code == 202, r.text
+    refused = client.delete(f"/v1/models/{parent['model_id']}")
+    assert refused.status_code == 409, refused.text
+    assert "needed by 1 queued or running job(s)" in refused.json()["error"]["message"]
+    assert client.get(f"/v1/models/{parent['model_id']}").status_code == 200
+    run_queued()
+    assert client.get(f"/v1/jobs/{r.json()['id']}").json()["status"] == "succeeded"
+    assert client.delete(f"/v1/models/{parent['model_id']}").status_code == 204
+
+
+def test_a_parent_deleted_while_its_warm_start_is_submitted_is_a_404(client, services,
+                                                                     run_queued, monkeypatch):
+    """Checked again in the transaction that queues the job: deleted after the submit
+    resolved it, the submit is a 404 naming ``init_from.model`` and stores nothing."""
+    import service.jobs.submit as submit
+
+    parent = _run(client, run_queued, epochs=10, model_name="seed")
+    before = client.get("/v1/jobs").json()["count"]
+    resolved = submit.check_init_from
+
+    def then_deleted(*args, **kwargs):
+        spec = resolved(*args, **kwargs)
+        services.meta.delete_model(parent["model_id"])  # between the read and the queueing
+        return spec
+
+    monkeypatch.setattr(submit, "check_init_from", then_deleted)
+    r = client.post("/v1/jobs", json={**XY, "epochs": 10, "init_from": {"model": "seed"}})
+    assert r.status_code == 404, r.text
+    err = r.json()["error"]
+    assert err["field"] == "init_from.model" and parent["model_id"] in err["message"]
+    assert client.get("/v1/jobs").json()["count"] == before  # nothing stored
+
+
+def test_a_warm_start_whose_parent_row_is_gone_fails_saying_so(client, services, run_queued):
+    """The worker's own check stays (the parent removed by hand in the database): the job
+    fails as parent_missing."""
+    from sqlalchemy import delete
+
+    from service.store.tables import ModelRow
+
+    parent = _run(client, run_queued, epochs=10, model_name="seed")
+    r = client.post("/v1/jobs", json={**XY, "epochs": 10,
+                                      "init_from": {"model": parent["model_id"]}})
+    assert r.status_code == 202, r.text
+    with services.meta.session() as s:
+        s.execute(delete(ModelRow).where(ModelRow.id == parent["model_id"]))
+    run_queued()
+    job = client.get(f"/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "failed" and job["error"]["type"] == "parent_missing", job

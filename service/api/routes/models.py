@@ -160,8 +160,8 @@ async def predict_with(
                dependencies=[Depends(require("train"))])  # a predict key reads models only
 def delete_model(model_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Delete a model: its record, its version of its name, and its checkpoint file (409
-    while an alias or a traffic split names its version, or a queued or running batch
-    prediction uses it)."""
+    while an alias or a traffic split names its version, or a queued or running job needs
+    it: a batch prediction with it, a warm start from it)."""
     row = services.freeing_space(lambda: services.meta.delete_model(model_id, tenant))
     services.artifacts.delete_checkpoint(row.id)  # after the commit: a stray file is swept
     services.catalog_moved(row.id)  # last: a load begun before the commit is dropped

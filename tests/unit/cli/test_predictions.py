@@ -68,7 +68,7 @@ def test_the_sync_and_async_clients(fs: Cli, run_queued):
 
         running.before = delete_model
         assert c.batch_predict("seed", job["dataset_id"])["status"] == "succeeded"
-        assert len(refused) == 1 and "1 queued or running batch prediction" in refused[0]
+        assert len(refused) == 1 and "needed by 1 queued or running job(s)" in refused[0]
         assert c.model(job["model_id"])["id"] == job["model_id"]
         c.delete_prediction(p["id"])
         with pytest.raises(NotFoundError):
