@@ -134,8 +134,9 @@ def submit_job(
         max_active=settings.max_active_jobs,
         check_dataset=True,  # in the insert's transaction: a dataset deleted meanwhile is a 404
         # and so is a warm start's parent model
-        then=completion if spec.init_from is None else meta.checking_model(
-            spec.init_from.model, tenant, "init_from.model", completion),
+        check_model=None if spec.init_from is None else (spec.init_from.model,
+                                                         "init_from.model"),
+        then=completion,
     )
     services.job_submitted(job.id, job.device)
     return job

@@ -129,7 +129,7 @@ def submit_prediction(
         tenant=tenant, task=PREDICT, dataset_id=dataset.id, spec=spec.model_dump(mode="json"),
         device=device, model_name=None, epochs=dataset.rows,
         max_active=settings.max_active_jobs, check_dataset=True,
-        then=meta.checking_model(row.id, tenant, "model", completion),  # not deleted since
+        check_model=(row.id, "model"), then=completion,
     )
     services.job_submitted(job.id, job.device)
     return job

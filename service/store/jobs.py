@@ -15,7 +15,7 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.errors import ActiveJobsExceeded, Conflict, not_found
+from service.errors import ActiveJobsExceeded, Conflict, NotFound, not_found
 from service.jobs.status import ACTIVE, FINISHED
 from service.store.session import Page, Records, updated_rows
 from service.store.tables import DatasetRow, JobRow, ModelRow, SweepTrialRow, new_id, utcnow
@@ -72,6 +72,7 @@ class JobRecords(Records):
 
     def create_job(
         self, *, max_active: int | None = None, check_dataset: bool = False,
+        check_model: tuple[str, str] | None = None,
         then: Callable[[Session, str], None] | None = None, **values: Any,
     ) -> JobRow:
         """Insert a queued job, in one transaction with:
@@ -82,6 +83,10 @@ class JobRecords(Records):
           concurrent delete waits; a transaction that read first could not upgrade); on
           PostgreSQL the dataset row is locked FOR KEY SHARE, which ``delete_dataset``'s
           DELETE waits for (and a check made after that DELETE commits finds no row).
+        - with ``check_model`` (the model's id and the field that names it: a batch
+          prediction's model, a warm start's parent), the same check of that model of
+          ``tenant``: NotFound naming the field, nothing stored; ``delete_model`` refuses
+          (409) while a queued job needs the model, and this closes the gap before.
         - with ``max_active``, the count of the tenant's queued + running jobs after the
           insert (SQLite's write lock, or an advisory lock on PostgreSQL, keeps concurrent
           submits apart): over the limit it rolls back and raises ActiveJobsExceeded.
@@ -100,6 +105,12 @@ class JobRecords(Records):
                 .with_for_update(key_share=True)
             ) is None:
                 raise not_found("dataset", row.dataset_id)
+            if check_model is not None:
+                model_id, field = check_model
+                if s.scalar(select(ModelRow.id)
+                            .where(ModelRow.id == model_id, ModelRow.tenant == row.tenant)
+                            .with_for_update(key_share=True)) is None:
+                    raise NotFound(f"model {model_id!r} was deleted", field=field)
             if max_active is not None:
                 active = active_jobs(s, row.tenant)
                 if active > max_active:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
@@ -85,7 +84,7 @@ class ModelRecords(EvaluationRecords, NameRecords):
         check made after it (an alias or a traffic split pointing at the model, a job queued
         that needs it: a 409) sees every reference committed before it and rolls it back;
         the submit of such a job checks the model in the transaction that queues it
-        (``checking_model``)."""
+        (``create_job``'s ``check_model``)."""
         with self.session() as s:
             row = s.scalars(
                 delete(ModelRow)
@@ -112,28 +111,6 @@ class ModelRecords(EvaluationRecords, NameRecords):
             raise Conflict(f"model {row.id!r} is needed by {busy} queued or running job(s) (a "
                            "batch prediction with it, or a warm start from it); cancel them or "
                            "wait for them to finish")
-
-    @classmethod
-    def checking_model(cls, model_id: str, tenant: str, field: str,
-                       then: Callable[[Session, str], None] | None
-                       ) -> Callable[[Session, str], None]:
-        """A ``create_job`` ``then`` for a job that needs a model (a batch prediction, a
-        warm start): in the transaction that queues the job, the model is checked to be
-        still there (NotFound naming ``field`` otherwise, nothing stored), then ``then``
-        runs. Read after the job's insert, as ``create_job`` checks the dataset: on SQLite
-        the write lock is held; on PostgreSQL the row is locked FOR KEY SHARE, which
-        ``delete_model``'s DELETE waits for (and a check made after that DELETE commits
-        finds no row)."""
-
-        def check(s: Session, job_id: str) -> None:
-            if s.scalar(select(ModelRow.id).where(ModelRow.id == model_id,
-                                                  ModelRow.tenant == tenant)
-                        .with_for_update(key_share=True)) is None:
-                raise NotFound(f"model {model_id!r} was deleted", field=field)
-            if then is not None:
-                then(s, job_id)
-
-        return check
 
     def resolve_model(self, ref: str, tenant: str = "default", field: str = "model") -> ModelRow:
         """A model by id, by name (its latest version), or ``name@N`` (version N),
