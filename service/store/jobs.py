@@ -224,18 +224,28 @@ class JobRecords(Records):
             )
         return self.get_job(job_id, tenant=None, task=None) if claimed == 1 else None
 
-    def claim_batch(self, job_ids: Sequence[str], worker: str) -> list[JobRow]:
+    def claim_batch(self, job_ids: Sequence[str], worker: str, most: int | None = None
+                    ) -> list[JobRow]:
         """Atomically move those of these jobs that are still queued to running for this
-        worker (one UPDATE: a sweep's trials trained as one batch); returns them."""
-        if not job_ids:
+        worker (a sweep's trials trained as one batch); returns them, in the order given.
+        With ``most``: only the oldest ``most`` of those still queued, chosen in the
+        transaction that claims them, so that workers claiming from the same list at once
+        each get their count (one passes over what another took, rather than coming back
+        short; on PostgreSQL, rows another claim has locked are skipped, not waited for)."""
+        if not job_ids or (most is not None and most <= 0):
             return []
-        with self.session() as s:
-            s.execute(update(JobRow)
-                      .where(JobRow.id.in_(list(job_ids)), JobRow.status == "queued")
-                      .values(**_claim_values(worker)))
-            claimed = list(s.scalars(select(JobRow).where(
-                JobRow.id.in_(list(job_ids)), JobRow.status == "running",
-                JobRow.worker == worker)))
+        ids = list(job_ids)
+        with self.write_session() as s:
+            if most is not None:  # SQLite: under its write lock; PostgreSQL: rows locked
+                ids = list(s.scalars(
+                    select(JobRow.id).where(JobRow.id.in_(ids), JobRow.status == "queued")
+                    .order_by(JobRow.created_at, JobRow.id).limit(most)
+                    .with_for_update(skip_locked=True)))
+            got = list(s.scalars(
+                update(JobRow).where(JobRow.id.in_(ids), JobRow.status == "queued")
+                .values(**_claim_values(worker)).returning(JobRow.id)
+                .execution_options(synchronize_session=False))) if ids else []
+            claimed = list(s.scalars(select(JobRow).where(JobRow.id.in_(got)))) if got else []
         order = {job_id: i for i, job_id in enumerate(job_ids)}
         return sorted(claimed, key=lambda j: order[j.id])
 

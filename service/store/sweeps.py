@@ -327,20 +327,6 @@ class SweepRecords:
                 select(JobRow.id).join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
                 .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status.in_(ACTIVE))))
 
-    def queued_siblings(self, job_id: str, limit: int) -> list[JobRow]:
-        """The queued jobs of the other trials of the sweep this job is a trial of, oldest
-        first (none when it is not a trial): what may be trained with it as one batch."""
-        with self.session() as s:
-            sweep_id = s.scalar(select(SweepTrialRow.sweep_id)
-                                .where(SweepTrialRow.job_id == job_id))
-            if sweep_id is None:
-                return []
-            return list(s.scalars(
-                select(JobRow).join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
-                .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status == "queued",
-                       JobRow.id != job_id)
-                .order_by(JobRow.created_at, JobRow.id).limit(limit)))
-
     def trial_siblings(self, job_id: str, limit: int
                        ) -> tuple[list[tuple[str, str, str, dict[str, Any]]], int, int]:
         """The other trials of the sweep this job is a trial of, as a batch's claim needs
@@ -369,17 +355,6 @@ class SweepRecords:
         created, still_open = sum(counts.values()), counts.get(OPEN, 0)
         to_come = max(0, min(max_trials - created, max_parallel - still_open))
         return [(i, d, dev, spec) for i, d, dev, spec in queued], int(running), to_come
-
-    def running_siblings(self, job_id: str) -> int:
-        """How many other trials of this job's sweep are running."""
-        with self.session() as s:
-            sweep_id = s.scalar(select(SweepTrialRow.sweep_id)
-                                .where(SweepTrialRow.job_id == job_id))
-            return s.scalar(
-                select(func.count()).select_from(JobRow)
-                .join(SweepTrialRow, SweepTrialRow.job_id == JobRow.id)
-                .where(SweepTrialRow.sweep_id == sweep_id, JobRow.status == "running",
-                       JobRow.id != job_id)) or 0
 
     def batch_progress(self, worker: str, progress: Sequence[tuple[str, int, float,
                                                                 float | None]],

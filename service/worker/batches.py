@@ -104,13 +104,12 @@ def _key_of(spec: dict[str, Any]) -> str | None:
 def claim_trials(meta: MetadataStore, job: JobRow, worker: str, parts: int = 1
                  ) -> list[JobRow]:
     """``job`` (claimed) and the queued trials of its sweep that train with it as one batch
-    (``trial_key``: the same dataset and device too), claimed in one UPDATE: the oldest
-    first, this worker's share of the sweep's open trials (and of those its controller is
-    about to queue) when ``parts`` workers share them (at most ``MAX_BATCH``). Workers
-    that claim at the same moment each count the other's trials as still queued and ask
-    for the same oldest ones, and one of them gets less than it asked for (of 100 trials,
-    none or 15 and 50, the rest left for later batches): it claims again at once, up to
-    its share of what is open then."""
+    (``trial_key``: the same dataset and device too): this worker's share of the sweep's
+    open trials (and of those its controller is about to queue) when ``parts`` workers
+    share them, at most ``MAX_BATCH``. One read of the sweep's trials, then one UPDATE that
+    claims the oldest of those still queued, up to the share: workers that claim at the
+    same moment count each other's trials as still queued, ask for the same share, and
+    each gets it (the second claim passes over what the first took)."""
     if job.task == PREDICT:  # a batch prediction is no sweep's trial
         return [job]
     key = _key_of(job.spec)
@@ -122,27 +121,14 @@ def claim_trials(meta: MetadataStore, job: JobRow, worker: str, parts: int = 1
     def same_key(spec: dict[str, Any]) -> bool:
         return (mine is not None and _shared_part(spec) == mine) or _key_of(spec) == key
 
-    records = SweepRecords(meta)
-    batch = [job]
-    for _ in range(3):  # the claim, then up to two claims again after a race
-        queued, running, to_come = records.trial_siblings(job.id, 4 * MAX_BATCH)
-        same = [job_id for job_id, dataset_id, device, spec in queued
-                if dataset_id == job.dataset_id and device == job.device and same_key(spec)]
-        if not same:
-            break
-        others = running - (len(batch) - 1)  # running elsewhere
-        # the trials its controller is about to queue count too (it queues them in parts,
-        # one per worker): they are the other workers' share
-        share = (MAX_BATCH if parts <= 1 else min(
-            MAX_BATCH, -(-(len(same) + len(batch) + others + to_come) // parts)))
-        if share <= len(batch):
-            break
-        asked = same[: share - len(batch)]
-        got = meta.claim_batch(asked, worker)
-        batch += got
-        if len(got) == len(asked) or parts <= 1:
-            break  # nothing taken from under it
-    return batch
+    queued, running, to_come = SweepRecords(meta).trial_siblings(job.id, 4 * MAX_BATCH)
+    same = [job_id for job_id, dataset_id, device, spec in queued
+            if dataset_id == job.dataset_id and device == job.device and same_key(spec)]
+    # the trials its controller is about to queue count too (it queues them in parts, one
+    # per worker): they are the other workers' share
+    share = (MAX_BATCH if parts <= 1 else
+             min(MAX_BATCH, -(-(len(same) + 1 + running + to_come) // parts)))
+    return [job, *meta.claim_batch(same, worker, most=share - 1)] if same else [job]
 
 
 def run_trials(jobs: list[JobRow], worker: str, meta: MetadataStore,

@@ -92,6 +92,16 @@ def test_claim_next_hands_each_job_to_one_worker(meta):
     assert sorted(taken) == sorted(ids)
 
 
+def test_claims_of_the_oldest_from_one_list_each_get_their_count(meta):
+    ids = [meta.create_job(tenant="default", dataset_id="ds_x", spec={}, device="cpu",
+                           epochs=1).id for _ in range(40)]
+    got = _race(4, lambda i: meta.claim_batch(ids, f"w{i}", most=10))  # a sweep's shares
+    taken = [j.id for batch in got for j in batch]  # type: ignore[union-attr]
+    assert [len(batch) for batch in got] == [10] * 4  # type: ignore[arg-type]
+    assert sorted(taken) == sorted(ids)  # each trial to one worker, none left behind
+    assert {meta.get_job(i).attempts for i in ids} == {1}
+
+
 def test_the_same_dataset_stored_concurrently_is_one_record(meta):
     def add(_: int):
         row, created = meta.add_dataset(

@@ -263,27 +263,46 @@ def test_a_trial_taken_from_the_batch_meanwhile_is_not_recorded_by_it(client, se
 
 
 @pytest.mark.parametrize("taken", [3, 4])  # some of what it asked for, or all of it
-def test_a_worker_that_lost_a_race_for_its_share_claims_again(client, services, monkeypatch,
-                                                              taken):
+def test_a_worker_that_loses_a_race_for_its_share_still_claims_its_share_at_once(
+        client, services, monkeypatch, taken):
     ids = _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 20,
                                            "seed": 0},
                         {"optimizer.lr": {"choice": [0.001 * i for i in range(1, 11)]}})
-    services.meta.claim_next("w1")
+    order = sorted(ids, key=lambda i: (services.meta.get_job(i, None).created_at, i))
+    w1 = services.meta.claim_next("w1")
     first = services.meta.claim_next("w2")
-    inner, stolen = services.meta.claim_batch, []
+    inner, stolen, calls = services.meta.claim_batch, [], []
 
-    def racing(job_ids, worker):  # w1 claims some of w2's trials between its read and UPDATE
+    def racing(job_ids, worker, most=None):  # w1 claims some of them before w2's UPDATE
+        calls.append(worker)
         if worker == "w2" and not stolen:
-            assert len(job_ids) == 4  # its share of the 10 (its own trial the fifth)
+            assert most == 4  # its share of the 10 (its own trial the fifth)
             stolen.extend(inner(list(job_ids)[:taken], "w1"))
-        return inner(job_ids, worker)
+        return inner(job_ids, worker, most)
 
     monkeypatch.setattr(services.meta, "claim_batch", racing)
     batch = claim_trials(services.meta, first, "w2", parts=2)
     assert len(stolen) == taken
-    assert len(batch) == len(ids) // 2  # its share of the 10, not the 2 its first claim got
+    assert calls == ["w2"]  # one claim, not one more after the race
+    assert len(batch) == len(ids) // 2  # its share of the 10, none of them w1's
     assert len({j.id for j in batch}) == len(batch)
     assert all(services.meta.get_job(j.id, None).worker == "w2" for j in batch)
+    assert not {j.id for j in batch} & {j.id for j in stolen}
+    left = [i for i in order if i not in {w1.id, first.id, *(j.id for j in stolen)}]
+    assert [j.id for j in batch[1:]] == left[:4]  # the oldest still queued, in order
+
+
+def test_a_claim_of_the_oldest_takes_only_what_is_still_queued(client, services):
+    ids = _queue_trials(client, services, {"x": SEED["x"], "y": SEED["y"], "epochs": 20,
+                                           "seed": 0},
+                        {"optimizer.lr": {"choice": [0.001 * i for i in range(1, 7)]}})
+    order = sorted(ids, key=lambda i: (services.meta.get_job(i, None).created_at, i))
+    assert [j.id for j in services.meta.claim_batch(order[1:3], "a")] == order[1:3]
+    got = services.meta.claim_batch(list(reversed(order)), "b", most=3)
+    assert [j.id for j in got] == [order[4], order[3], order[0]]  # the three oldest left,
+    assert services.meta.claim_batch(order, "c", most=0) == []  # in the order asked
+    assert [j.id for j in services.meta.claim_batch(order, "c", most=5)] == [order[5]]
+    assert {services.meta.get_job(i, None).worker for i in order} == {"a", "b", "c"}
 
 
 @pytest.mark.parametrize("change", ["a field it does not know", "another history"])
