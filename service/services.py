@@ -149,8 +149,13 @@ class Services:
             begin_stop()
 
     def on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "model_created":
+        """An event from the embedded pool's workers: a model created (predict looks
+        again), a job or a sweep ended (its long polls answer)."""
+        if event.get("event") == "model_created" or (
+                event.get("event") == "sweep_finished" and event.get("registered")):
             self.predictor.catalog_changed()
+        if event.get("event") == "sweep_finished":
+            self.waiters.finished(event["sweep_id"])
         if event.get("event") in ("model_created", "job_finished") and "job_id" in event:
             self.waiters.finished(event["job_id"])
 

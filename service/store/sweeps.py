@@ -7,8 +7,7 @@ The records share the metadata store's engine and sessions (``SweepRecords(meta)
 
 from __future__ import annotations
 
-import random
-import time
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
 from service.errors import ActiveJobsExceeded, Conflict, not_found
@@ -67,6 +65,34 @@ class NewTrial:
     params: dict[str, Any]
     raw_params: dict[str, Any]
     system_attrs: dict[str, Any]
+
+
+@dataclass
+class BatchEnd:
+    """What ``finish_batch`` recorded: the jobs this worker still held (their ends written),
+    those of them whose trials were recorded in a sweep that has no trial left to ask for
+    (its controller has nothing to do for them), and the sweeps whose last trials those
+    were (ended with their best trial)."""
+
+    held: set[str]
+    settled: set[str]
+    sweeps_ended: list[dict[str, Any]]
+
+
+def trial_end(objective: str, job_status: str, metrics: dict[str, Any] | None,
+              job_error: dict[str, Any] | None) -> tuple[str, float | None, dict[str, Any] | None]:
+    """How a trial whose job ended comes out when no pruner judges it: (its status, its
+    objective value, its error). A succeeded job's value is read from its model's metrics,
+    and a model without a finite one makes a failed trial; a failed or cancelled job's trial
+    ends as its job did, with its error."""
+    if job_status in ("failed", "cancelled"):
+        return job_status, None, job_error
+    raw = (metrics or {}).get(objective)
+    value = None if raw is None else float(raw)
+    if value is None or not math.isfinite(value):
+        return "failed", None, {"type": "no_objective",
+                                "message": f"the trial's model has no finite {objective}"}
+    return "succeeded", value, None
 
 
 _JOB_COLUMNS = (JobRow.id, JobRow.status, JobRow.epochs, JobRow.progress_epoch,
@@ -266,8 +292,11 @@ class SweepRecords:
 
     @staticmethod
     def holds(s: Session, sweep_id: str, holder: str) -> bool:
-        """Whether ``holder`` holds the sweep (read in the caller's transaction)."""
-        return s.scalar(select(SweepRow.holder).where(SweepRow.id == sweep_id)) == holder
+        """Whether ``holder`` holds the sweep (read in the caller's transaction, the sweep's
+        row locked to its end on PostgreSQL: its trials' ends are numbered by one
+        transaction at a time, this controller's or a worker's ``finish_batch``)."""
+        return s.scalar(select(SweepRow.holder).where(SweepRow.id == sweep_id)
+                        .with_for_update()) == holder
 
     def update_trial(self, sweep_id: str, number: int, holder: str, **values: Any) -> bool:
         """Change a trial, only while this controller holds its sweep."""
@@ -312,7 +341,7 @@ class SweepRecords:
                           system_attrs: dict[str, Any], error: dict[str, Any]) -> int | None:
         """A trial the job schema refused (a combination of values): failed, without a
         job; returns its place in the order trials ended (None: the sweep is not held)."""
-        with self.session() as s:
+        with self.write_session() as s:
             if not self.holds(s, sweep_id, holder):
                 return None
             seq = _next_seq(s, sweep_id)
@@ -380,12 +409,14 @@ class SweepRecords:
                                         JobRow.worker != worker))))
 
     def finish_batch(self, worker: str, ends: Sequence[tuple[str, dict[str, Any] | None,
-                                                          dict[str, Any]]]) -> set[str]:
+                                                          dict[str, Any]]]) -> BatchEnd:
         """Record the ends of a batch of trials this worker trained together, in one
         transaction: ``(job id, model, values)`` each, a succeeded trial with its model (the
         row ``finish_with_model`` creates, unnamed) and its job's values, or one that ended
         otherwise with its status and error (``finish_job``'s values). Only jobs this worker
-        still holds change; returns their ids."""
+        still holds change. In the same transaction their trials are recorded as ended
+        where no pruner judges them (``record_trial_ends``), and a sweep whose last open
+        trial that was ends with its best trial (``end_with_best``)."""
         if any(model is not None and model.get("name") for _, model, _ in ends):
             raise ValueError("a batch's models are unnamed (trials register no name)")
         ids = [job_id for job_id, _, _ in ends]
@@ -409,36 +440,112 @@ class SweepRecords:
                 by_keys.setdefault(tuple(sorted(row)), []).append(row)
             for rows in by_keys.values():  # an executemany per set of columns
                 s.execute(update(JobRow), rows)
-        return held
+            settled, ended = self.record_trial_ends(s, {
+                job_id: ("succeeded", model["metrics"], None) if model is not None
+                else (str(values.get("status")), None, values.get("error"))
+                for job_id, model, values in ends if job_id in held}, now)
+        return BatchEnd(held, settled, ended)
+
+    def record_trial_ends(self, s: Session,
+                          jobs: dict[str, tuple[str, dict[str, Any] | None,
+                                                dict[str, Any] | None]],
+                          now: datetime) -> tuple[set[str], list[dict[str, Any]]]:
+        """In the transaction that ends these jobs (job id: its status, its model's metrics,
+        its error): their trials, still open, recorded as ended (``trial_end``) and numbered
+        in the order trials ended, after the sweep's row is locked, as the controller's
+        ``end_trials`` numbers them; a sweep whose trials have now all been created and
+        ended, and whose cancel nobody asked, ends with its best trial (``end_with_best``).
+        A sweep with a pruner is left to its controller, which judges each trial's history
+        first. Returns the jobs whose trials were recorded in a sweep with every trial
+        created and no cancel asked (nothing left for its controller to do for them), and
+        the sweeps ended (``end_with_best``'s answers)."""
+        settled: set[str] = set()
+        ended: list[dict[str, Any]] = []
+        if not jobs:
+            return settled, ended
+        sweep_ids = sorted(set(s.scalars(select(SweepTrialRow.sweep_id).where(
+            SweepTrialRow.job_id.in_(list(jobs)), SweepTrialRow.status == OPEN))))
+        for sweep_id in sweep_ids:
+            sweep = s.scalar(select(SweepRow).where(SweepRow.id == sweep_id).with_for_update())
+            if sweep is None or sweep.pruning or sweep.status not in ACTIVE:
+                continue
+            trials = s.execute(select(SweepTrialRow.id, SweepTrialRow.job_id).where(
+                SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.status == OPEN,
+                SweepTrialRow.job_id.in_(list(jobs))).order_by(SweepTrialRow.number)).all()
+            seq = _next_seq(s, sweep_id)
+            rows = []
+            for row_id, job_id in trials:
+                status, value, error = trial_end(sweep.objective, *jobs[str(job_id)])
+                rows.append({"id": row_id, "status": status, "value": value, "error": error,
+                             "seq": seq, "finished_at": now})
+                seq += 1
+            if rows:
+                s.execute(update(SweepTrialRow), rows)
+            if sweep.cancel_requested:
+                continue
+            counts = dict(s.execute(
+                select(SweepTrialRow.status, func.count())
+                .where(SweepTrialRow.sweep_id == sweep_id)
+                .group_by(SweepTrialRow.status)).all())
+            if sum(counts.values()) >= sweep.max_trials:
+                settled.update(str(job_id) for _, job_id in trials)
+                if not counts.get(OPEN):
+                    ended.append(self.end_with_best(s, sweep, now))
+        return settled, ended
+
+    def end_sweep(self, sweep_id: str, holder: str) -> dict[str, Any] | None:
+        """End a sweep whose trials have all ended, as its holder (``end_with_best``); None
+        when ``holder`` no longer holds it (nothing changed)."""
+        with self.write_session() as s:
+            sweep = s.scalar(select(SweepRow).where(SweepRow.id == sweep_id).with_for_update())
+            if sweep is None or sweep.holder != holder or sweep.status not in ACTIVE:
+                return None
+            return self.end_with_best(s, sweep, utcnow())
+
+    def end_with_best(self, s: Session, sweep: SweepRow, now: datetime) -> dict[str, Any]:
+        """In the caller's transaction (the sweep's row locked): the sweep succeeds with its
+        best succeeded trial whose model is still there (the lowest number on a tie), that
+        model registered as the next version of the sweep's ``model_name`` if it has one;
+        with none, the sweep fails saying why. Returns what changed: the sweep's id, status,
+        and the model registered (None: no name was given, or no trial succeeded)."""
+        best_first = (SweepTrialRow.value.desc() if sweep.direction == "maximize"
+                      else SweepTrialRow.value.asc())
+        best = s.execute(
+            select(SweepTrialRow.number, SweepTrialRow.value, ModelRow)
+            .join(JobRow, JobRow.id == SweepTrialRow.job_id)
+            .join(ModelRow, ModelRow.id == JobRow.model_id)
+            .where(SweepTrialRow.sweep_id == sweep.id, SweepTrialRow.status == "succeeded",
+                   SweepTrialRow.value.is_not(None), ModelRow.tenant == sweep.tenant)
+            .order_by(best_first, SweepTrialRow.number).limit(1)).first()
+        sweep.finished_at, sweep.holder = now, None
+        if best is None:
+            errors = s.execute(select(SweepTrialRow.error).where(
+                SweepTrialRow.sweep_id == sweep.id).order_by(SweepTrialRow.number)).scalars()
+            trials = list(errors)
+            first = next((e for e in trials if e), None)
+            why = f"; trial errors, e.g. {first['type']}: {first['message']}" if first else ""
+            sweep.status = "failed"
+            sweep.error = {"type": "no_trial_succeeded",
+                           "message": f"none of the {len(trials)} trials succeeded{why}"}
+            return {"sweep_id": sweep.id, "status": "failed", "registered": None}
+        number, value, model = best
+        registered = None
+        if sweep.model_name and model.name != sweep.model_name:  # (already: a retried end)
+            if self.records.engine.dialect.name == "postgresql":  # as every version is taken
+                s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                    f"fitserve-model:{sweep.tenant}:{sweep.model_name}"))))
+            latest = s.scalar(select(func.max(ModelRow.version)).where(
+                ModelRow.tenant == sweep.tenant, ModelRow.name == sweep.model_name))
+            model.name, model.version = sweep.model_name, (latest or 0) + 1
+            registered = model.id
+        sweep.status, sweep.best_trial, sweep.best_value, sweep.model_id = \
+            "succeeded", number, value, model.id
+        return {"sweep_id": sweep.id, "status": "succeeded", "registered": registered}
 
     def sweep_of_job(self, job_id: str) -> str | None:
         with self.session() as s:
             return s.scalar(select(SweepTrialRow.sweep_id)
                             .where(SweepTrialRow.job_id == job_id))
-
-    # ------------------------------------------------------------ the winner
-
-    def register_model(self, model_id: str, tenant: str, name: str) -> ModelRow | None:
-        """Give a trial's model ``name`` as its next version (None when it was deleted)."""
-        for attempt in range(10):
-            try:
-                with self.write_session() as s:
-                    row = s.get(ModelRow, model_id, with_for_update=True)
-                    if row is None or row.tenant != tenant:
-                        return None
-                    if row.name == name:
-                        return row  # registered already (a retried end)
-                    if self.records.engine.dialect.name == "postgresql":
-                        s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
-                            f"fitserve-model:{tenant}:{name}"))))
-                    latest = s.scalar(select(func.max(ModelRow.version)).where(
-                        ModelRow.tenant == tenant, ModelRow.name == name))
-                    row.name = name
-                    row.version = (latest or 0) + 1
-                return row
-            except IntegrityError:  # a version taken at the same time: the next number
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-        raise RuntimeError(f"could not allocate a version of {name!r} for model {model_id}")
 
 
 def _next_seq(s: Session, sweep_id: str) -> int:

@@ -250,7 +250,9 @@ def run_closed_form(jobs: list[JobRow], worker: str, meta: MetadataStore,
     statistics and one eigendecomposition for the batch, every trial's trajectory computed
     together (``_train_closed_form``); then the batch finishes together: every checkpoint
     written and made durable with one sync (``checkpoints_together``), then every trial's
-    end recorded in one transaction. A crash before that commit leaves no trial ended
+    end recorded in one transaction (with its trial's row, and its sweep's end when these
+    were its last trials: ``SweepRecords.finish_batch``). A crash before that commit leaves
+    no trial ended
     (their files are orphans the data directory's sweep removes); one after it, every trial
     ended with its file durable. Returns the trials' final statuses."""
     ends = _EndsTogether(meta, jobs, progress_interval)
@@ -265,11 +267,12 @@ def run_closed_form(jobs: list[JobRow], worker: str, meta: MetadataStore,
     for job in jobs:
         pause_at("batch_commit", job.id)
     try:
-        held = SweepRecords(meta).finish_batch(worker, ends.ends)
+        end = SweepRecords(meta).finish_batch(worker, ends.ends)
     except BaseException:  # not recorded: the files would point nowhere
         for model_id in models.values():
             artifacts.delete_checkpoint(model_id)
         raise
+    held = end.held
     lost = [job.id for job in jobs if job.id not in held]
     for job_id in lost:  # taken from us (cancelled or recovered): no orphan file
         if job_id in models:
@@ -281,7 +284,11 @@ def run_closed_form(jobs: list[JobRow], worker: str, meta: MetadataStore,
     if notify:
         for event in events:
             if event["event"] != "model_committing" and event["job_id"] in held:
-                notify(event)
+                # settled: its trial recorded, nothing for the sweep's controller to do
+                notify({**event, "settled": True} if event["job_id"] in end.settled
+                       else event)
+        for ended in end.sweeps_ended:  # its long polls answer now
+            notify({"event": "sweep_finished", **ended})
     return [out[job.id] for job in jobs]
 
 

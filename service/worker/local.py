@@ -56,7 +56,7 @@ def worker_main(
     from service.store.jobs import PREDICT
     from service.store.metadata import MetadataStore
     from service.worker.batches import claim_trials, run_trials
-    from service.worker.runner import run_job, warm_up
+    from service.worker.runner import moves_catalog, run_job, warm_up
 
     warm_up()
     meta = MetadataStore(settings.resolved_database_url)
@@ -65,7 +65,7 @@ def worker_main(
     log.info("worker %s ready", name)
 
     def notify(event: dict[str, Any]) -> None:
-        if event["event"] in ("model_committing", "model_created"):
+        if moves_catalog(event):
             with catalog.get_lock():  # bumped before and after the commit: see serving/predictor.py
                 catalog.value += 1
         if event["event"] != "model_committing":

@@ -42,6 +42,15 @@ CHECKPOINT_FORMAT = "fitserve/2"
 Notify = Callable[[dict[str, Any]], None]
 
 
+def moves_catalog(event: dict[str, Any]) -> bool:
+    """Whether an event changes what model names resolve to, so that every API process's
+    predict looks again (the catalog counter): a model about to be committed and committed
+    (see serving/predictor.py), or a sweep that ended registering its winner under a
+    name."""
+    return event["event"] in ("model_committing", "model_created") or (
+        event["event"] == "sweep_finished" and bool(event.get("registered")))
+
+
 def history_values(epochs: np.ndarray, loss: np.ndarray, val: np.ndarray | None) -> dict:
     """A loss history as a job's columns keep it (little-endian int32 and float32 bytes);
     a closed-form batch's trials (worker/batches.py) are recorded with it too."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import httpx
 import pytest
@@ -18,6 +19,13 @@ def test_a_sweep_runs_on_the_server_and_the_dashboard_lists_it(server_factory):
     server = server_factory(workers=1).start()
     d = seed_example()
     with httpx.Client(base_url=server.url, timeout=60) as http:
+        # version 1 of the name, served by name (and so held in predict's name cache)
+        job = http.post("/v1/jobs", json={"x": d["x"], "y": d["y"], "epochs": 100,
+                                          "model_name": "e2e-best"}).json()
+        job = http.get(f"/v1/jobs/{job['id']}", params={"wait": 60}).json()
+        assert job["status"] == "succeeded", job
+        answer = http.post("/predict", json={"model": "e2e-best", "x": [[1.0]]}).json()
+        assert answer["model_id"] == job["model_id"]
         r = http.post("/v1/sweeps", json={
             "job": {"x": d["x"], "y": d["y"], "epochs": 2000, "seed": 0},
             "search_space": {"optimizer.lr": {"choice": [0.001, 0.004, 0.008]},
@@ -30,6 +38,14 @@ def test_a_sweep_runs_on_the_server_and_the_dashboard_lists_it(server_factory):
         assert {t["engine_used"] for t in sweep["trials"]} == {"closed_form"}
         best = http.get("/v1/models", params={"name": "e2e-best"}).json()["data"][0]
         assert best["id"] == sweep["model_id"] == sweep["best"]["model_id"]
+        assert best["version"] == 2
+        # the worker whose batch ended the sweep registered the winner: predict by the
+        # name follows (the catalog counter it bumped), with no restart
+        deadline = time.monotonic() + 2
+        while (served := http.post("/predict", json={"model": "e2e-best", "x": [[1.0]]})
+               .json()["model_id"]) != sweep["model_id"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert served == sweep["model_id"]
 
     chromium = shutil.which("chromium")
     if chromium is None:

@@ -52,7 +52,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if pushed is not None:  # the local pool says when a job ends: a trial's end is seen at once
         def on_event(event: dict[str, Any]) -> None:
             pushed(event)
-            if event.get("event") in ("job_finished", "model_created"):
+            # a trial a batch's end recorded in a sweep with no trial left to ask for
+            # (``settled``) needs no step: its sweep ends with its last batch
+            if event.get("event") in ("job_finished", "model_created") \
+                    and not event.get("settled"):
                 controller.wake()
 
         setattr(queue, "on_event", on_event)  # noqa: B010 - JobQueue declares no on_event

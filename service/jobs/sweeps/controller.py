@@ -13,19 +13,23 @@ Each step of a held sweep, in order:
 1. trials whose job ended are recorded (in number order): a succeeded job's objective is
    read from its model's metrics, after the pruner has seen its losses at the rungs it
    passed (read from its history: a trial that ran through a rung before it was checked is
-   judged all the same); a failed or diverged job is a failed trial with its job's error;
+   judged all the same); a failed or diverged job is a failed trial with its job's error
+   (``SweepRecords.trial_end``). Where no pruner judges them, a closed-form batch records
+   its own trials in the transaction that ends their jobs (``record_trial_ends``), and
+   ends the sweep when they were its last (as in 5.); the controller then only tells its
+   study of them, before it next asks;
 2. running trials that reached a rung report their latest loss to the pruner; a pruned one
    has its job cancelled (and ends as ``pruned``);
 3. a sweep being cancelled cancels every trial still queued or running;
 4. new trials are asked for while fewer than ``max_parallel`` are open;
 5. once ``max_trials`` have ended, the best trial's model is registered under the sweep's
-   ``model_name`` (a new version) and the sweep ends.
+   ``model_name`` (a new version) and the sweep ends (``SweepRecords.end_with_best``, in
+   one transaction).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
@@ -37,10 +41,10 @@ from pydantic import ValidationError
 
 from service.errors import ActiveJobsExceeded, Conflict, NotFound, fault_of
 from service.jobs.status import ACTIVE, FINISHED
-from service.jobs.sweeps.objectives import objective_value, uses_validation
+from service.jobs.sweeps.objectives import uses_validation
 from service.jobs.sweeps.space import Dimension, apply
 from service.jobs.sweeps.study import StudyConfig, SweepStudy, rungs
-from service.store.sweeps import OPEN, NewTrial, SweepRecords, TrialState
+from service.store.sweeps import OPEN, NewTrial, SweepRecords, TrialState, trial_end
 from service.store.tables import SweepRow, utcnow
 from service.training.spec import TrainingSpec
 
@@ -87,6 +91,8 @@ class SweepController:
         # ends recorded but not yet told to the study (no pruner: nothing reads them before
         # the study's next ask, and a sweep whose every trial was asked never needs them)
         self._untold: dict[str, list[tuple[int, str, float | None]]] = {}
+        # the trials the study has as ended, or will be told of (in _untold)
+        self._ended: dict[str, set[int]] = {}
         self._held: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -162,6 +168,7 @@ class SweepController:
         self._studies.pop(sweep_id, None)
         self._pending.pop(sweep_id, None)
         self._untold.pop(sweep_id, None)
+        self._ended.pop(sweep_id, None)
 
     def advance(self, sweep_id: str) -> None:
         """One step of one held sweep (see the module's docstring)."""
@@ -171,6 +178,12 @@ class SweepController:
             return
         trials = self.store.trials(sweep_id)
         study = self._study(sweep, trials)
+        known = self._ended.setdefault(sweep.id, set())
+        recorded = [t for t in trials if t.trial.status != OPEN and t.number not in known]
+        if recorded:  # ended by a worker's batch (no pruner): told before the next ask
+            self._untold.setdefault(sweep.id, []).extend(
+                (t.number, t.trial.status, t.trial.value) for t in recorded)
+            known.update(t.number for t in recorded)
         status = {t.number: t.trial.status for t in trials}
         ended = [t for t in trials if t.trial.status == OPEN and t.job_status in FINISHED]
         if ended:
@@ -195,7 +208,7 @@ class SweepController:
             created += len(made)
             open_now += made.count(OPEN)
         if created >= sweep.max_trials and open_now == 0:
-            self._finish(sweep, None if made else trials)  # as read and settled here
+            self._finish(sweep)
 
     # ------------------------------------------------------------ the study
 
@@ -211,6 +224,7 @@ class SweepController:
                       tr.system_attrs)
         self._pending.pop(sweep.id, None)
         self._untold.pop(sweep.id, None)  # the trials' rows told the new study
+        self._ended[sweep.id] = {t.number for t in trials if t.trial.status != OPEN}
         self._studies[sweep.id] = study
         return study
 
@@ -279,6 +293,7 @@ class SweepController:
                     raise _LostHold(sweep.id) from None
                 pending.remove((number, params, raw))
                 study.tell(number, "failed")
+                self._ended.setdefault(sweep.id, set()).add(number)
                 made.append("failed")
                 continue
             jobs.append(NewTrial(number, spec.model_dump(mode="json"), spec.epochs, params,
@@ -334,6 +349,7 @@ class SweepController:
         if not self.store.end_trials(sweep.id, self.name, outcomes):
             raise _LostHold(sweep.id)
         self._untold.setdefault(sweep.id, []).extend(untold)
+        self._ended.setdefault(sweep.id, set()).update(number for number, _, _ in outcomes)
         for t, (_, status, values) in zip(ended, outcomes, strict=True):  # as stored now
             t.trial.status, t.trial.value, t.trial.error = status, values["value"], \
                 values["error"]
@@ -347,24 +363,14 @@ class SweepController:
         value: float | None = None
         error: dict[str, Any] | None = None
         pruned_at = tr.pruned_at
-        if t.job_status == "failed":
-            status, error = "failed", t.job_error
-        elif tr.prune_requested:
+        if t.job_status != "failed" and tr.prune_requested:
             status = "pruned"
-        elif t.job_status == "cancelled":
-            status, error = "cancelled", t.job_error
+        elif t.job_status == "succeeded" and (pruned_at := self._judge_history(
+                sweep, study, t, intermediate)) is not None:
+            status = "pruned"
         else:
-            pruned_at = self._judge_history(sweep, study, t, intermediate)
-            if pruned_at is not None:
-                status = "pruned"
-            else:
-                value = objective_value(sweep.objective, t.metrics)
-                if value is None or not math.isfinite(value):
-                    status, value = "failed", None
-                    error = {"type": "no_objective",
-                             "message": f"the trial's model has no finite {sweep.objective}"}
-                else:
-                    status = "succeeded"
+            status, value, error = trial_end(sweep.objective, t.job_status, t.metrics,
+                                             t.job_error)
         return status, {"value": value, "intermediate": intermediate, "pruned_at": pruned_at,
                         "error": error}
 
@@ -431,31 +437,19 @@ class SweepController:
 
     # ------------------------------------------------------------ the end
 
-    def _finish(self, sweep: SweepRow, trials: list[TrialState] | None = None) -> None:
-        """Register the best trial's model and end the sweep; ``trials``: every trial as
-        stored now (read when not given)."""
-        if trials is None:
-            trials = self.store.trials(sweep.id)
-        done = [t for t in trials if t.trial.status == "succeeded" and t.trial.value is not None]
-        sign = -1.0 if sweep.direction == "maximize" else 1.0
-        done.sort(key=lambda t: (sign * float(t.trial.value or 0.0), t.number))
-        for best in done:
-            model_id = best.model_id
-            if model_id is None:
-                continue
-            if sweep.model_name:
-                row = self.store.register_model(model_id, sweep.tenant, sweep.model_name)
-                if row is None:  # the winner's model was deleted: the next best
-                    continue
-                self.services.catalog_moved()  # predict re-resolves the name
-            self._end(sweep, "succeeded", best_trial=best.number, best_value=best.trial.value,
-                      model_id=model_id)
-            return
-        first = next((t.trial.error for t in trials if t.trial.error), None)
-        why = f"; trial errors, e.g. {first['type']}: {first['message']}" if first else ""
-        self._end(sweep, "failed", error={
-            "type": "no_trial_succeeded",
-            "message": f"none of the {len(trials)} trials succeeded{why}"})
+    def _finish(self, sweep: SweepRow) -> None:
+        """Every trial ended: the sweep ends with its best trial, its model registered under
+        the sweep's ``model_name`` (``SweepRecords.end_with_best``, as a worker ends a sweep
+        whose last trials its batch ended)."""
+        ended = self.store.end_sweep(sweep.id, self.name)
+        if ended is None:
+            raise _LostHold(sweep.id)
+        if ended["registered"]:
+            self.services.catalog_moved()  # predict re-resolves the name
+        self._forget(sweep.id)
+        self._held.discard(sweep.id)
+        self.services.waiters.finished(sweep.id)  # its long polls answer now
+        log.info("sweep %s %s", sweep.id, ended["status"])
 
     def _end(self, sweep: SweepRow, status: str, **values: Any) -> None:
         if not self.store.finish_sweep(sweep.id, self.name, status, **values):

@@ -1,4 +1,5 @@
-"""A sweep's trials as a stream of events, read from the rows the controller writes.
+"""A sweep's trials as a stream of events, read from the rows the controller writes (and
+the workers, for the trials a batch's end records).
 
 ``trial`` events carry the place of the trial in the order trials ended as their id, so a
 client that reconnects with the last id it saw gets only what is new; ``progress`` events

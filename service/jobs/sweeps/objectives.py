@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from models.registry import get_kind
 from service.errors import InvalidInput
 from service.training.spec import TrainingSpec
@@ -23,11 +21,6 @@ CLASSIFIER_ONLY = ("log_loss", "accuracy", "val_accuracy")
 def uses_validation(objective: str) -> bool:
     """Scored on the validation rows: the pruner then reads the validation loss too."""
     return objective.startswith("val_")
-
-
-def objective_value(objective: str, metrics: dict[str, Any] | None) -> float | None:
-    value = (metrics or {}).get(objective)
-    return None if value is None else float(value)
 
 
 def check_objective(objective: str, spec: TrainingSpec, searched: list[str]) -> None:

@@ -11,8 +11,10 @@ of the message it was running (``reject_on_worker_lost``) requeues every job of 
 at once on the same machine (tasks.py's ``_take_over_from_dead_holder``), and the reaper
 does the same elsewhere after the heartbeat timeout and publishes them again; the batch is
 then claimed again, whole or in parts, and rerun. No trial is counted twice: a trial's end
-is recorded only while its worker holds its job (``finish_batch``, one transaction), and the
-controller records each trial's end once (``end_trials`` changes open trials only).
+is recorded only while its worker holds its job (``finish_batch``, one transaction, which
+records its trial too where no pruner judges it), and a trial's row changes only while it
+is open (``record_trial_ends`` and the controller's ``end_trials`` each lock the sweep's row
+first).
 """
 
 from __future__ import annotations

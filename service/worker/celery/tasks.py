@@ -29,7 +29,7 @@ from service.worker.celery.batches import run_with_trials
 from service.worker.celery.broker import CatalogCounter, WorkerRegistry, device_kind, redis_client
 from service.worker.identity import pid_alive, worker_name
 from service.worker.reaper import Reaper
-from service.worker.runner import run_job, warm_up
+from service.worker.runner import moves_catalog, run_job, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class _Child:
     catalog: CatalogCounter
 
     def notify(self, event: dict[str, Any]) -> None:
-        if event["event"] in ("model_committing", "model_created"):
+        if moves_catalog(event):
             try:  # bumped before and after the commit: see serving/predictor.py
                 self.catalog.bump()
             except Exception as e:  # noqa: BLE001 - the API still sees the model, later
