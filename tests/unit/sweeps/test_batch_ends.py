@@ -12,6 +12,7 @@ import pytest
 
 from service.jobs.sweeps.controller import sweep_records
 from service.worker.batches import claim_trials, run_trials
+from service.worker.runner import moves_catalog
 from tests.helpers import seed_example
 from tests.unit.sweeps.drive import drive, run_jobs
 
@@ -164,3 +165,46 @@ def test_a_tpe_sweep_asks_the_same_trials_whoever_records_their_ends(client, ser
         return [t["params"]["optimizer.lr"] for t in _trials(client, sweep_id)]
 
     assert params(by_batches=True) == params(by_batches=False)
+
+
+def test_a_last_batch_of_failures_registers_an_earlier_winner_and_predict_follows(
+        client, services):
+    """The last batch's trials all diverge: the sweep's winner is an earlier batch's, which
+    this batch's end registers under the name; predict, which served version 1 of the name,
+    serves the winner after the batch's ``sweep_finished`` event (no model of its own moved
+    the catalog)."""
+    dataset = client.post("/v1/datasets", json={"x": SEED["x"], "y": SEED["y"]}).json()["id"]
+    job = client.post("/v1/jobs", json={"dataset_id": dataset, "epochs": 50,
+                                        "model_name": "kept"}).json()
+    run_jobs(services)
+    first = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+    assert client.post("/predict", json={"model": "kept", "x": [[1.0]]}).json()[
+        "model_id"] == first  # version 1, now resolved by predict
+    r = client.post("/v1/sweeps", json={
+        "job": {"dataset_id": dataset, "epochs": 200, "seed": 0}, "strategy": "grid",
+        "search_space": {"optimizer.lr": {"choice": [0.001, 0.002, 5.0, 9.0]}},
+        "objective": "train_loss", "seed": 0, "model_name": "kept"})
+    sweep_id = r.json()["id"]
+    services.extra["sweep_controller"].step()
+    by_lr = {t["params"]["optimizer.lr"]: t["job_id"] for t in _trials(client, sweep_id)}
+    for lrs, expected in (([0.001, 0.002], "succeeded"), ([5.0, 9.0], "failed")):
+        batch = services.meta.claim_batch([by_lr[lr] for lr in lrs], "w")
+        events: list[dict] = []
+        statuses = run_trials(batch, "w", services.meta, services.artifacts,
+                              notify=lambda e, got=events: got.append(e)
+                              or services.on_event(e))
+        assert statuses == [expected] * 2
+        if expected == "succeeded":  # still version 1, resolved again after these models
+            assert client.post("/predict", json={"model": "kept", "x": [[1.0]]}).json()[
+                "model_id"] == first
+    sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert sweep["status"] == "succeeded" and sweep["best"]["params"]["optimizer.lr"] in (
+        0.001, 0.002)
+    assert not any(e["event"] == "model_created" for e in events)
+    assert {"event": "sweep_finished", "sweep_id": sweep_id, "status": "succeeded",
+            "registered": sweep["model_id"]} in events
+    assert moves_catalog(events[-1])  # the workers' counter moves for it too
+    model = client.get(f"/v1/models/{sweep['model_id']}").json()
+    assert (model["name"], model["version"]) == ("kept", 2)
+    assert client.post("/predict", json={"model": "kept", "x": [[1.0]]}).json()[
+        "model_id"] == sweep["model_id"]
