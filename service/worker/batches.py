@@ -282,13 +282,13 @@ def run_closed_form(jobs: list[JobRow], worker: str, meta: MetadataStore,
     for job_id in lost:
         out[job_id] = meta.get_job(job_id, tenant=None).status
     if notify:
+        for ended in end.sweeps_ended:  # first: its long polls answer now
+            notify({"event": "sweep_finished", **ended})
         for event in events:
             if event["event"] != "model_committing" and event["job_id"] in held:
                 # settled: its trial recorded, nothing for the sweep's controller to do
                 notify({**event, "settled": True} if event["job_id"] in end.settled
                        else event)
-        for ended in end.sweeps_ended:  # its long polls answer now
-            notify({"event": "sweep_finished", **ended})
     return [out[job.id] for job in jobs]
 
 

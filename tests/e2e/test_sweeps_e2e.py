@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.helpers import seed_example
+from tests.unit.store.test_wal_checkpoint import rows_in_main_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -46,6 +47,13 @@ def test_a_sweep_runs_on_the_server_and_the_dashboard_lists_it(server_factory):
                .json()["model_id"]) != sweep["model_id"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert served == sweep["model_id"]
+    # the server's watcher copies the WAL into the database file within a second or so (the
+    # commits themselves no longer do it below 40 MB of WAL)
+    deadline = time.monotonic() + 5
+    while (n := rows_in_main_file(server.data_dir / "fitserve.db", "sweeps",
+                                  server.data_dir.parent)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert n == 1
 
     chromium = shutil.which("chromium")
     if chromium is None:
