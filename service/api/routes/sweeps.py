@@ -175,8 +175,10 @@ async def get_sweep(
     """A sweep's status, progress, best trial so far, and every trial."""
     store = sweep_records(services)
     deadline = anyio.current_time() + wait
-    # woken when this process's controller ends the sweep; one row read every 20 ms as well
-    # (another API's controller may hold it); the trials once, at the end
+    # woken when this process's controller ends the sweep, or a worker of its pool does (its
+    # sweep_finished event): the row read again only as a backstop, every 0.5 s, as a job's
+    # long poll does; where no events come (scale-out: another API's controller or a Celery
+    # worker may end it), every 20 ms. The trials once, at the end
     entry = services.waiters.subscribe(sweep_id) if wait else None
     try:
         while True:
@@ -186,7 +188,8 @@ async def get_sweep(
                     or entry is None:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry[1].wait(), min(left, _WAIT_POLL_S))
+                await asyncio.wait_for(entry[1].wait(), min(
+                    left, 0.5 if services.waiters.pushed else _WAIT_POLL_S))
     finally:
         if entry is not None:
             services.waiters.unsubscribe(sweep_id, entry)

@@ -55,11 +55,17 @@ def _rows(services, sweep_id: str) -> list[tuple]:
              t.trial.finished_at) for t in sweep_records(services).trials(sweep_id)]
 
 
-def test_the_last_batch_ends_the_sweep_as_its_controller_would(client, services):
+def test_the_last_batch_ends_the_sweep_as_its_controller_would(client, services,
+                                                              monkeypatch):
     ctl = services.extra["sweep_controller"]
     by_worker = _sweep(client, services, model_name="winner")
     ctl.step()  # the trials queued
+    woken: list[str] = []
+    inner = services.waiters.finished
+    monkeypatch.setattr(services.waiters, "finished", lambda key: woken.append(key)
+                        or inner(key))
     jobs, events = _batch(services)
+    assert woken[0] == by_worker  # its long polls answer first, from its event alone
     sweep = client.get(f"/v1/sweeps/{by_worker}").json()
     assert sweep["status"] == "succeeded"  # no controller step since
     trials = _trials(client, by_worker)
