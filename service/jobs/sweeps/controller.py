@@ -56,7 +56,10 @@ log = logging.getLogger(__name__)
 POLL_S = 0.1
 """Time between two steps while the controller holds an active sweep."""
 IDLE_S = 1.0
-"""Time between two looks for sweeps to take while it holds none (a new sweep wakes it)."""
+"""Time between two looks for sweeps to take while it holds none (a new sweep wakes it),
+or while every sweep it holds is quiet: in the embedded mode, where the pool's events wake
+it at each job's end, a sweep with every trial queued and no pruner has nothing for it to
+do until one ends."""
 
 
 class _LostHold(Exception):
@@ -94,6 +97,7 @@ class SweepController:
         # the trials the study has as ended, or will be told of (in _untold)
         self._ended: dict[str, set[int]] = {}
         self._held: set[str] = set()
+        self._quiet: set[str] = set()  # held sweeps that wait only for events (IDLE_S)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,7 +136,7 @@ class SweepController:
                 if fault_of(e) is None:
                     log.exception("the sweep controller failed a step")
                 held = 0
-            self._wake.wait(POLL_S if held else IDLE_S)
+            self._wake.wait(POLL_S if held and not self._held <= self._quiet else IDLE_S)
             self._wake.clear()
 
     # ------------------------------------------------------------ one step
@@ -169,9 +173,11 @@ class SweepController:
         self._pending.pop(sweep_id, None)
         self._untold.pop(sweep_id, None)
         self._ended.pop(sweep_id, None)
+        self._quiet.discard(sweep_id)
 
     def advance(self, sweep_id: str) -> None:
         """One step of one held sweep (see the module's docstring)."""
+        self._quiet.discard(sweep_id)
         sweep = self.store.get_sweep(sweep_id, tenant=None)
         if sweep.status not in ACTIVE:
             self._forget(sweep_id)
@@ -209,6 +215,9 @@ class SweepController:
             open_now += made.count(OPEN)
         if created >= sweep.max_trials and open_now == 0:
             self._finish(sweep)
+        elif (created >= sweep.max_trials and not sweep.pruning
+              and self.services.waiters.pushed):  # ends only: the pool's events wake it
+            self._quiet.add(sweep.id)
 
     # ------------------------------------------------------------ the study
 

@@ -216,3 +216,22 @@ def test_a_last_batch_of_failures_registers_an_earlier_winner_and_predict_follow
     assert (model["name"], model["version"]) == ("kept", 2)
     assert client.post("/predict", json={"model": "kept", "x": [[1.0]]}).json()[
         "model_id"] == sweep["model_id"]
+
+
+@pytest.mark.parametrize("pushed,pruning,quiet", [
+    (True, None, True),  # every trial queued, events wake it: it steps once a second
+    (True, {"name": "median", "grace_period": 100, "interval": 100}, False),  # rungs to read
+    (False, None, False),  # no events where it runs: it polls
+])
+def test_a_controller_polls_only_sweeps_that_need_it(client, services, monkeypatch, pushed,
+                                                      pruning, quiet):
+    from service.jobs.sweeps.controller import IDLE_S, POLL_S
+
+    monkeypatch.setattr(services.waiters, "pushed", pushed)
+    ctl = services.extra["sweep_controller"]
+    sweep_id = _sweep(client, services, **({"pruning": pruning} if pruning else {}))
+    waits: list[float] = []
+    monkeypatch.setattr(ctl._wake, "wait", lambda t: waits.append(t) or ctl._stop.set())
+    ctl._run()  # one step, then the wait it chose
+    assert waits == [IDLE_S if quiet else POLL_S]
+    assert client.get(f"/v1/sweeps/{sweep_id}").json()["progress"]["queued"] == len(LRS)
