@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.errors import ActiveJobsExceeded, Conflict, NotFound, not_found
 from service.jobs.status import ACTIVE, FINISHED
+from service.store.names import next_version
 from service.store.session import Page, Records, updated_rows
 from service.store.tables import DatasetRow, JobRow, ModelRow, SweepTrialRow, new_id, utcnow
 
@@ -335,18 +336,8 @@ class JobRecords(Records):
                     job = s.get(JobRow, job_id, with_for_update=True)
                     if job is None or job.status != "running" or job.worker != worker:
                         return None
-                    version = None
-                    if model.get("name"):
-                        if self.engine.dialect.name == "postgresql":
-                            # one version number at a time per name, held to the commit
-                            s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
-                                f"fitserve-model:{model['tenant']}:{model['name']}"))))
-                        latest = s.scalar(
-                            select(func.max(ModelRow.version)).where(
-                                ModelRow.tenant == model["tenant"], ModelRow.name == model["name"]
-                            )
-                        )
-                        version = (latest or 0) + 1
+                    version = (next_version(s, model["tenant"], model["name"])
+                               if model.get("name") else None)
                     row = ModelRow(version=version, created_at=utcnow(), **model)
                     s.add(row)
                     s.flush()

@@ -15,7 +15,7 @@ from service.errors import Conflict, InvalidInput, NotFound, clip, not_found
 from service.jobs.status import ACTIVE
 from service.store.evaluations import EvaluationRecords
 from service.store.jobs import PREDICT
-from service.store.names import NameRecords
+from service.store.names import NameRecords, next_version
 from service.store.session import Page
 from service.store.tables import JobRow, ModelRow, utcnow
 
@@ -130,7 +130,8 @@ class ModelRecords(EvaluationRecords, NameRecords):
         for attempt in range(10):
             try:
                 with self.session() as s:
-                    version = self._next_version(s, values["tenant"], values.get("name"))
+                    name = values.get("name")
+                    version = next_version(s, values["tenant"], name) if name else None
                     row = ModelRow(id=model_id, version=version, created_at=utcnow(),
                                    **values)
                     s.add(row)
@@ -139,13 +140,3 @@ class ModelRecords(EvaluationRecords, NameRecords):
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise RuntimeError(f"could not allocate a version of model name {values.get('name')!r}")
 
-    def _next_version(self, s: Session, tenant: str, name: str | None) -> int | None:
-        """The next version number of a name (as finish_with_model counts them)."""
-        if not name:
-            return None
-        if self.engine.dialect.name == "postgresql":  # one number at a time per name
-            s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
-                f"fitserve-model:{tenant}:{name}"))))
-        latest = s.scalar(select(func.max(ModelRow.version)).where(
-            ModelRow.tenant == tenant, ModelRow.name == name))
-        return (latest or 0) + 1

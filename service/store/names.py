@@ -31,6 +31,18 @@ ALIAS_WORDS = ("1 to 64 letters, digits, '.', '_' or '-', starting with a letter
                "(a number names a version)")
 
 
+def next_version(s: Session, tenant: str, name: str) -> int:
+    """The next version number of a model name, in the caller's transaction: on PostgreSQL
+    one allocation at a time per name (an advisory lock held to the commit; on SQLite the
+    caller's write lock does it, or its insert meets the unique version and tries again)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+            f"fitserve-model:{tenant}:{name}"))))
+    latest = s.scalar(select(func.max(ModelRow.version)).where(
+        ModelRow.tenant == tenant, ModelRow.name == name))
+    return (latest or 0) + 1
+
+
 def check_alias(alias: str, field: str = "alias") -> None:
     """An alias a user may set: not ``latest`` (built in), not a number (a version)."""
     if alias == LATEST:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, load_only
 from service.errors import ActiveJobsExceeded, Conflict, not_found
 from service.jobs.status import ACTIVE, FINISHED
 from service.store.jobs import active_jobs
+from service.store.names import next_version
 from service.store.session import Page, Records, updated_rows
 from service.store.tables import (
     DatasetRow,
@@ -531,12 +532,8 @@ class SweepRecords:
         number, value, model = best
         registered = None
         if sweep.model_name and model.name != sweep.model_name:  # (already: a retried end)
-            if self.records.engine.dialect.name == "postgresql":  # as every version is taken
-                s.execute(select(func.pg_advisory_xact_lock(func.hashtext(
-                    f"fitserve-model:{sweep.tenant}:{sweep.model_name}"))))
-            latest = s.scalar(select(func.max(ModelRow.version)).where(
-                ModelRow.tenant == sweep.tenant, ModelRow.name == sweep.model_name))
-            model.name, model.version = sweep.model_name, (latest or 0) + 1
+            model.name, model.version = sweep.model_name, next_version(
+                s, sweep.tenant, sweep.model_name)
             registered = model.id
         sweep.status, sweep.best_trial, sweep.best_value, sweep.model_id = \
             "succeeded", number, value, model.id
