@@ -71,18 +71,23 @@ def write_atomic(path: Path, data: bytes | Parts) -> None:
 
 
 class _Batch:
-    """Files written by ``write_atomic_together``'s block: data written, not yet durable or
-    visible."""
+    """Files written by ``write_atomic_together``'s block: data written under their own
+    names, not yet durable, and not yet pointed to by any record."""
 
     def __init__(self) -> None:
-        self.files: dict[Path, tuple[int, str]] = {}  # final path -> (open fd, temporary)
+        self.files: dict[Path, int] = {}  # path -> open fd
+        self._folders: set[Path] = set()
 
     def add(self, path: Path, data: bytes) -> None:
         self.discard(path)
         faults.check_write(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-        self.files[path] = (fd, tmp)
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        # a new name (a fresh model id): no temporary file and no rename, which cost as
+        # much again (50 checkpoints: 2.8 ms created in place, 5.8 ms through mkstemp)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.files[path] = fd
         try:
             view = memoryview(data)
             while view:  # os.write may write less than asked
@@ -92,11 +97,11 @@ class _Batch:
             raise
 
     def discard(self, path: Path) -> bool:
-        got = self.files.pop(path, None)
-        if got is None:
+        fd = self.files.pop(path, None)
+        if fd is None:
             return False
-        os.close(got[0])
-        Path(got[1]).unlink(missing_ok=True)
+        os.close(fd)
+        path.unlink(missing_ok=True)
         return True
 
     def close(self) -> None:
@@ -133,31 +138,24 @@ def _sync_all(fds: Sequence[int]) -> None:
 
 @contextmanager
 def write_atomic_together() -> Iterator[_Batch]:
-    """Files written as ``write_atomic`` writes one, made durable together: the block adds
-    them (each to its temporary file); at its end every file's data is synced at once, then
-    each is renamed into place and each directory synced once. A reader sees each file whole
-    or not at all, and every file is durable when the block ends; an exception in the block
-    or at its end leaves none of them."""
+    """New files (names no file has yet), made durable together: the block adds them, each
+    written under its own name; at the block's end every file's data is synced at once and
+    each directory synced once. They are for records committed after the block (a batch's
+    checkpoints): no reader looks for a file before its record points to it, so a file is
+    never seen half written, and every file is durable before its record exists. An
+    exception in the block or at its end removes them all; a crash before the end leaves
+    files no record points to, which the data directory's sweep removes
+    (``upkeep.sweep_orphans``)."""
     batch = _Batch()
-    renamed: list[Path] = []
     try:
         yield batch
-        _sync_all([fd for fd, _ in batch.files.values()])
-        for path, (fd, tmp) in list(batch.files.items()):
-            os.close(fd)
-            del batch.files[path]
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            renamed.append(path)
-        for folder in {p.parent for p in renamed}:
+        _sync_all(list(batch.files.values()))
+        for folder in {p.parent for p in batch.files}:
             _fsync_dir(folder)
+        while batch.files:  # durable: closed, and kept
+            os.close(batch.files.popitem()[1])
     except BaseException:
         batch.close()
-        for path in renamed:
-            path.unlink(missing_ok=True)
         raise
 
 
@@ -360,8 +358,8 @@ class ArtifactStore:
     def checkpoints_together(self) -> Iterator[None]:
         """``put_checkpoint`` inside the block writes its file without syncing it, and
         ``delete_checkpoint`` drops one written there; at the block's end they are made
-        durable with one sync and renamed into place (``write_atomic_together``): a batch
-        of trials' checkpoints, written before the one transaction that records them."""
+        durable with one sync (``write_atomic_together``): a batch of trials' checkpoints,
+        written before the one transaction that records them."""
         with write_atomic_together() as batch:
             token = _CHECKPOINTS.set(batch)
             try:

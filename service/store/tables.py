@@ -65,13 +65,23 @@ def compact_epochs(value: bytes) -> bytes:
     (first, first + step, ... : every epoch, or every ``log_every``-th) as its first number,
     step and count in 13 bytes, anything else as it is. 13 is no multiple of 4, so no
     array of int32 (an old row, or an irregular history) reads as a run."""
+    global _last_compacted
     if len(value) % 4 or len(value) <= _RUN.size:
         return value
+    last = _last_compacted
+    if last[0] == value:  # a batch's trials log the same epochs: checked once, not 50 times
+        return last[1]
     a = np.frombuffer(value, "<i4")
     first, step = int(a[0]), int(a[1]) - int(a[0])
-    if not np.array_equal(a, first + step * np.arange(len(a), dtype=np.int64)):
-        return value
-    return _RUN.pack(_RUN_TAG, first, step, len(a))
+    kept = value
+    if np.array_equal(a, first + step * np.arange(len(a), dtype=np.int64)):
+        kept = _RUN.pack(_RUN_TAG, first, step, len(a))
+    _last_compacted = (bytes(value), kept)
+    return kept
+
+
+_last_compacted: tuple[bytes, bytes] = (b"", b"")
+"""``compact_epochs``' last answer (its input, what it kept): one tuple, swapped whole."""
 
 
 def expand_epochs(value: bytes) -> bytes:

@@ -280,7 +280,7 @@ class LocalWorkerPool:
                     self._procs.remove(p)
             self._start_missing()  # the dead ones' replacements
             self._recover_lost()
-            try:  # off the commits that fill the WAL (session.py's WAL_BACKSTOP_PAGES)
+            try:  # off the commits that fill the WAL (session.py's WAL_BACKSTOP_BYTES)
                 self.meta.checkpoint()
             except Exception as e:  # noqa: BLE001 - the store away: the next turn tries again
                 log.debug("the WAL checkpoint failed: %s", e)

@@ -109,5 +109,6 @@ def test_the_run_encoding_round_trips_and_never_takes_an_array_for_a_run():
             raw = arr.astype("<i4").tobytes()
             kept = compact_epochs(raw)
             assert expand_epochs(kept) == raw
+            assert compact_epochs(raw) == kept  # asked again: the remembered answer
             assert len(kept) in (len(raw), 13)
             assert expand_epochs(raw) == raw  # an array is never read as a run
