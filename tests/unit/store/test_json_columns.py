@@ -1,17 +1,24 @@
-"""The JSON columns of a SQLite store are read by orjson (``session.json_loads``), to the
-very values ``json.loads`` gives: what orjson reads otherwise (an integer past 64 bits) or
-refuses (NaN, a lone surrogate) is read by ``json.loads``."""
+"""The JSON columns of a store are read by orjson (``session.json_loads``), to the very
+values ``json.loads`` gives: what orjson reads otherwise (an integer past 64 bits) or
+refuses (NaN, a lone surrogate) is read by ``json.loads``; and written by orjson
+(``session.json_dumps``), to text that reads as what ``json.dumps`` wrote reads: what
+orjson writes otherwise (NaN as null) or refuses goes to ``json.dumps``."""
 
 from __future__ import annotations
 
+import enum
 import json
+import math
+from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from sqlalchemy import text
 
 from service.store.metadata import MetadataStore
-from service.store.session import json_loads
+from service.store.session import json_dumps, json_loads
 
 DOCS = [
     '{"a": 1, "b": [0.1, -0.0, 1.5e-300, 1e400, 2.5], "c": null, "d": true}',
@@ -48,3 +55,30 @@ def test_a_json_column_round_trips_through_the_store(tmp_path: Path):
                               {"id": job_id}).scalar_one()
     assert repr(got) == repr(json.loads(stored))
     meta.dispose()
+
+
+class _Kind(str, enum.Enum):
+    LINEAR = "linear"
+
+
+VALUES = [
+    {"a": 1, "b": [0.1, -0.0, 1.5e-300, 2.5, 1e16], "c": None, "d": True, "e": "é\u2028"},
+    {"metrics": {"r2": float("nan"), "loss": None}}, [None, [float("inf")]],
+    {"x": -math.inf}, {"seed": 2**70 + 1}, {"n": 9223372036854775807, "m": -(2**63)},
+    {1: "int key", "s": None}, {"k": _Kind.LINEAR}, (1, 2.5, "t"), "\ud800", 0.1 + 0.2,
+    {"lone": "a\udfffb"}, np.float64(1.25), {"deep": [{"a": [None, 1.0]}] * 3},
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
+def test_a_value_written_reads_as_what_json_dumps_wrote_reads(value):
+    assert repr(json_loads(json_dumps(value))) == repr(json.loads(json.dumps(value)))
+
+
+@pytest.mark.parametrize("value", [datetime(2026, 1, 1, tzinfo=UTC), {"s": {1, 2}},
+                                   np.float32(1.5), {"a": object()}])
+def test_what_json_dumps_refuses_is_refused(value):
+    with pytest.raises(TypeError):
+        json.dumps(value)
+    with pytest.raises(TypeError):
+        json_dumps(value)
