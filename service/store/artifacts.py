@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -114,19 +115,30 @@ _CHECKPOINTS: ContextVar[_Batch | None] = ContextVar("fitserve_checkpoints", def
 _libc: Any = None
 
 
+def _libc_syncfs() -> Any:
+    """``syncfs(2)``, or None where there is none (not Linux)."""
+    global _libc
+    if not hasattr(os, "sched_getaffinity"):  # Linux
+        return None
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+        return _libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
 def _sync_all(fds: Sequence[int]) -> None:
     """Make the data of these open files durable. Several at once: one ``syncfs(2)`` of
     their filesystem (one journal commit for them all, where an ``fsync`` each commits the
     journal once per file: 100 small files took 7 ms against 100 to 500 ms on ext4); one
     file, or where syncfs is missing or fails: an fsync each."""
-    global _libc
-    if len(fds) > 1 and hasattr(os, "sched_getaffinity"):  # Linux
+    syncfs = _libc_syncfs() if len(fds) > 1 else None
+    if syncfs is not None:
         try:
-            if _libc is None:
-                import ctypes
-
-                _libc = ctypes.CDLL(None, use_errno=True)
-            if _libc.syncfs(fds[0]) == 0:
+            if syncfs(fds[0]) == 0:
                 devices = {os.fstat(fd).st_dev for fd in fds}
                 if len(devices) == 1:
                     return
@@ -134,6 +146,30 @@ def _sync_all(fds: Sequence[int]) -> None:
             pass
     for fd in fds:
         os.fsync(fd)
+
+
+def flush_early(folder: Path) -> None:
+    """Start writing out, in a thread of its own, what the filesystem under ``folder``
+    holds unwritten (``syncfs``), so that the sync at a batch's end finds little else to
+    write. That sync waits for every file's unwritten data, not only the batch's: the
+    database's WAL, written by the commits before and not synced (``synchronous=NORMAL``),
+    made it 6 ms with 2 MB of it and 14 ms with 8 MB, against 2.6 ms with none (50 files of
+    300 bytes). Nothing waits for this one; where there is no syncfs, nothing is done."""
+    syncfs = _libc_syncfs()
+    if syncfs is None or not folder.is_dir():
+        return
+
+    def run() -> None:
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+
+    threading.Thread(target=run, name="fitserve-flush-early", daemon=True).start()
 
 
 @contextmanager
@@ -360,6 +396,7 @@ class ArtifactStore:
         ``delete_checkpoint`` drops one written there; at the block's end they are made
         durable with one sync (``write_atomic_together``): a batch of trials' checkpoints,
         written before the one transaction that records them."""
+        flush_early(self.root / "checkpoints")  # while the batch computes
         with write_atomic_together() as batch:
             token = _CHECKPOINTS.set(batch)
             try:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 from sqlalchemy import text
 
@@ -57,7 +56,7 @@ def test_a_json_column_round_trips_through_the_store(tmp_path: Path):
     meta.dispose()
 
 
-class _Kind(str, enum.Enum):
+class _Kind(enum.StrEnum):
     LINEAR = "linear"
 
 

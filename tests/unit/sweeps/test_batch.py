@@ -74,6 +74,8 @@ def test_a_batch_of_trials_gives_each_trial_its_numbers_alone(client, services, 
     monkeypatch.setattr(artifacts_module, "_sync_all", lambda fds: syncs.append(len(fds))
                         or inner_sync(fds))
     monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or inner_fsync(fd))
+    early = []
+    monkeypatch.setattr(artifacts_module, "flush_early", lambda folder: early.append(folder))
     inner_finish = SweepRecords.finish_batch
     monkeypatch.setattr(SweepRecords, "finish_batch", lambda self, *a: commits.append(1)
                         or inner_finish(self, *a))
@@ -97,6 +99,8 @@ def test_a_batch_of_trials_gives_each_trial_its_numbers_alone(client, services, 
     # the batch finished together: its checkpoints made durable at once (one sync, then
     # one directory fsync), every trial's end in one transaction
     assert syncs == [statuses.count("succeeded")] and len(fsyncs) <= 1 and commits == [1]
+    # the filesystem's unwritten data set going before the batch computed, under its root
+    assert early == [Path(services.artifacts.root) / "checkpoints"]
     batched = {i: _outcome(client, i) for i in ids}
     monkeypatch.undo()
 
