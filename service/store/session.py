@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -62,26 +61,16 @@ def json_dumps(value: Any) -> str:
     ``json.dumps``: what orjson refuses (keys that are not strings, integers past 64 bits,
     types ``json.dumps`` refuses too, such as datetimes), and a document holding a float
     that is not finite, which orjson writes as null where ``json.dumps`` writes NaN or
-    Infinity (looked for only where orjson wrote a null). Only the text differs: no spaces,
-    and UTF-8 where ``json.dumps`` escapes to ASCII."""
+    Infinity (looked for only where orjson wrote a null: its text read back is not the
+    document). Only the text differs: no spaces, and UTF-8 where ``json.dumps`` escapes to
+    ASCII."""
     try:
         out = orjson.dumps(value, option=_FALLBACK)
     except TypeError:
         return json.dumps(value)
-    if b"null" in out and _not_finite(value):
+    if b"null" in out and orjson.loads(out) != value:  # a NaN read back as None, say
         return json.dumps(value)
     return out.decode()
-
-
-def _not_finite(value: Any) -> bool:
-    """Whether a float anywhere in this document is NaN or infinite."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_not_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_not_finite(v) for v in value)
-    return False
 
 
 BUSY_TIMEOUT_S = 30.0
