@@ -245,11 +245,10 @@ class JobRecords(Records):
                     select(JobRow.id).where(JobRow.id.in_(ids), JobRow.status == "queued")
                     .order_by(JobRow.created_at, JobRow.id).limit(most)
                     .with_for_update(skip_locked=True)))
-            got = list(s.scalars(
+            claimed = list(s.scalars(  # the rows as claimed, in the same statement
                 update(JobRow).where(JobRow.id.in_(ids), JobRow.status == "queued")
-                .values(**_claim_values(worker)).returning(JobRow.id)
+                .values(**_claim_values(worker)).returning(JobRow)
                 .execution_options(synchronize_session=False))) if ids else []
-            claimed = list(s.scalars(select(JobRow).where(JobRow.id.in_(got)))) if got else []
         order = {job_id: i for i, job_id in enumerate(job_ids)}
         return sorted(claimed, key=lambda j: order[j.id])
 

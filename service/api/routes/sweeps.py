@@ -193,7 +193,8 @@ async def get_sweep(
     finally:
         if entry is not None:
             services.waiters.unsubscribe(sweep_id, entry)
-    return await run_in_threadpool(_read, services, sweep_id, tenant)
+    final = row  # the trials read after the row: an ended sweep's are all ended with it
+    return await run_in_threadpool(lambda: sweep_public(final, store.trials(sweep_id)))
 
 
 _WAIT_POLL_S = 0.02
