@@ -174,8 +174,33 @@ class Reporter:
             self.faulted = True
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
+def keep_freed_memory(mmap_above: int = 32 << 20, trim_above: int = 64 << 20) -> bool:
+    """Keep memory a worker frees for its next arrays (glibc): blocks of up to
+    ``mmap_above`` bytes come from the heap, and the heap is given back to the system only
+    past ``trim_above`` bytes free at its top. By default glibc maps each block past 128 KB
+    on its own and unmaps it when freed, and gives back the heap's top past 128 KB: every
+    new array of a few MB then faults its pages in afresh. A closed-form batch's
+    trajectories make arrays of 2 MB chunk after chunk; for 50 trials of 10 000 epochs they
+    took 16.5 ms that way and 7.9 ms with these settings. Setting either turns off glibc's
+    own adjustment of both. Returns whether it applied (not where there is no glibc)."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_above)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, trim_above))
+
+
 def warm_up() -> None:
-    """The first training step of a process pays torch's lazy set-up; pay it before a job."""
+    """Ready a worker process for jobs: freed memory kept for the next arrays
+    (``keep_freed_memory``), and torch's lazy set-up, which the first training step of a
+    process pays, paid before a job."""
+    keep_freed_memory()
     x = np.arange(4, dtype=np.float32).reshape(-1, 1)
     fit(TrainingSpec(epochs=20, seed=0), x, 2 * x + 1)
 
