@@ -63,7 +63,9 @@ def json_dumps(value: Any) -> str:
     that is not finite, which orjson writes as null where ``json.dumps`` writes NaN or
     Infinity (looked for only where orjson wrote a null: its text read back is not the
     document). Only the text differs: no spaces, and UTF-8 where ``json.dumps`` escapes to
-    ASCII."""
+    ASCII. orjson also writes two kinds of value ``json.dumps`` refuses, and it has no
+    option to refuse them: an ``enum.Enum`` member (as its value) and a ``uuid.UUID`` (as
+    its string). No column is given either (the API's models dump to JSON types first)."""
     try:
         out = orjson.dumps(value, option=_FALLBACK)
     except TypeError:

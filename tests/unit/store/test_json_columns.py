@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,3 +82,16 @@ def test_what_json_dumps_refuses_is_refused(value):
         json.dumps(value)
     with pytest.raises(TypeError):
         json_dumps(value)
+
+
+class _Plain(enum.Enum):
+    A = "a"
+
+
+def test_an_enum_and_a_uuid_are_written_where_json_dumps_refuses_them():
+    # said in json_dumps's docstring: a plain Enum's value and a UUID's string
+    for value, written in ((_Plain.A, '"a"'),
+                           (uuid.UUID(int=1), '"00000000-0000-0000-0000-000000000001"')):
+        with pytest.raises(TypeError):
+            json.dumps(value)
+        assert json_dumps(value) == written

@@ -49,7 +49,13 @@ def _probes(*modes: str) -> list[dict]:
     """The probe run in a process of its own per mode, the processes side by side."""
     procs = [subprocess.Popen([sys.executable, "-c", PROBE, mode], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE) for mode in modes]
-    return [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    try:
+        return [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    finally:
+        for p in procs:  # none left running when one fails or times out
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
