@@ -167,19 +167,15 @@ def flush_early(folder: Path) -> None:
     if not _FLUSHING.acquire(blocking=False):  # one at a time: it flushes what is there
         return
 
-    def run() -> None:
-        try:
-            fd = os.open(folder, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            syncfs(fd)
-        finally:
-            os.close(fd)
-
     def flushed() -> None:
         try:
-            run()
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                syncfs(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # the folder went away: nothing to flush early
         finally:
             _FLUSHING.release()
 

@@ -113,9 +113,12 @@ def sweep_public(row: SweepRow, trials: list[TrialState] | None,
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at)
 
 
-def _read(services: Services, sweep_id: str, tenant: str) -> SweepPublic:
+def _read(services: Services, sweep_id: str, tenant: str,
+          row: SweepRow | None = None) -> SweepPublic:
+    """The sweep with its trials; ``row``: its row as just read (not read again)."""
     store = sweep_records(services)
-    row = store.get_sweep(sweep_id, tenant)
+    if row is None:
+        row = store.get_sweep(sweep_id, tenant)
     return sweep_public(row, store.trials(sweep_id))
 
 
@@ -193,8 +196,8 @@ async def get_sweep(
     finally:
         if entry is not None:
             services.waiters.unsubscribe(sweep_id, entry)
-    final = row  # the trials read after the row: an ended sweep's are all ended with it
-    return await run_in_threadpool(lambda: sweep_public(final, store.trials(sweep_id)))
+    # the trials read after the row: an ended sweep's are all ended with it
+    return await run_in_threadpool(_read, services, sweep_id, tenant, row)
 
 
 _WAIT_POLL_S = 0.02
